@@ -1,0 +1,30 @@
+//! Types shared by several kinds.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Why a customer or an entitlement was offboarded or cancelled.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OffboardingReason {
+    CustomerRequest,
+    BusinessClosure,
+    SwitchingProvider,
+    NonPayment,
+    ContractBreach,
+    ServiceDiscontinued,
+    Other,
+}
+
+/// One lifecycle event, as kept in `status.history` (newest last, at most 50).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct HistoryEntry {
+    /// When the event took effect (it may be backdated to the fact that caused it).
+    pub at: DateTime<Utc>,
+    /// What happened, e.g. `Activated`, `Suspended`, `Archived`.
+    pub event: String,
+    /// Why it happened, CamelCase, e.g. `PaymentFailed`.
+    pub reason: String,
+    /// A sentence for people.
+    pub message: String,
+}

@@ -1,0 +1,235 @@
+//! Entitlement: "organization X may use product Y", timed by policy.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{HistoryEntry, OffboardingReason};
+use super::policy::PolicyRules;
+
+/// Access of an organization (or of a standalone customer) to a product. Its
+/// phase follows from the facts in spec (dates, payment failure, cancellation,
+/// reactivation), the effective LifecyclePolicy and the clock.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[kube(
+    group = "tenure.dev",
+    version = "v1alpha1",
+    kind = "Entitlement",
+    namespaced,
+    shortname = "ent",
+    category = "tenure",
+    status = "EntitlementStatus",
+    doc = "Access of an organization to a product, timed by its LifecyclePolicies.",
+    printcolumn(name = "Code", type_ = "string", json_path = ".status.code"),
+    printcolumn(name = "Class", type_ = "string", json_path = ".spec.class"),
+    printcolumn(name = "Org", type_ = "string", json_path = ".spec.organization"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Next", type_ = "string", json_path = ".status.next.phase"),
+    printcolumn(name = "At", type_ = "date", json_path = ".status.next.at"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "has(self.code) == has(oldSelf.code) && (!has(self.code) || self.code == oldSelf.code)"
+).message("spec.code is immutable"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.startsAt) || !has(self.endsAt) || self.endsAt > self.startsAt"
+).message("spec.endsAt must be after spec.startsAt"))]
+pub struct EntitlementSpec {
+    /// The Organization this entitlement belongs to. Absent: standalone (gift
+    /// card, B2C, migration import).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// The EntitlementClass (plugin, environment, service, order, affiliate,
+    /// education, or one of your own). Immutable.
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.class is immutable"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub class: String,
+    /// The product this entitlement grants, e.g. `grafana-enterprise`.
+    #[schemars(length(min = 1, max = 253))]
+    pub product: String,
+    /// Pin the code, for migration imports (`<PREFIX>-<YYYY><MM><NNNN>`).
+    /// Immutable. Absent: the controller assigns the next code of the class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Z]{2,5}-[0-9]{10}$"))]
+    pub code: Option<String>,
+    /// When access begins. Absent: at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<DateTime<Utc>>,
+    /// When access ends (then Expired for the expiry grace). Absent: perpetual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<DateTime<Utc>>,
+    /// Set by the billing integration when a charge fails; removed when it is
+    /// recovered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<Payment>,
+    /// Present: cancel this entitlement (voluntarily, or recorded for non-payment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancellation: Option<Cancellation>,
+    /// A win-back: honoured only inside the reactivation window and when policy
+    /// allows it; a refused request leaves the entitlement Cancelled with
+    /// condition ReactivationRefused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reactivation: Option<Reactivation>,
+    /// Entitlement-level policy overrides: the most specific level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRules>,
+    /// Downstream objects this entitlement governs, besides those labelled
+    /// `tenure.dev/entitlement=<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceBinding>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Payment {
+    /// When the charge failed; the payment grace counts from here.
+    pub failed_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Cancellation {
+    /// Why the entitlement is cancelled.
+    pub reason: OffboardingReason,
+    /// Free-form notes for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// When the cancellation takes effect; may be in the past. Default: when the
+    /// controller first observes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Reactivation {
+    /// When the customer asked to come back.
+    pub requested_at: DateTime<Utc>,
+    /// The new order or payment behind the reactivation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceBinding {
+    /// Objects in the entitlement's namespace matching this selector are bound
+    /// to it, in addition to those labelled `tenure.dev/entitlement=<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// Where an entitlement is in its lifecycle.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum EntitlementPhase {
+    /// Not started yet (`startsAt` in the future).
+    #[default]
+    Pending,
+    Active,
+    /// Payment failed (inside the payment grace), or the organization is Disabled.
+    Suspended,
+    /// Past `endsAt`, inside the expiry grace.
+    Expired,
+    /// Cancelled, or a grace ran out.
+    Cancelled,
+    /// Retention over; downstream data deleted.
+    Purged,
+}
+
+/// What the controller observed and decided for an entitlement.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EntitlementStatus {
+    /// `<PREFIX>-<YYYY><MM><NNNN>`, assigned once and never reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Pending, Active, Suspended, Expired, Cancelled or Purged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<EntitlementPhase>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// kstatus conditions: `Ready` always; `Reconciling` or `Stalled` while they apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// When the current phase began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_since: Option<DateTime<Utc>>,
+    /// The deadlines that apply now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadlines: Option<Deadlines>,
+    /// The next scheduled transition, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<NextTransition>,
+    /// Every resolved policy value with where it came from.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub effective_policy: BTreeMap<String, EffectiveValue>,
+    /// Counts of the downstream objects this entitlement governs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceCounts>,
+    /// Lifecycle events, newest last, at most 50.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Deadlines {
+    /// Suspended for non-payment: cancelled at this time unless payment recovers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_cancel_at: Option<DateTime<Utc>>,
+    /// Expired: cancelled at this time unless `endsAt` moves forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_grace_ends_at: Option<DateTime<Utc>>,
+    /// Cancelled: the customer portal shows it until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal_visible_until: Option<DateTime<Utc>>,
+    /// Cancelled: a reactivation is honoured until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reactivation_deadline: Option<DateTime<Utc>>,
+    /// Cancelled: downstream data is purged at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_after: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NextTransition {
+    /// The phase the entitlement moves to.
+    pub phase: EntitlementPhase,
+    /// When, unless the facts change first.
+    pub at: DateTime<Utc>,
+}
+
+/// One resolved policy value and its source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveValue {
+    /// The value in force.
+    #[schemars(schema_with = "any_value")]
+    pub value: serde_json::Value,
+    /// `default`, `LifecyclePolicy/<name>` or `Entitlement`.
+    pub from: String,
+}
+
+fn any_value(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceCounts {
+    pub bound: i32,
+    pub paused: i32,
+    pub deprovisioned: i32,
+    pub deleted: i32,
+}

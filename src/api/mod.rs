@@ -1,0 +1,49 @@
+//! The tenure.dev/v1alpha1 API: one module per kind, plus the types they share.
+//! Doc comments on fields are user documentation: they become `kubectl explain`.
+
+pub mod class;
+pub mod common;
+pub mod entitlement;
+pub mod export;
+pub mod hold;
+pub mod organization;
+pub mod policy;
+
+pub use class::EntitlementClass;
+pub use entitlement::{Entitlement, EntitlementPhase};
+pub use export::{DataExport, DataExportStatus};
+pub use hold::{RetentionHold, RetentionHoldStatus};
+pub use organization::{
+    Organization, OrganizationLifecycle, OrganizationPhase, OrganizationStatus,
+};
+pub use policy::{LifecyclePolicy, LifecyclePolicyStatus};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// Label on a tenant namespace naming the Organization that owns it.
+pub const ORGANIZATION_LABEL: &str = "tenure.dev/organization";
+/// Finalizer on Organizations and Entitlements.
+pub const FINALIZER: &str = "tenure.dev/cleanup";
+
+/// Every CRD tenure serves, in the order `tenure crds` prints them.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![
+        Organization::crd(),
+        Entitlement::crd(),
+        EntitlementClass::crd(),
+        LifecyclePolicy::crd(),
+        RetentionHold::crd(),
+        DataExport::crd(),
+    ]
+}
+
+/// The CRDs as one multi-document YAML stream: what `tenure crds` prints and
+/// what crds/ holds.
+pub fn crds_yaml() -> String {
+    crds()
+        .iter()
+        .map(|crd| serde_yaml::to_string(crd).expect("a CRD always serializes"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}

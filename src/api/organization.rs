@@ -1,0 +1,263 @@
+//! Organization: a tenant, the boundary of its data, offboarded declaratively.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{HistoryEntry, OffboardingReason};
+
+/// A tenant. Owns one namespace (default `org-<name>`) that holds its data; its
+/// lifecycle (Active, Disabled, Archived) is declared here, and the controller
+/// times retention, holds and the purge, leaving a tombstone in status.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[kube(
+    group = "tenure.dev",
+    version = "v1alpha1",
+    kind = "Organization",
+    shortname = "org",
+    category = "tenure",
+    status = "OrganizationStatus",
+    doc = "A tenant: owns a namespace holding its data; its lifecycle is declared in spec and timed by tenure.",
+    printcolumn(name = "Display", type_ = "string", json_path = ".spec.displayName"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Active", type_ = "integer", json_path = ".status.entitlements.active"),
+    printcolumn(name = "Purge-After", type_ = "date", json_path = ".status.purgeAfter"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = kube::core::Rule::new(
+        "!has(self.spec.deletion) || self.spec.deletion.confirmName == self.metadata.name"
+    ).message("spec.deletion.confirmName must equal metadata.name").field_path(".spec.deletion.confirmName")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "self.lifecycle == 'Active' || has(self.offboarding)"
+).message("spec.offboarding is required when spec.lifecycle is Disabled or Archived"))]
+#[x_kube(validation = kube::core::Rule::new("has(self.namespace) || !has(oldSelf.namespace)")
+    .message("spec.namespace is immutable once set: it cannot be removed"))]
+pub struct OrganizationSpec {
+    /// Human-readable name, e.g. the company's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Tax identifier (VAT, CNPJ, EIN, ...). Kept in the tombstone after the purge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_id: Option<String>,
+    /// The billing entity that contracts with this customer, e.g. BR or US.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_entity: Option<String>,
+    /// Identifiers of this customer in other systems, e.g. {stripe: cus_123}.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_ids: BTreeMap<String, String>,
+    /// Who owns the account on the customer's side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// The tenant namespace (default `org-<name>`); immutable once set. The
+    /// controller creates it if missing and labels it `tenure.dev/organization`;
+    /// it never adopts or deletes a namespace that lacks that label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: Option<String>,
+    /// Active (default); Disabled: access revoked, fully recoverable (payment
+    /// dispute, billing grace expired); Archived: offboarded, nothing new is
+    /// provisioned and data is kept for the retention period, then purged.
+    #[serde(default)]
+    pub lifecycle: OrganizationLifecycle,
+    /// Why and when the organization was disabled or archived. Required when
+    /// `lifecycle` is not Active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offboarding: Option<Offboarding>,
+    /// Retention overrides for this organization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// A request for the hard delete (purge) of this organization's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion: Option<DeletionRequest>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    /// The account owner's e-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// The lifecycle an organization is declared to be in.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OrganizationLifecycle {
+    #[default]
+    Active,
+    Disabled,
+    Archived,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Offboarding {
+    /// Why the organization is disabled or archived.
+    pub reason: OffboardingReason,
+    /// The ticket or case that records the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// Free-form notes for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// When the offboarding took effect; may be in the past (backdated). Default:
+    /// when the controller first observes the change of `lifecycle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Never purge before this time, whatever the policy says. Legal holds are
+    /// separate RetentionHold objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extend_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.skipRetention) || !self.skipRetention || has(self.approval)"
+).message("spec.deletion.approval is required when spec.deletion.skipRetention is true"))]
+pub struct DeletionRequest {
+    /// Must equal `metadata.name`: a typed confirmation of the hard delete.
+    pub confirm_name: String,
+    /// Purge as soon as confirmed (after the final grace) instead of waiting for
+    /// the retention period. Requires `approval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_retention: Option<bool>,
+    /// Who approved skipping retention, and where that is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// The person who approved.
+    #[schemars(length(min = 1))]
+    pub by: String,
+    /// Where the approval is recorded (ticket, document).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// Where an organization is in its lifecycle, as observed by the controller.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OrganizationPhase {
+    #[default]
+    Active,
+    Disabled,
+    Archived,
+    PurgeScheduled,
+    Purging,
+    Purged,
+}
+
+/// What the controller observed and decided for an organization.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationStatus {
+    /// Active, Disabled, Archived, PurgeScheduled, Purging or Purged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<OrganizationPhase>,
+    /// The tenant namespace the controller manages for this organization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// kstatus conditions: `Ready` always; `Reconciling` or `Stalled` while they apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// When the organization was disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// When the organization was archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<DateTime<Utc>>,
+    /// Until when the customer portal still shows the organization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal_visible_until: Option<DateTime<Utc>>,
+    /// Until when the organization can be brought back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reactivation_deadline: Option<DateTime<Utc>>,
+    /// The end of the retention period: nothing is purged before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_after: Option<DateTime<Utc>>,
+    /// When the purge runs: the latest of `purgeAfter`, the confirmation and the
+    /// last hold lifted, plus the final grace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_purge_at: Option<DateTime<Utc>>,
+    /// How many of the organization's entitlements are in each phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entitlements: Option<EntitlementCounts>,
+    /// Names of succeeded DataExports, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<String>,
+    /// Names of the RetentionHolds in force on this organization.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<String>,
+    /// What the purge will delete: the review a person reads during the final grace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_plan: Option<PurgePlan>,
+    /// What is left after the purge. Written once and never changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tombstone: Option<Tombstone>,
+    /// Lifecycle events, newest last, at most 50.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EntitlementCounts {
+    pub active: i32,
+    pub suspended: i32,
+    pub expired: i32,
+    pub cancelled: i32,
+    pub purged: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PurgePlan {
+    /// Kind -> how many objects of it the purge will delete.
+    #[serde(default)]
+    pub objects: BTreeMap<String, i64>,
+    /// The namespaces the purge will delete.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+/// What remains of an organization after its purge.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tombstone {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offboarded_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<OffboardingReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// Whether a DataExport of the organization succeeded before the purge.
+    pub export_provided: bool,
+    pub purged_at: DateTime<Utc>,
+    /// Kind -> how many objects of it the purge deleted.
+    #[serde(default)]
+    pub deleted: BTreeMap<String, i64>,
+}

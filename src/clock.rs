@@ -1,0 +1,78 @@
+//! The controller's clock: real time, or a simulated clock that starts at a
+//! given instant and runs `rate` times faster, so that tests and demos can live
+//! through years in minutes. Everything time-based in the controller reads it.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+#[derive(Clone, Debug)]
+pub struct Clock {
+    /// The simulated instant at `started`.
+    origin: DateTime<Utc>,
+    started: Instant,
+    /// Simulated seconds per real second.
+    rate: f64,
+}
+
+impl Clock {
+    pub fn real() -> Self {
+        Self::simulated(Utc::now(), 1.0)
+    }
+
+    pub fn simulated(origin: DateTime<Utc>, rate: f64) -> Self {
+        assert!(
+            rate > 0.0 && rate.is_finite(),
+            "the clock rate must be positive"
+        );
+        Self {
+            origin,
+            started: Instant::now(),
+            rate,
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        let simulated = self.started.elapsed().as_secs_f64() * self.rate;
+        self.origin + TimeDelta::microseconds((simulated * 1e6) as i64)
+    }
+
+    /// How long to wait in real time until the clock reads `at`; zero if it is
+    /// already past.
+    pub fn real_duration_until(&self, at: DateTime<Utc>) -> Duration {
+        let simulated = (at - self.now()).to_std().unwrap_or(Duration::ZERO);
+        simulated.div_f64(self.rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fast_clock_turns_simulated_days_into_real_seconds() {
+        let origin = "2026-01-01T00:00:00Z".parse().unwrap();
+        let clock = Clock::simulated(origin, 86_400.0);
+        let wait = clock.real_duration_until(origin + TimeDelta::days(3));
+        assert!(
+            wait <= Duration::from_secs(3) && wait > Duration::from_millis(2_900),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn a_deadline_in_the_past_needs_no_wait() {
+        let clock = Clock::real();
+        assert_eq!(
+            clock.real_duration_until(Utc::now() - TimeDelta::hours(1)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_simulated_clock_starts_where_it_is_told() {
+        let origin: DateTime<Utc> = "2030-06-01T12:00:00Z".parse().unwrap();
+        let clock = Clock::simulated(origin, 1.0);
+        assert!(clock.now() - origin < TimeDelta::seconds(1));
+    }
+}

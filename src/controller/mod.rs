@@ -1,0 +1,171 @@
+//! The shell around the pure core: one reconciler per kind, the shared context,
+//! status writing, finalizers and Events.
+
+mod entitlement;
+mod organization;
+mod reported;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use crate::api::{
+    DataExport, Entitlement, EntitlementClass, LifecyclePolicy, Organization, RetentionHold,
+};
+use crate::clock::Clock;
+
+/// The one field manager every status write uses.
+pub const FIELD_MANAGER: &str = "tenure";
+
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0} has no name")]
+    Unnamed(&'static str),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What every reconciler shares.
+pub struct Context {
+    pub client: Client,
+    pub clock: Clock,
+    pub recorder: Recorder,
+    /// Organizations and EntitlementClasses, read live from watches, for lookups
+    /// from other kinds' reconcilers.
+    pub organizations: Store<Organization>,
+    pub entitlements: Store<Entitlement>,
+    pub classes: Store<EntitlementClass>,
+}
+
+/// Transient errors retry with a short delay; the next success resets it.
+fn retry_later<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
+    warn!(%error, "reconcile failed, retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// A reflector store fed by a watch of every object of `K`, for lookups.
+fn shared_store<K>(
+    client: &Client,
+) -> (
+    Store<K>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| futures::future::ready(()));
+    (reader, stream)
+}
+
+/// Runs every controller until SIGTERM or SIGINT, then lets in-flight
+/// reconciles finish.
+pub async fn run(client: Client, clock: Clock) -> anyhow::Result<()> {
+    let (organizations, organizations_watch) = shared_store::<Organization>(&client);
+    let (entitlements, entitlements_watch) = shared_store::<Entitlement>(&client);
+    let (classes, classes_watch) = shared_store::<EntitlementClass>(&client);
+    let reporter = Reporter {
+        controller: "tenure".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        clock,
+        organizations,
+        entitlements,
+        classes,
+    });
+    info!(now = %context.clock.now(), "tenure controller starting");
+
+    // The lookup watches run in the background for as long as the process does;
+    // reconcilers start once every store has its first full list.
+    tokio::spawn(organizations_watch);
+    tokio::spawn(entitlements_watch);
+    tokio::spawn(classes_watch);
+    context.organizations.wait_until_ready().await?;
+    context.entitlements.wait_until_ready().await?;
+    context.classes.wait_until_ready().await?;
+
+    futures::future::join(
+        futures::future::join3(
+            organization::run(context.clone()),
+            entitlement::run(context.clone()),
+            reported::run::<EntitlementClass>(context.clone()),
+        ),
+        futures::future::join3(
+            reported::run::<LifecyclePolicy>(context.clone()),
+            reported::run::<RetentionHold>(context.clone()),
+            reported::run::<DataExport>(context.clone()),
+        ),
+    )
+    .await;
+    info!("tenure controller stopped");
+    Ok(())
+}
+
+/// Logs the outcome of one reconcile of a controller's stream.
+async fn log_outcomes<S, T, E>(kind: impl AsRef<str>, stream: S)
+where
+    S: futures::Stream<Item = Result<T, E>>,
+    T: std::fmt::Debug,
+    E: std::fmt::Display,
+{
+    let kind = kind.as_ref();
+    stream
+        .for_each(|outcome| async move {
+            match outcome {
+                Ok(object) => tracing::debug!(kind, ?object, "reconciled"),
+                Err(error) => tracing::debug!(kind, %error, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+/// Records a Kubernetes Event about `object`. An Event that cannot be written is
+/// logged, not retried: it must never hold up the lifecycle.
+async fn record<K: Resource<DynamicType = ()>>(
+    context: &Context,
+    object: &K,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = kube::runtime::events::Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(error) = context
+        .recorder
+        .publish(&event, &object.object_ref(&()))
+        .await
+    {
+        warn!(%error, reason, "could not record an Event");
+    }
+}

@@ -1,0 +1,152 @@
+//! The kinds whose status (so far) only reports whether the controller accepted
+//! them: EntitlementClass, LifecyclePolicy, RetentionHold and DataExport. One
+//! generic reconciler writes their observedGeneration and conditions.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::status::apply_status;
+use super::{Context, Result, log_outcomes, retry_later};
+use crate::api::{
+    DataExport, DataExportStatus, EntitlementClass, LifecyclePolicy, LifecyclePolicyStatus,
+    RetentionHold, RetentionHoldStatus, class::EntitlementClassStatus,
+};
+use crate::lifecycle::conditions::{Verdict, conditions};
+
+pub trait Reported:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+    type Status: Default + Clone + PartialEq + Serialize + Send + Sync;
+    fn status(&self) -> Option<&Self::Status>;
+    /// The API to write this object's status through.
+    fn api(&self, client: Client) -> Api<Self>;
+    fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>);
+    /// What the conditions say at `now`, and when that next changes by itself.
+    fn verdict(&self, now: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>);
+}
+
+pub async fn run<K: Reported>(context: Arc<Context>) {
+    let api = Api::<K>::all(context.client.clone());
+    let controller = Controller::new(api, watcher::Config::default()).shutdown_on_signal();
+    log_outcomes(
+        K::kind(&()).into_owned(),
+        controller.run(reconcile::<K>, retry_later, context),
+    )
+    .await;
+}
+
+async fn reconcile<K: Reported>(object: Arc<K>, context: Arc<Context>) -> Result<Action> {
+    let api = object.api(context.client.clone());
+    let now = context.clock.now();
+    let (verdict, wake_at) = object.verdict(now);
+    let generation = object.meta().generation;
+    let current = object.status().cloned();
+    let mut status = current.clone().unwrap_or_default();
+    let (observed_generation, status_conditions) = K::observed(&mut status);
+    *observed_generation = generation;
+    *status_conditions = conditions(status_conditions, &verdict, &[], generation, now);
+    apply_status(&api, &object.name_any(), current.as_ref(), &status).await?;
+    Ok(match wake_at {
+        Some(at) => Action::requeue(context.clock.real_duration_until(at)),
+        None => Action::await_change(),
+    })
+}
+
+impl Reported for EntitlementClass {
+    type Status = EntitlementClassStatus;
+    fn status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn api(&self, client: Client) -> Api<Self> {
+        Api::all(client)
+    }
+    fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>) {
+        (&mut status.observed_generation, &mut status.conditions)
+    }
+    fn verdict(&self, _: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
+        let message = format!("codes of this class start with {}-", self.spec.code_prefix);
+        (Verdict::ready("Accepted", message), None)
+    }
+}
+
+impl Reported for LifecyclePolicy {
+    type Status = LifecyclePolicyStatus;
+    fn status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn api(&self, client: Client) -> Api<Self> {
+        Api::all(client)
+    }
+    fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>) {
+        (&mut status.observed_generation, &mut status.conditions)
+    }
+    fn verdict(&self, _: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
+        let scope = self.spec.scope.clone().unwrap_or_default();
+        let applies_to = match (scope.class, scope.organization, scope.product) {
+            (Some(class), _, _) => format!("entitlements of class {class}"),
+            (_, Some(organization), _) => {
+                format!("organization {organization} and its entitlements")
+            }
+            (_, _, Some(product)) => format!("entitlements of product {product}"),
+            _ => "every organization and entitlement (global)".into(),
+        };
+        (
+            Verdict::ready("Accepted", format!("applies to {applies_to}")),
+            None,
+        )
+    }
+}
+
+impl Reported for RetentionHold {
+    type Status = RetentionHoldStatus;
+    fn status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn api(&self, client: Client) -> Api<Self> {
+        Api::all(client)
+    }
+    fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>) {
+        (&mut status.observed_generation, &mut status.conditions)
+    }
+    fn verdict(&self, now: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
+        match self.spec.until {
+            Some(until) if until <= now => (
+                Verdict::ready("Lapsed", format!("the hold lapsed at {until}")),
+                None,
+            ),
+            Some(until) => (
+                Verdict::ready("InForce", format!("in force until {until}")),
+                Some(until),
+            ),
+            None => (
+                Verdict::ready("InForce", "in force until this hold is deleted"),
+                None,
+            ),
+        }
+    }
+}
+
+impl Reported for DataExport {
+    type Status = DataExportStatus;
+    fn status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn api(&self, client: Client) -> Api<Self> {
+        Api::namespaced(client, &self.namespace().unwrap_or_default())
+    }
+    fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>) {
+        (&mut status.observed_generation, &mut status.conditions)
+    }
+    fn verdict(&self, _: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
+        let message = "this version of tenure does not produce exports yet; the request is kept and will be served by a version that does";
+        (Verdict::stalled("ExportsNotSupported", message), None)
+    }
+}

@@ -1,0 +1,86 @@
+//! Status writing: server-side apply of the whole status with one field
+//! manager, and only when it changed.
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{FIELD_MANAGER, Result};
+
+/// Applies `status` to the object `name` unless it equals `current`. The whole
+/// status is sent: fields left out are removed, as the field manager owns them.
+pub async fn apply_status<K, S>(
+    api: &Api<K>,
+    name: &str,
+    current: Option<&S>,
+    status: &S,
+) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(false);
+    }
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Adds the finalizer unless present, with optimistic concurrency on the
+/// object's resourceVersion so that a concurrent change is never overwritten.
+pub async fn ensure_finalizer<K>(api: &Api<K>, object: &K) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let meta = object.meta();
+    let mut finalizers = meta.finalizers.clone().unwrap_or_default();
+    if finalizers.iter().any(|f| f == crate::api::FINALIZER) {
+        return Ok(());
+    }
+    finalizers.push(crate::api::FINALIZER.to_string());
+    patch_finalizers(api, object, finalizers).await
+}
+
+/// Removes the finalizer, letting the API server complete a deletion.
+pub async fn remove_finalizer<K>(api: &Api<K>, object: &K) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let finalizers: Vec<String> = object
+        .meta()
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != crate::api::FINALIZER)
+        .cloned()
+        .collect();
+    patch_finalizers(api, object, finalizers).await
+}
+
+async fn patch_finalizers<K>(api: &Api<K>, object: &K, finalizers: Vec<String>) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let meta = object.meta();
+    let name = meta
+        .name
+        .as_deref()
+        .ok_or(super::Error::Unnamed("object"))?;
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": meta.resource_version }
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The pure core: everything that decides, with no kube client, no clock call
+//! and no I/O. The controller feeds it objects and `now`, and carries out what
+//! it returns.
+
+pub mod conditions;

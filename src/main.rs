@@ -1,0 +1,74 @@
+//! tenure: a Kubernetes controller that makes the customer lifecycle declarative.
+
+// Clippy reads the repeated keys of kube's `printcolumn(...)` attributes as duplicates.
+#[allow(clippy::duplicated_attributes)]
+mod api;
+mod clock;
+mod controller;
+mod lifecycle;
+mod telemetry;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+
+use crate::clock::Clock;
+use crate::telemetry::LogFormat;
+
+#[derive(Parser)]
+#[command(
+    name = "tenure",
+    version,
+    about = "The customer lifecycle, declared and timed in Kubernetes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller (KUBECONFIG or the in-cluster service account).
+    Run(RunArgs),
+    /// Print every CRD as one multi-document YAML stream.
+    Crds,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Start a simulated clock at this instant (RFC 3339) instead of the real time.
+    #[arg(long, value_name = "RFC3339")]
+    clock_start: Option<DateTime<Utc>>,
+    /// Simulated seconds per real second (86400: a day a second). Default 1.
+    #[arg(long, value_name = "N", default_value_t = 1.0, value_parser = positive_rate)]
+    clock_rate: f64,
+    /// Log lines for people (human) or for log pipelines (json).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "TENURE_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+fn positive_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!(
+            "{value:?} is not a positive number of simulated seconds per second"
+        )),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crds => print!("{}", api::crds_yaml()),
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            let clock = match args.clock_start {
+                Some(start) => Clock::simulated(start, args.clock_rate),
+                None if args.clock_rate != 1.0 => Clock::simulated(Utc::now(), args.clock_rate),
+                None => Clock::real(),
+            };
+            let client = kube::Client::try_default().await?;
+            controller::run(client, clock).await?;
+        }
+    }
+    Ok(())
+}
