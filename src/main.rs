@@ -1,18 +1,10 @@
-//! tenure: a Kubernetes controller that makes the customer lifecycle declarative.
-
-// Clippy reads the repeated keys of kube's `printcolumn(...)` attributes as duplicates.
-#[allow(clippy::duplicated_attributes)]
-mod api;
-mod clock;
-mod controller;
-mod lifecycle;
-mod telemetry;
+//! The `tenure` command: the controller and its tools.
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-
-use crate::clock::Clock;
-use crate::telemetry::LogFormat;
+use tenure::clock::Clock;
+use tenure::telemetry::{self, LogFormat};
+use tenure::{api, controller};
 
 #[derive(Parser)]
 #[command(

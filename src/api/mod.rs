@@ -47,3 +47,15 @@ pub fn crds_yaml() -> String {
         .collect::<Vec<_>>()
         .join("---\n")
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn checked_in_crds_match_the_types() {
+        let checked_in = include_str!("../../crds/tenure.dev.yaml");
+        assert!(
+            checked_in == super::crds_yaml(),
+            "crds/tenure.dev.yaml is out of date with src/api: run `make crds` and commit the result"
+        );
+    }
+}

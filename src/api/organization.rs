@@ -61,6 +61,7 @@ pub struct OrganizationSpec {
         length(min = 1, max = 63),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.namespace is immutable once set"))]
     pub namespace: Option<String>,
     /// Active (default); Disabled: access revoked, fully recoverable (payment
     /// dispute, billing grace expired); Archived: offboarded, nothing new is

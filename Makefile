@@ -1,0 +1,32 @@
+# The two commands of README.md: `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: all build test unit e2e demo crds lint cluster-up cluster-down
+
+all: build
+
+build:
+	$(CARGO) build --locked
+
+## test: every test, unit and end-to-end (starts the local control plane if needed)
+test: build cluster-up
+	$(CARGO) test --locked
+
+## demo: build, start the control plane and the controller, apply examples/, show status
+demo: build cluster-up
+	hack/demo
+
+## crds: regenerate crds/ from the API types (a unit test fails when they drift)
+crds:
+	$(CARGO) run --locked --quiet -- crds > crds/tenure.dev.yaml
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+cluster-up:
+	hack/cluster up
+
+cluster-down:
+	hack/cluster down

@@ -1,0 +1,139 @@
+//! The end-to-end harness: the local control plane that `hack/cluster up`
+//! started, a tenure controller process per test binary, kubectl, and waits
+//! that synchronise on observed state with a timeout.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn kubeconfig() -> PathBuf {
+    let path = repo().join(".cluster/kubeconfig");
+    assert!(path.exists(), "no local control plane: run `hack/cluster up` (make test does)");
+    path
+}
+
+/// kubectl of the server's version, against the local control plane.
+pub fn kubectl(args: &[&str]) -> Output {
+    kubectl_with_stdin(args, None)
+}
+
+pub fn kubectl_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(repo().join(".cluster/bin/kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs kubectl and returns its stdout, failing the test on a non-zero exit.
+pub fn kubectl_ok(args: &[&str]) -> String {
+    let out = kubectl(args);
+    assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A name no other test run has used, so tests never see each other's objects.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}-{:x}", nanos % 0xffff_ffff)
+}
+
+/// The tenure controller of this test binary, started once with `args`. A shell
+/// watchdog stops it (SIGTERM) when the test process exits for any reason: it
+/// waits for the end of its stdin, which only this process holds open.
+pub struct ControllerProcess {
+    _watchdog: Child,
+}
+
+static CONTROLLER: OnceLock<ControllerProcess> = OnceLock::new();
+
+pub fn start_controller(args: &[&str]) {
+    CONTROLLER.get_or_init(|| {
+        let log = std::fs::File::create(repo().join(format!(
+            ".cluster/logs/tenure-{}.log",
+            std::env::args().next().and_then(|a| a.rsplit('/').next().map(String::from)).unwrap_or_default()
+        )))
+        .expect("a log file");
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(r#""$0" "$@" & child=$!; read _ignored; kill -TERM "$child"; wait "$child""#)
+            .arg(env!("CARGO_BIN_EXE_tenure"))
+            .arg("run")
+            .args(args)
+            .env("KUBECONFIG", kubeconfig())
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("the controller starts");
+        ControllerProcess { _watchdog: watchdog }
+    });
+}
+
+/// Polls `check` until it returns Some, or fails the test after `timeout` with
+/// `what` and the last observation.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => panic!("timed out waiting for {what}; last seen: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// The object as JSON, or why it could not be read.
+pub fn get_json(args: &[&str]) -> Result<serde_json::Value, String> {
+    let mut all = vec!["get", "-o", "json"];
+    all.extend_from_slice(args);
+    let out = kubectl(&all);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// Waits until the object is Ready and its status describes its latest generation.
+pub fn wait_ready(args: &[&str]) -> serde_json::Value {
+    wait_for(&format!("{args:?} to be Ready"), TIMEOUT, || {
+        let object = get_json(args)?;
+        ready_and_current(&object).map(|()| object)
+    })
+}
+
+/// The condition of `type_` on an object, if present.
+pub fn condition<'a>(object: &'a serde_json::Value, type_: &str) -> Option<&'a serde_json::Value> {
+    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+/// The Ready condition of an object, and whether status describes its latest
+/// generation, as kstatus reads them.
+pub fn ready_and_current(object: &serde_json::Value) -> Result<(), String> {
+    let generation = object["metadata"]["generation"].as_i64();
+    let observed = object["status"]["observedGeneration"].as_i64();
+    let ready = condition(object, "Ready").is_some_and(|c| c["status"] == "True");
+    if ready && observed == generation {
+        Ok(())
+    } else {
+        Err(format!("generation {generation:?}, observed {observed:?}, status {}", object["status"]))
+    }
+}
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
