@@ -22,48 +22,90 @@ fn every_crd_is_established_and_reachable_by_short_name_and_category() {
     }
     kubectl_ok(&["get", "org,ent,entclass,lcp,hold,dex", "-A"]);
     let by_category = kubectl_ok(&["get", "tenure", "-A"]);
-    assert!(by_category.contains("entitlementclass.tenure.dev/plugin"), "{by_category}");
+    assert!(
+        by_category.contains("entitlementclass.tenure.dev/plugin"),
+        "{by_category}"
+    );
 }
 
 #[test]
 fn examples_apply_in_one_go_and_every_object_reaches_ready() {
     start_controller(&[]);
-    kubectl_ok(&["apply", "-R", "-f", repo().join("examples").to_str().unwrap()]);
+    kubectl_ok(&[
+        "apply",
+        "-R",
+        "-f",
+        repo().join("examples").to_str().unwrap(),
+    ]);
 
     let org = wait_ready(&["organization", "acme"]);
     assert_eq!(org["status"]["namespace"], "org-acme");
     assert_eq!(org["status"]["phase"], "Active");
-    for entitlement in ["grafana-plugin", "staging", "support", "onboarding", "referral", "training"] {
+    for entitlement in [
+        "grafana-plugin",
+        "staging",
+        "support",
+        "onboarding",
+        "referral",
+        "training",
+    ] {
         let ent = wait_ready(&["-n", "org-acme", "entitlement", entitlement]);
         assert_eq!(ent["status"]["phase"], "Active", "{entitlement}");
     }
     wait_ready(&["lifecyclepolicy", "acme-vip"]);
     wait_ready(&["lifecyclepolicy", "global"]);
-    for class in ["plugin", "environment", "service", "order", "affiliate", "education"] {
+    for class in [
+        "plugin",
+        "environment",
+        "service",
+        "order",
+        "affiliate",
+        "education",
+    ] {
         wait_ready(&["entitlementclass", class]);
     }
-    wait_for("the organization to count its six active entitlements", TIMEOUT, || {
-        let org = get_json(&["organization", "acme"])?;
-        (org["status"]["entitlements"]["active"] == 6).then_some(()).ok_or(org["status"].to_string())
-    });
+    wait_for(
+        "the organization to count its six active entitlements",
+        TIMEOUT,
+        || {
+            let org = get_json(&["organization", "acme"])?;
+            (org["status"]["entitlements"]["active"] == 6)
+                .then_some(())
+                .ok_or(org["status"].to_string())
+        },
+    );
 
     let orgs = kubectl_ok(&["get", "org", "acme"]);
-    assert_columns(&orgs, &["NAME", "DISPLAY", "PHASE", "ACTIVE", "PURGE-AFTER", "AGE"]);
+    assert_columns(
+        &orgs,
+        &["NAME", "DISPLAY", "PHASE", "ACTIVE", "PURGE-AFTER", "AGE"],
+    );
     assert!(orgs.contains("Acme Corporation"), "{orgs}");
     let entitlements = kubectl_ok(&["get", "ent", "-n", "org-acme"]);
-    assert_columns(&entitlements, &["NAME", "CODE", "CLASS", "ORG", "PHASE", "NEXT", "AT", "AGE"]);
+    assert_columns(
+        &entitlements,
+        &["NAME", "CODE", "CLASS", "ORG", "PHASE", "NEXT", "AT", "AGE"],
+    );
     assert!(entitlements.contains("environment"), "{entitlements}");
 }
 
 fn assert_columns(table: &str, expected: &[&str]) {
-    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     assert_eq!(header, expected, "{table}");
 }
 
 #[test]
 fn kubectl_explain_documents_the_fields() {
     let explained = kubectl_ok(&["explain", "organization.spec.deletion.confirmName"]);
-    assert!(explained.contains("Must equal `metadata.name`"), "{explained}");
+    assert!(
+        explained.contains("Must equal `metadata.name`"),
+        "{explained}"
+    );
     let explained = kubectl_ok(&["explain", "entitlement.status.deadlines"]);
     assert!(explained.contains("autoCancelAt"), "{explained}");
 }
@@ -169,7 +211,10 @@ fn invalid_manifests_are_refused_with_a_message_naming_the_field() {
         let out = kubectl_with_stdin(&["create", "--dry-run=server", "-f", "-"], Some(manifest));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{case}: the API server accepted it");
-        assert!(stderr.contains(expected), "{case}: expected {expected:?} in the refusal, got: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{case}: expected {expected:?} in the refusal, got: {stderr}"
+        );
     }
 }
 
@@ -182,7 +227,11 @@ fn refusal(manifest: &str) -> String {
 
 fn apply(manifest: &str) {
     let out = kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
-    assert!(out.status.success(), "refused: {}\n{manifest}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "refused: {}\n{manifest}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -196,16 +245,22 @@ fn class_code_and_namespace_cannot_change_once_set() {
     apply(&entitlement("plugin", "PLG-2026010001"));
     assert!(refusal(&entitlement("service", "PLG-2026010001")).contains("spec.class is immutable"));
     assert!(refusal(&entitlement("plugin", "PLG-2026010002")).contains("spec.code is immutable"));
-    let without_code =
-        format!("apiVersion: tenure.dev/v1alpha1\nkind: Entitlement\nmetadata: {{name: {name}, namespace: default}}\nspec: {{class: plugin, product: x}}");
+    let without_code = format!(
+        "apiVersion: tenure.dev/v1alpha1\nkind: Entitlement\nmetadata: {{name: {name}, namespace: default}}\nspec: {{class: plugin, product: x}}"
+    );
     assert!(refusal(&without_code).contains("spec.code is immutable"));
 
     let org = unique("immutable-ns");
     let organization = |namespace: &str| {
-        format!("apiVersion: tenure.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {org}}}\nspec: {{namespace: {namespace}}}")
+        format!(
+            "apiVersion: tenure.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {org}}}\nspec: {{namespace: {namespace}}}"
+        )
     };
     apply(&organization(&format!("tenant-{org}")));
-    assert!(refusal(&organization(&format!("other-{org}"))).contains("spec.namespace is immutable once set"));
+    assert!(
+        refusal(&organization(&format!("other-{org}")))
+            .contains("spec.namespace is immutable once set")
+    );
 }
 
 #[test]
@@ -219,8 +274,18 @@ fn a_locked_policy_stays_locked_and_its_retention_only_grows() {
     apply(&policy(true, 400));
     assert!(refusal(&policy(false, 400)).contains("spec.locked cannot be unset once it is true"));
     let shrink = refusal(&policy(true, 100));
-    assert!(shrink.contains("spec.cancellation.dataRetentionDays of a locked policy can grow but never shrink"), "{shrink}");
-    assert!(shrink.contains("spec.organization.disabledRetentionDays of a locked policy can grow but never shrink"), "{shrink}");
+    assert!(
+        shrink.contains(
+            "spec.cancellation.dataRetentionDays of a locked policy can grow but never shrink"
+        ),
+        "{shrink}"
+    );
+    assert!(
+        shrink.contains(
+            "spec.organization.disabledRetentionDays of a locked policy can grow but never shrink"
+        ),
+        "{shrink}"
+    );
     apply(&policy(true, 500));
 }
 
@@ -228,44 +293,93 @@ fn a_locked_policy_stays_locked_and_its_retention_only_grows() {
 fn the_tenant_namespace_is_created_labelled_and_a_foreign_one_is_never_adopted() {
     start_controller(&[]);
     let org = unique("tenant");
-    apply(&format!("apiVersion: tenure.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {org}}}\nspec: {{displayName: Tenant}}"));
+    apply(&format!(
+        "apiVersion: tenure.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {org}}}\nspec: {{displayName: Tenant}}"
+    ));
     wait_ready(&["organization", &org]);
     let namespace = get_json(&["namespace", &format!("org-{org}")]).unwrap();
-    assert_eq!(namespace["metadata"]["labels"]["tenure.dev/organization"], org.as_str());
+    assert_eq!(
+        namespace["metadata"]["labels"]["tenure.dev/organization"],
+        org.as_str()
+    );
 
     let squatter = unique("squatter");
     kubectl_ok(&["create", "namespace", &format!("org-{squatter}")]);
-    apply(&format!("apiVersion: tenure.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {squatter}}}\nspec: {{}}"));
-    let stalled = wait_for("the organization to stall on a namespace it does not own", TIMEOUT, || {
-        let object = get_json(&["organization", &squatter])?;
-        condition(&object, "Stalled").filter(|c| c["status"] == "True").cloned().ok_or(object["status"].to_string())
-    });
+    apply(&format!(
+        "apiVersion: tenure.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {squatter}}}\nspec: {{}}"
+    ));
+    let stalled = wait_for(
+        "the organization to stall on a namespace it does not own",
+        TIMEOUT,
+        || {
+            let object = get_json(&["organization", &squatter])?;
+            condition(&object, "Stalled")
+                .filter(|c| c["status"] == "True")
+                .cloned()
+                .ok_or(object["status"].to_string())
+        },
+    );
     assert_eq!(stalled["reason"], "NamespaceNotOwned");
-    assert!(stalled["message"].as_str().unwrap().contains("never adopts"), "{stalled}");
+    assert!(
+        stalled["message"]
+            .as_str()
+            .unwrap()
+            .contains("never adopts"),
+        "{stalled}"
+    );
     let namespace = get_json(&["namespace", &format!("org-{squatter}")]).unwrap();
-    assert!(namespace["metadata"]["labels"].get("tenure.dev/organization").is_none(), "the namespace was changed");
+    assert!(
+        namespace["metadata"]["labels"]
+            .get("tenure.dev/organization")
+            .is_none(),
+        "the namespace was changed"
+    );
 }
 
 #[test]
 fn deleting_an_unpurged_organization_is_held_and_explained() {
     start_controller(&[]);
     let org = unique("keep");
-    apply(&format!("apiVersion: tenure.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {org}}}\nspec: {{}}"));
+    apply(&format!(
+        "apiVersion: tenure.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {org}}}\nspec: {{}}"
+    ));
     wait_for("the finalizer", TIMEOUT, || {
         let object = get_json(&["organization", &org])?;
-        (object["metadata"]["finalizers"][0] == "tenure.dev/cleanup").then_some(()).ok_or(object["metadata"].to_string())
+        (object["metadata"]["finalizers"][0] == "tenure.dev/cleanup")
+            .then_some(())
+            .ok_or(object["metadata"].to_string())
     });
     kubectl_ok(&["delete", "organization", &org, "--wait=false"]);
     let blocked = wait_for("DeletionBlocked", TIMEOUT, || {
         let object = get_json(&["organization", &org])?;
-        condition(&object, "DeletionBlocked").cloned().ok_or(object["status"].to_string())
+        condition(&object, "DeletionBlocked")
+            .cloned()
+            .ok_or(object["status"].to_string())
     });
-    assert!(blocked["message"].as_str().unwrap().contains("Offboard it instead"), "{blocked}");
+    assert!(
+        blocked["message"]
+            .as_str()
+            .unwrap()
+            .contains("Offboard it instead"),
+        "{blocked}"
+    );
     wait_for("a DeletionBlocked Event", TIMEOUT, || {
-        let events = kubectl_ok(&["get", "events", "-A", "--field-selector", &format!("involvedObject.name={org},reason=DeletionBlocked")]);
-        events.contains("DeletionBlocked").then_some(()).ok_or(events)
+        let events = kubectl_ok(&[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            &format!("involvedObject.name={org},reason=DeletionBlocked"),
+        ]);
+        events
+            .contains("DeletionBlocked")
+            .then_some(())
+            .ok_or(events)
     });
-    assert!(get_json(&["organization", &org]).is_ok(), "the organization was deleted");
+    assert!(
+        get_json(&["organization", &org]).is_ok(),
+        "the organization was deleted"
+    );
 }
 
 #[test]
@@ -273,22 +387,35 @@ fn an_entitlement_waits_for_its_class_and_starts_on_time() {
     start_controller(&[]);
     let class = unique("late-class");
     let name = unique("late");
-    let starts_at = (chrono::Utc::now() + chrono::TimeDelta::seconds(8)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let starts_at = (chrono::Utc::now() + chrono::TimeDelta::seconds(8))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     apply(&format!(
         "apiVersion: tenure.dev/v1alpha1\nkind: Entitlement\nmetadata: {{name: {name}, namespace: default}}\nspec: {{class: {class}, product: x, startsAt: '{starts_at}'}}"
     ));
     let stalled = wait_for("ClassNotFound", TIMEOUT, || {
         let object = get_json(&["-n", "default", "entitlement", &name])?;
-        condition(&object, "Stalled").cloned().ok_or(object["status"].to_string())
+        condition(&object, "Stalled")
+            .cloned()
+            .ok_or(object["status"].to_string())
     });
     assert_eq!(stalled["reason"], "ClassNotFound");
 
-    apply(&format!("apiVersion: tenure.dev/v1alpha1\nkind: EntitlementClass\nmetadata: {{name: {class}}}\nspec: {{codePrefix: LATE}}"));
+    apply(&format!(
+        "apiVersion: tenure.dev/v1alpha1\nkind: EntitlementClass\nmetadata: {{name: {class}}}\nspec: {{codePrefix: LATE}}"
+    ));
     let pending = wait_ready(&["-n", "default", "entitlement", &name]);
-    assert_eq!(pending["status"]["phase"], "Pending", "starts at {starts_at}");
+    assert_eq!(
+        pending["status"]["phase"], "Pending",
+        "starts at {starts_at}"
+    );
     wait_for("the entitlement to start", TIMEOUT, || {
         let object = get_json(&["-n", "default", "entitlement", &name])?;
-        (object["status"]["phase"] == "Active").then_some(()).ok_or(object["status"].to_string())
+        (object["status"]["phase"] == "Active")
+            .then_some(())
+            .ok_or(object["status"].to_string())
     });
-    assert!(chrono::Utc::now() >= starts_at.parse::<chrono::DateTime<chrono::Utc>>().unwrap(), "started early");
+    assert!(
+        chrono::Utc::now() >= starts_at.parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+        "started early"
+    );
 }

@@ -228,8 +228,12 @@ fn any_value(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceCounts {
+    /// Objects bound to this entitlement now.
     pub bound: i32,
+    /// Bound workloads paused (scaled to 0 or suspended).
     pub paused: i32,
+    /// Objects deprovisioned on cancellation.
     pub deprovisioned: i32,
+    /// Objects deleted at purge.
     pub deleted: i32,
 }

@@ -109,6 +109,7 @@ pub struct Artifact {
     pub uri: String,
     /// The ZIP's SHA-256, hex.
     pub sha256: String,
+    /// The ZIP's size in bytes.
     pub size_bytes: i64,
     /// How many files the ZIP holds.
     pub files: i64,

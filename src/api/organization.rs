@@ -221,10 +221,15 @@ pub struct OrganizationStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EntitlementCounts {
+    /// Entitlements in phase Active.
     pub active: i32,
+    /// Entitlements in phase Suspended.
     pub suspended: i32,
+    /// Entitlements in phase Expired.
     pub expired: i32,
+    /// Entitlements in phase Cancelled.
     pub cancelled: i32,
+    /// Entitlements in phase Purged.
     pub purged: i32,
 }
 
@@ -243,20 +248,28 @@ pub struct PurgePlan {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Tombstone {
+    /// The organization's name.
     pub name: String,
+    /// Its display name at the purge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// Its tax identifier at the purge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tax_id: Option<String>,
+    /// When the Organization object was created.
     pub created_at: DateTime<Utc>,
+    /// When it was offboarded (disabled or archived).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offboarded_at: Option<DateTime<Utc>>,
+    /// The offboarding reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<OffboardingReason>,
+    /// The offboarding ticket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
     /// Whether a DataExport of the organization succeeded before the purge.
     pub export_provided: bool,
+    /// When the purge completed.
     pub purged_at: DateTime<Utc>,
     /// Kind -> how many objects of it the purge deleted.
     #[serde(default)]

@@ -10,7 +10,7 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use super::status::{apply_status, ensure_finalizer, remove_finalizer};
-use super::{Context, Result, log_outcomes, record, retry_later};
+use super::{Context, Result, log_outcomes, record, requeue_at, retry_later};
 use crate::api::{Entitlement, EntitlementClass, EntitlementPhase, Organization};
 use crate::lifecycle::conditions::{Verdict, conditions};
 
@@ -133,7 +133,7 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
     apply_status(&api, &name, current.as_ref(), &status).await?;
 
     Ok(match starts_at {
-        Some(at) if pending => Action::requeue(context.clock.real_duration_until(at)),
+        Some(at) if pending => requeue_at(&context.clock, at),
         _ => Action::await_change(),
     })
 }

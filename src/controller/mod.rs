@@ -48,6 +48,16 @@ pub struct Context {
     pub classes: Store<EntitlementClass>,
 }
 
+/// The longest single wait: kube-runtime's scheduler cannot hold timers much
+/// beyond half a year, so a later deadline is reached in steps, each of which
+/// re-decides from fresh state.
+const LONGEST_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Wake up when the clock reads `at` (in steps of at most [`LONGEST_WAIT`]).
+fn requeue_at(clock: &Clock, at: chrono::DateTime<chrono::Utc>) -> Action {
+    Action::requeue(clock.real_duration_until(at).min(LONGEST_WAIT))
+}
+
 /// Transient errors retry with a short delay; the next success resets it.
 fn retry_later<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
     warn!(%error, "reconcile failed, retrying");

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::status::apply_status;
-use super::{Context, Result, log_outcomes, retry_later};
+use super::{Context, Result, log_outcomes, requeue_at, retry_later};
 use crate::api::{
     DataExport, DataExportStatus, EntitlementClass, LifecyclePolicy, LifecyclePolicyStatus,
     RetentionHold, RetentionHoldStatus, class::EntitlementClassStatus,
@@ -55,21 +55,28 @@ async fn reconcile<K: Reported>(object: Arc<K>, context: Arc<Context>) -> Result
     *status_conditions = conditions(status_conditions, &verdict, &[], generation, now);
     apply_status(&api, &object.name_any(), current.as_ref(), &status).await?;
     Ok(match wake_at {
-        Some(at) => Action::requeue(context.clock.real_duration_until(at)),
+        Some(at) => requeue_at(&context.clock, at),
         None => Action::await_change(),
     })
 }
 
+/// Every status here keeps its own `observedGeneration` and `conditions`.
+macro_rules! status_accessors {
+    ($status:ty) => {
+        type Status = $status;
+        fn status(&self) -> Option<&Self::Status> {
+            self.status.as_ref()
+        }
+        fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>) {
+            (&mut status.observed_generation, &mut status.conditions)
+        }
+    };
+}
+
 impl Reported for EntitlementClass {
-    type Status = EntitlementClassStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
+    status_accessors!(EntitlementClassStatus);
     fn api(&self, client: Client) -> Api<Self> {
         Api::all(client)
-    }
-    fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>) {
-        (&mut status.observed_generation, &mut status.conditions)
     }
     fn verdict(&self, _: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
         let message = format!("codes of this class start with {}-", self.spec.code_prefix);
@@ -78,15 +85,9 @@ impl Reported for EntitlementClass {
 }
 
 impl Reported for LifecyclePolicy {
-    type Status = LifecyclePolicyStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
+    status_accessors!(LifecyclePolicyStatus);
     fn api(&self, client: Client) -> Api<Self> {
         Api::all(client)
-    }
-    fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>) {
-        (&mut status.observed_generation, &mut status.conditions)
     }
     fn verdict(&self, _: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
         let scope = self.spec.scope.clone().unwrap_or_default();
@@ -106,15 +107,9 @@ impl Reported for LifecyclePolicy {
 }
 
 impl Reported for RetentionHold {
-    type Status = RetentionHoldStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
+    status_accessors!(RetentionHoldStatus);
     fn api(&self, client: Client) -> Api<Self> {
         Api::all(client)
-    }
-    fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>) {
-        (&mut status.observed_generation, &mut status.conditions)
     }
     fn verdict(&self, now: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
         match self.spec.until {
@@ -135,15 +130,9 @@ impl Reported for RetentionHold {
 }
 
 impl Reported for DataExport {
-    type Status = DataExportStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
+    status_accessors!(DataExportStatus);
     fn api(&self, client: Client) -> Api<Self> {
         Api::namespaced(client, &self.namespace().unwrap_or_default())
-    }
-    fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>) {
-        (&mut status.observed_generation, &mut status.conditions)
     }
     fn verdict(&self, _: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
         let message = "this version of tenure does not produce exports yet; the request is kept and will be served by a version that does";

@@ -8,14 +8,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 pub fn kubeconfig() -> PathBuf {
     let path = repo().join(".cluster/kubeconfig");
-    assert!(path.exists(), "no local control plane: run `hack/cluster up` (make test does)");
+    assert!(
+        path.exists(),
+        "no local control plane: run `hack/cluster up` (make test does)"
+    );
     path
 }
 
@@ -30,13 +32,22 @@ pub fn kubectl_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
         .arg("--kubeconfig")
         .arg(kubeconfig())
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("kubectl runs");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     child.wait_with_output().unwrap()
 }
@@ -44,13 +55,20 @@ pub fn kubectl_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
 /// Runs kubectl and returns its stdout, failing the test on a non-zero exit.
 pub fn kubectl_ok(args: &[&str]) -> String {
     let out = kubectl(args);
-    assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// A name no other test run has used, so tests never see each other's objects.
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{prefix}-{:x}", nanos % 0xffff_ffff)
 }
 
@@ -66,9 +84,12 @@ static CONTROLLER: OnceLock<ControllerProcess> = OnceLock::new();
 pub fn start_controller(args: &[&str]) {
     CONTROLLER.get_or_init(|| {
         let log = std::fs::File::create(repo().join(format!(
-            ".cluster/logs/tenure-{}.log",
-            std::env::args().next().and_then(|a| a.rsplit('/').next().map(String::from)).unwrap_or_default()
-        )))
+                ".cluster/logs/tenure-{}.log",
+                std::env::args()
+                    .next()
+                    .and_then(|a| a.rsplit('/').next().map(String::from))
+                    .unwrap_or_default()
+            )))
         .expect("a log file");
         let watchdog = Command::new("sh")
             .arg("-c")
@@ -82,18 +103,26 @@ pub fn start_controller(args: &[&str]) {
             .stderr(log)
             .spawn()
             .expect("the controller starts");
-        ControllerProcess { _watchdog: watchdog }
+        ControllerProcess {
+            _watchdog: watchdog,
+        }
     });
 }
 
 /// Polls `check` until it returns Some, or fails the test after `timeout` with
 /// `what` and the last observation.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         match check() {
             Ok(value) => return value,
-            Err(last) if Instant::now() >= deadline => panic!("timed out waiting for {what}; last seen: {last}"),
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out waiting for {what}; last seen: {last}")
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
@@ -120,7 +149,10 @@ pub fn wait_ready(args: &[&str]) -> serde_json::Value {
 
 /// The condition of `type_` on an object, if present.
 pub fn condition<'a>(object: &'a serde_json::Value, type_: &str) -> Option<&'a serde_json::Value> {
-    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
 }
 
 /// The Ready condition of an object, and whether status describes its latest
@@ -132,7 +164,10 @@ pub fn ready_and_current(object: &serde_json::Value) -> Result<(), String> {
     if ready && observed == generation {
         Ok(())
     } else {
-        Err(format!("generation {generation:?}, observed {observed:?}, status {}", object["status"]))
+        Err(format!(
+            "generation {generation:?}, observed {observed:?}, status {}",
+            object["status"]
+        ))
     }
 }
 
