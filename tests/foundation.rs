@@ -287,6 +287,18 @@ fn a_locked_policy_stays_locked_and_its_retention_only_grows() {
         "{shrink}"
     );
     apply(&policy(true, 500));
+
+    let out = kubectl(&["delete", "lifecyclepolicy", &name]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a locked policy was deleted");
+    assert!(
+        stderr.contains("is locked (spec.locked: true, a retention lock) and cannot be deleted"),
+        "{stderr}"
+    );
+    assert!(
+        get_json(&["lifecyclepolicy", &name]).is_ok(),
+        "the locked policy is gone"
+    );
 }
 
 #[test]
