@@ -13,7 +13,7 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use super::status::{apply_status, ensure_finalizer, remove_finalizer};
-use super::{Context, Error, Result, log_outcomes, record, retry_later};
+use super::{Context, Result, log_outcomes, record, retry_later};
 use crate::api::{
     Entitlement, EntitlementPhase, ORGANIZATION_LABEL, Organization, OrganizationLifecycle,
     OrganizationPhase, OrganizationStatus, organization::EntitlementCounts,
@@ -206,8 +206,8 @@ async fn ensure_namespace(
             .await;
             Ok(NamespaceState::Owned)
         }
-        // Someone created it between our read and our create: decide on the next pass.
-        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Kube(kube::Error::Api(e))),
+        // Also when someone created it between our read and our create (409):
+        // the retry decides with what is there then.
         Err(e) => Err(e.into()),
     }
 }
