@@ -173,12 +173,48 @@ pub struct EntitlementStatus {
     /// Every resolved policy value with where it came from.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub effective_policy: BTreeMap<String, EffectiveValue>,
+    /// The cancellation in force (phases Cancelled and Purged), or the last one a
+    /// reactivation lifted. It is kept when its cause goes away later (a payment
+    /// recovered after the grace ran out, an `endsAt` moved after the expiry
+    /// grace): only `spec.reactivation` lifts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<CancellationRecord>,
+    /// The renewal reminder last sent (`endsAt` minus one of
+    /// `notifications.reminderDays`), so that each is sent once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reminder_at: Option<DateTime<Utc>>,
     /// Counts of the downstream objects this entitlement governs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceCounts>,
     /// Lifecycle events, newest last, at most 50.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CancellationRecord {
+    /// When the cancellation took effect.
+    pub at: DateTime<Utc>,
+    /// Why: the reason of `spec.cancellation` or of the organization's
+    /// offboarding, `NonPayment` when the payment grace ran out, `NotRenewed` when
+    /// the expiry grace ran out.
+    pub reason: String,
+    /// What cancelled it.
+    pub by: CancelledBy,
+}
+
+/// What cancelled an entitlement.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CancelledBy {
+    /// `spec.cancellation`.
+    Request,
+    /// The payment grace ran out after `spec.payment.failedAt`.
+    PaymentGrace,
+    /// The expiry grace ran out after `spec.endsAt`.
+    ExpiryGrace,
+    /// The organization was archived. Lifted when it is unarchived.
+    Organization,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]

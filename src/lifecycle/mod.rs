@@ -2,4 +2,7 @@
 //! and no I/O. The controller feeds it objects and `now`, and carries out what
 //! it returns.
 
+pub mod codes;
 pub mod conditions;
+pub mod entitlement;
+pub mod policy;

@@ -1,0 +1,597 @@
+//! The entitlement lifecycle as a pure function of its facts, its effective
+//! policy, what status already recorded, and `now`.
+//!
+//! The facts in spec (start, end, payment failure, cancellation, reactivation)
+//! and the organization's standing lay out a timeline; the phase at any instant
+//! follows from it. Replaying that timeline is what honours backdated facts and
+//! makes a re-applied manifest land in the same phase. Two things are recorded
+//! in status because spec alone cannot say them: a cancellation stays once it
+//! happened even if its cause is removed later (only a reactivation lifts it),
+//! and a Purged entitlement never comes back.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::conditions::{Extra, Verdict};
+use super::policy::{Effective, keys};
+use crate::api::common::{HistoryEntry, OffboardingReason};
+use crate::api::entitlement::{
+    CancellationRecord, CancelledBy, Deadlines, EntitlementPhase, EntitlementSpec,
+    EntitlementStatus, NextTransition,
+};
+
+type Time = DateTime<Utc>;
+
+/// The standing of the entitlement's organization (Active for a standalone one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    Active,
+    Disabled {
+        since: Time,
+    },
+    Archived {
+        since: Time,
+        reason: OffboardingReason,
+        ticket: Option<String>,
+    },
+}
+
+/// Everything the lifecycle depends on.
+#[derive(Clone, Debug)]
+pub struct Input<'a> {
+    pub spec: &'a EntitlementSpec,
+    /// When the entitlement was created (on the controller's clock).
+    pub created: Time,
+    pub organization: &'a Standing,
+    pub recorded: Option<&'a EntitlementStatus>,
+    pub policy: &'a Effective,
+    pub now: Time,
+}
+
+/// The lifecycle part of the new status, and what to tell people.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub phase: EntitlementPhase,
+    pub phase_since: Time,
+    pub deadlines: Option<Deadlines>,
+    pub next: Option<NextTransition>,
+    pub cancelled: Option<CancellationRecord>,
+    /// New history entries, oldest first; each also becomes an Event.
+    pub history: Vec<HistoryEntry>,
+    /// A renewal reminder to send now.
+    pub reminder: Option<Reminder>,
+    pub last_reminder_at: Option<Time>,
+    pub verdict: Verdict,
+    /// `ReactivationRefused`, when a reactivation request is not honoured.
+    pub refusal: Option<Extra>,
+    /// When to decide again: the next transition or reminder.
+    pub wake_at: Option<Time>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reminder {
+    /// The reminder's due time: `endsAt` minus one of the reminder days.
+    pub due_at: Time,
+    pub message: String,
+}
+
+pub const REACTIVATION_REFUSED: &str = "ReactivationRefused";
+
+/// A cancellation on the timeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Cancel {
+    at: Time,
+    reason: String,
+    by: CancelledBy,
+    /// Why, for people.
+    message: String,
+}
+
+/// The phase at one instant, with its reason and the cancellation behind it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct State {
+    phase: EntitlementPhase,
+    reason: String,
+    cancel: Option<Cancel>,
+}
+
+/// The facts laid out in time, after a reactivation has voided what it undid.
+struct Timeline {
+    start: Time,
+    disabled_since: Option<Time>,
+    payment_failed_at: Option<Time>,
+    ends_at: Option<Time>,
+    /// A cancellation lifted by an honoured reactivation, and when it was lifted.
+    lifted: Option<(Cancel, Time)>,
+    cancel: Option<Cancel>,
+    retention: TimeDelta,
+}
+
+impl Timeline {
+    fn state_at(&self, t: Time) -> State {
+        use EntitlementPhase::*;
+        let state = |phase, reason: &str, cancel: Option<&Cancel>| State {
+            phase,
+            reason: reason.into(),
+            cancel: cancel.cloned(),
+        };
+        if let Some(cancel) = self.cancel.as_ref().filter(|c| c.at <= t) {
+            return if t >= cancel.at + self.retention {
+                state(Purged, "RetentionEnded", Some(cancel))
+            } else {
+                state(Cancelled, &cancel.reason, Some(cancel))
+            };
+        }
+        if let Some((cancel, _)) = self
+            .lifted
+            .as_ref()
+            .filter(|(c, lifted_at)| c.at <= t && t < *lifted_at)
+        {
+            return state(Cancelled, &cancel.reason, Some(cancel));
+        }
+        if t < self.start {
+            state(Pending, "NotStarted", None)
+        } else if self.disabled_since.is_some_and(|since| since <= t) {
+            state(Suspended, "OrganizationDisabled", None)
+        } else if self.payment_failed_at.is_some_and(|at| at <= t) {
+            state(Suspended, "PaymentFailed", None)
+        } else if self.ends_at.is_some_and(|at| at <= t) {
+            state(Expired, "Expired", None)
+        } else {
+            state(Active, "Active", None)
+        }
+    }
+
+    /// Every instant at which the phase may change.
+    fn boundaries(&self) -> Vec<Time> {
+        let mut at = vec![self.start];
+        at.extend(self.disabled_since);
+        at.extend(self.payment_failed_at);
+        at.extend(self.ends_at);
+        if let Some((cancel, lifted_at)) = &self.lifted {
+            at.extend([cancel.at, *lifted_at]);
+        }
+        if let Some(cancel) = &self.cancel {
+            at.extend([cancel.at, cancel.at + self.retention]);
+        }
+        at.sort();
+        at.dedup();
+        at
+    }
+
+    /// The phase changes from `from` on: the state at `from`, then each change.
+    fn steps(&self, from: Time) -> Vec<(Time, State)> {
+        let mut steps = vec![(from, self.state_at(from))];
+        for at in self.boundaries().into_iter().filter(|at| *at > from) {
+            let state = self.state_at(at);
+            if steps.last().is_some_and(|(_, last)| last.phase != state.phase) {
+                steps.push((at, state));
+            }
+        }
+        steps
+    }
+}
+
+/// Decides the entitlement's lifecycle at `input.now`.
+pub fn decide(input: &Input) -> Decision {
+    let recorded = input.recorded;
+    if let Some(purged) = recorded.filter(|s| s.phase == Some(EntitlementPhase::Purged)) {
+        return stay_purged(purged, input.now);
+    }
+    let (timeline, refusal) = lay_out(input);
+    let now = input.now;
+    let current = timeline.state_at(now);
+    let created_or_earliest = timeline
+        .boundaries()
+        .into_iter()
+        .chain([input.created])
+        .min()
+        .unwrap_or(input.created)
+        .min(now);
+    let steps = timeline.steps(created_or_earliest);
+    let (past, future): (Vec<_>, Vec<_>) = steps.into_iter().partition(|(at, _)| *at <= now);
+    let entered_at = past.last().map_or(now, |(at, _)| *at);
+
+    let message = |phase, state: &State| describe(input, &timeline, phase, state);
+    let entry = |at: Time, previous: Option<EntitlementPhase>, state: &State| HistoryEntry {
+        at,
+        event: event_name(previous, state.phase).into(),
+        reason: state.reason.clone(),
+        message: message(state.phase, state),
+    };
+    let (phase_since, history) = match recorded.and_then(|s| s.phase.zip(s.phase_since)) {
+        None => {
+            let mut previous = None;
+            let history = past
+                .iter()
+                .map(|(at, state)| {
+                    let entry = entry(*at, previous, state);
+                    previous = Some(state.phase);
+                    entry
+                })
+                .collect();
+            (entered_at, history)
+        }
+        Some((phase, since)) if phase == current.phase => (since, Vec::new()),
+        Some((phase, since)) => {
+            let mut previous = Some(phase);
+            let new: Vec<HistoryEntry> = past
+                .iter()
+                .filter(|(at, _)| *at > since)
+                .map(|(at, state)| {
+                    let entry = entry(*at, previous, state);
+                    previous = Some(state.phase);
+                    entry
+                })
+                .collect();
+            if new.is_empty() {
+                // The phase changed because a fact went away (a payment recovered,
+                // the organization enabled again): that happened now.
+                (now, vec![entry(now, Some(phase), &current)])
+            } else {
+                (entered_at, new)
+            }
+        }
+    };
+
+    let deadlines = deadlines(input, &timeline, &current);
+    let next = future.first().map(|(at, state)| NextTransition {
+        phase: state.phase,
+        at: *at,
+    });
+    let (reminder, last_reminder_at, next_reminder) = reminders(input, &timeline, &current);
+    let wake_at = next.as_ref().map(|n| n.at).into_iter().chain(next_reminder).min();
+    Decision {
+        phase: current.phase,
+        phase_since,
+        deadlines,
+        next,
+        // After a reactivation the lifted cancellation stays on record: it
+        // remembers when a cancellation without effectiveAt was first observed.
+        cancelled: current
+            .cancel
+            .as_ref()
+            .or(timeline.lifted.as_ref().map(|(cancel, _)| cancel))
+            .map(|c| CancellationRecord {
+                at: c.at,
+                reason: c.reason.clone(),
+                by: c.by,
+            }),
+        history,
+        reminder,
+        last_reminder_at,
+        verdict: Verdict::ready(current.reason.clone(), message(current.phase, &current)),
+        refusal,
+        wake_at,
+    }
+}
+
+fn stay_purged(recorded: &EntitlementStatus, now: Time) -> Decision {
+    let purged_at = recorded.phase_since.unwrap_or(now);
+    Decision {
+        phase: EntitlementPhase::Purged,
+        phase_since: purged_at,
+        deadlines: recorded.deadlines.clone(),
+        next: None,
+        cancelled: recorded.cancelled.clone(),
+        history: Vec::new(),
+        reminder: None,
+        last_reminder_at: recorded.last_reminder_at,
+        verdict: Verdict::ready(
+            "RetentionEnded",
+            format!("purged at {purged_at}; a purged entitlement stays purged"),
+        ),
+        refusal: None,
+        wake_at: None,
+    }
+}
+
+/// Lays out the facts in time and decides whether a reactivation is honoured.
+fn lay_out(input: &Input) -> (Timeline, Option<Extra>) {
+    let spec = input.spec;
+    let policy = input.policy;
+    let start = spec.starts_at.unwrap_or(input.created);
+    let recorded_cancel = input.recorded.and_then(|s| s.cancelled.as_ref());
+    let requested = spec.cancellation.as_ref().map(|c| {
+        // Without effectiveAt a cancellation takes effect when first observed,
+        // which status remembers.
+        let first_observed = recorded_cancel
+            .filter(|r| r.by == CancelledBy::Request)
+            .map(|r| r.at);
+        let reason = format!("{:?}", c.reason);
+        Cancel {
+            at: c.effective_at.or(first_observed).unwrap_or(input.now),
+            message: format!("cancelled ({reason}, spec.cancellation)"),
+            reason,
+            by: CancelledBy::Request,
+        }
+    });
+    // A cancellation that happened stays, even when its cause is removed; one
+    // the organization caused follows the organization instead, and a request
+    // with an explicit effectiveAt is taken from spec.
+    let sticky = recorded_cancel
+        .filter(|r| r.by != CancelledBy::Organization)
+        .filter(|r| {
+            r.by != CancelledBy::Request
+                || spec
+                    .cancellation
+                    .as_ref()
+                    .is_none_or(|c| c.effective_at.is_none())
+        })
+        .map(|r| Cancel {
+            at: r.at,
+            reason: r.reason.clone(),
+            by: r.by,
+            message: format!("cancelled ({})", r.reason),
+        });
+    let archived = match input.organization {
+        Standing::Archived {
+            since,
+            reason,
+            ticket,
+        } => Some(Cancel {
+            at: *since,
+            reason: format!("{reason:?}"),
+            by: CancelledBy::Organization,
+            message: format!(
+                "organization {} archived ({reason:?}{})",
+                spec.organization.as_deref().unwrap_or_default(),
+                ticket
+                    .as_deref()
+                    .map(|t| format!(", ticket {t}"))
+                    .unwrap_or_default()
+            ),
+        }),
+        _ => None,
+    };
+    let disabled_since = match input.organization {
+        Standing::Disabled { since } => Some(*since),
+        _ => None,
+    };
+    let payment_grace = policy.days(keys::PAYMENT_GRACE_DAYS);
+    let expiry_grace = policy.days(keys::EXPIRY_GRACE_DAYS);
+
+    // The facts in force, ignoring those a reactivation at `lifted_at` undid.
+    let facts = |lifted_at: Option<Time>| {
+        let after = |t: &Time| lifted_at.is_none_or(|lifted| *t > lifted);
+        let payment_failed_at = spec
+            .payment
+            .as_ref()
+            .map(|p| p.failed_at)
+            .filter(|t| after(t));
+        // A reactivated entitlement past its end date expires anew from then on.
+        let ends_at = spec
+            .ends_at
+            .map(|at| lifted_at.map_or(at, |lifted| at.max(lifted)));
+        let auto_cancel = payment_failed_at.map(|failed| Cancel {
+            at: failed + payment_grace,
+            reason: "NonPayment".into(),
+            by: CancelledBy::PaymentGrace,
+            message: format!(
+                "the payment grace of {} days after the failed payment at {failed} ran out",
+                payment_grace.num_days()
+            ),
+        });
+        let not_renewed = ends_at.map(|ends| Cancel {
+            at: ends + expiry_grace,
+            reason: "NotRenewed".into(),
+            by: CancelledBy::ExpiryGrace,
+            message: format!(
+                "the expiry grace of {} days after the end at {ends} ran out",
+                expiry_grace.num_days()
+            ),
+        });
+        let cancel = [
+            requested.clone(),
+            sticky.clone(),
+            auto_cancel,
+            not_renewed,
+            archived.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|c| after(&c.at))
+        .min_by_key(|c| c.at);
+        (cancel, payment_failed_at, ends_at)
+    };
+    let retention = policy.days(keys::DATA_RETENTION_DAYS);
+    let timeline = |lifted: Option<(Cancel, Time)>| {
+        let (cancel, payment_failed_at, ends_at) = facts(lifted.as_ref().map(|(_, at)| *at));
+        Timeline {
+            start,
+            disabled_since,
+            payment_failed_at,
+            ends_at,
+            lifted,
+            cancel,
+            retention,
+        }
+    };
+
+    let (first_cancel, _, _) = facts(None);
+    let (Some(request), Some(cancel)) = (spec.reactivation.as_ref(), first_cancel) else {
+        return (timeline(None), None);
+    };
+    let requested_at = request.requested_at;
+    if requested_at <= cancel.at {
+        // A request from before this cancellation was already used up.
+        return (timeline(None), None);
+    }
+    let deadline = cancel.at + policy.days(keys::REACTIVATION_WINDOW_DAYS);
+    let refused = |reason: &str, message: String| Extra {
+        type_: REACTIVATION_REFUSED.into(),
+        status: true,
+        reason: reason.into(),
+        message: format!("spec.reactivation (requested at {requested_at}) is refused: {message}"),
+    };
+    let refusal = if cancel.by == CancelledBy::Organization {
+        Some(refused(
+            "OrganizationArchived",
+            format!("{}; unarchive the organization instead", cancel.message),
+        ))
+    } else if !policy.flag(keys::ALLOW_REACTIVATION) {
+        Some(refused(
+            "NotAllowed",
+            format!(
+                "{} is false (from {})",
+                keys::ALLOW_REACTIVATION,
+                policy.source(keys::ALLOW_REACTIVATION)
+            ),
+        ))
+    } else if requested_at > deadline {
+        Some(refused(
+            "WindowClosed",
+            format!(
+                "the reactivation deadline was {deadline} ({} days after the cancellation at {})",
+                policy.days(keys::REACTIVATION_WINDOW_DAYS).num_days(),
+                cancel.at
+            ),
+        ))
+    } else if requested_at >= cancel.at + retention {
+        Some(refused(
+            "AlreadyPurged",
+            format!("the data was purged at {}", cancel.at + retention),
+        ))
+    } else {
+        None
+    };
+    match refusal {
+        Some(refusal) => (timeline(None), Some(refusal)),
+        None => (timeline(Some((cancel, requested_at))), None),
+    }
+}
+
+fn deadlines(input: &Input, timeline: &Timeline, current: &State) -> Option<Deadlines> {
+    use EntitlementPhase::*;
+    let policy = input.policy;
+    let mut deadlines = Deadlines::default();
+    match current.phase {
+        Suspended => {
+            deadlines.auto_cancel_at = timeline
+                .payment_failed_at
+                .filter(|at| *at <= input.now)
+                .map(|at| at + policy.days(keys::PAYMENT_GRACE_DAYS));
+        }
+        Expired => {
+            deadlines.expiry_grace_ends_at = timeline
+                .ends_at
+                .map(|at| at + policy.days(keys::EXPIRY_GRACE_DAYS));
+        }
+        Cancelled | Purged => {
+            let cancel = current.cancel.as_ref()?;
+            deadlines.portal_visible_until =
+                Some(cancel.at + policy.days(keys::PORTAL_VISIBILITY_DAYS));
+            deadlines.reactivation_deadline = (policy.flag(keys::ALLOW_REACTIVATION)
+                && cancel.by != CancelledBy::Organization)
+                .then(|| cancel.at + policy.days(keys::REACTIVATION_WINDOW_DAYS));
+            deadlines.purge_after = Some(cancel.at + timeline.retention);
+        }
+        Pending | Active => {}
+    }
+    (deadlines != Deadlines::default()).then_some(deadlines)
+}
+
+/// The reminder due now (the latest one not yet sent), what status keeps of
+/// the reminders sent, and when the next one is due.
+fn reminders(
+    input: &Input,
+    timeline: &Timeline,
+    current: &State,
+) -> (Option<Reminder>, Option<Time>, Option<Time>) {
+    let already_sent = input.recorded.and_then(|s| s.last_reminder_at);
+    let reminding = matches!(
+        current.phase,
+        EntitlementPhase::Active | EntitlementPhase::Suspended
+    );
+    let Some(ends_at) = timeline.ends_at.filter(|at| reminding && input.now < *at) else {
+        return (None, already_sent, None);
+    };
+    let due_times: Vec<Time> = input
+        .policy
+        .day_list(keys::REMINDER_DAYS)
+        .into_iter()
+        .map(|days| ends_at - TimeDelta::days(days))
+        .filter(|at| already_sent.is_none_or(|sent| *at > sent))
+        .collect();
+    let due = due_times.iter().filter(|at| **at <= input.now).max().copied();
+    let upcoming = due_times.iter().filter(|at| **at > input.now).min().copied();
+    let reminder = due.map(|due_at| {
+        let left = ends_at - input.now;
+        Reminder {
+            due_at,
+            message: format!(
+                "renewal due: access ends at {ends_at}, in {} days{}",
+                left.num_days(),
+                match left.num_days() {
+                    0 => format!(" ({} hours)", left.num_hours()),
+                    _ => String::new(),
+                }
+            ),
+        }
+    });
+    (reminder, due.or(already_sent), upcoming)
+}
+
+fn event_name(previous: Option<EntitlementPhase>, phase: EntitlementPhase) -> &'static str {
+    use EntitlementPhase::*;
+    match (previous, phase) {
+        (None, Pending) => "Created",
+        (_, Pending) => "Postponed",
+        (Some(Suspended), Active) => "Resumed",
+        (Some(Expired), Active) => "Renewed",
+        (Some(Cancelled), Active) => "Reactivated",
+        (_, Active) => "Activated",
+        (_, Suspended) => "Suspended",
+        (_, Expired) => "Expired",
+        (_, Cancelled) => "Cancelled",
+        (_, Purged) => "Purged",
+    }
+}
+
+/// A sentence for people about `state`, naming the deadline that comes next.
+fn describe(input: &Input, timeline: &Timeline, phase: EntitlementPhase, state: &State) -> String {
+    use EntitlementPhase::*;
+    let policy = input.policy;
+    let days = |key: &str| policy.days(key);
+    match (phase, state.cancel.as_ref()) {
+        (Pending, _) => format!("access starts at {}", timeline.start),
+        (Active, _) => match timeline.ends_at {
+            Some(ends) => format!("access granted until {ends}"),
+            None => "access granted, with no end date".into(),
+        },
+        (Suspended, _) if state.reason == "OrganizationDisabled" => format!(
+            "organization {} is Disabled: access is suspended until it is enabled again",
+            input.spec.organization.as_deref().unwrap_or_default()
+        ),
+        (Suspended, _) => {
+            let failed = timeline.payment_failed_at.unwrap_or(input.now);
+            format!(
+                "payment failed at {failed}; cancelled at {} unless it is recovered (spec.payment removed)",
+                failed + days(keys::PAYMENT_GRACE_DAYS)
+            )
+        }
+        (Expired, _) => {
+            let ends = timeline.ends_at.unwrap_or(input.now);
+            format!(
+                "access ended at {ends}; cancelled at {} unless spec.endsAt moves forward",
+                ends + days(keys::EXPIRY_GRACE_DAYS)
+            )
+        }
+        (Cancelled, Some(cancel)) => format!(
+            "{} at {}; data is kept until {}",
+            cancel.message,
+            cancel.at,
+            cancel.at + timeline.retention
+        ),
+        (Purged, Some(cancel)) => format!(
+            "retention of {} days after the cancellation at {} ended at {}",
+            timeline.retention.num_days(),
+            cancel.at,
+            cancel.at + timeline.retention
+        ),
+        (Cancelled | Purged, None) => format!("{phase:?}"),
+    }
+}
+
+#[cfg(test)]
+#[path = "entitlement_tests.rs"]
+mod tests;
