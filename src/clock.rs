@@ -4,20 +4,24 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
 #[derive(Clone, Debug)]
 pub struct Clock {
     /// The simulated instant at `started`.
     origin: DateTime<Utc>,
     started: Instant,
+    /// The wall-clock time at `started`.
+    started_wall: DateTime<Utc>,
     /// Simulated seconds per real second.
     rate: f64,
 }
 
 impl Clock {
     pub fn real() -> Self {
-        Self::simulated(Utc::now(), 1.0)
+        let mut clock = Self::simulated(Utc::now(), 1.0);
+        clock.origin = clock.started_wall;
+        clock
     }
 
     pub fn simulated(origin: DateTime<Utc>, rate: f64) -> Self {
@@ -28,13 +32,28 @@ impl Clock {
         Self {
             origin,
             started: Instant::now(),
+            started_wall: Utc::now(),
             rate,
         }
     }
 
+    /// The time now, in whole seconds (as Kubernetes timestamps are).
     pub fn now(&self) -> DateTime<Utc> {
         let simulated = self.started.elapsed().as_secs_f64() * self.rate;
-        self.origin + TimeDelta::microseconds((simulated * 1e6) as i64)
+        let now = self.origin + TimeDelta::microseconds((simulated * 1e6) as i64);
+        now.trunc_subsecs(0)
+    }
+
+    /// Where a wall-clock instant (an object's creationTimestamp) falls on this
+    /// clock. A simulated clock places what happened before it started at its
+    /// start, and nothing after its present.
+    pub fn observed(&self, wall: DateTime<Utc>) -> DateTime<Utc> {
+        if self.rate == 1.0 && self.origin == self.started_wall {
+            return wall.min(self.now());
+        }
+        let elapsed = (wall - self.started_wall).as_seconds_f64() * self.rate;
+        let at = self.origin + TimeDelta::microseconds((elapsed * 1e6) as i64);
+        at.clamp(self.origin, self.now())
     }
 
     /// How long to wait in real time until the clock reads `at`; zero if it is
@@ -67,6 +86,16 @@ mod tests {
             clock.real_duration_until(Utc::now() - TimeDelta::hours(1)),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn a_simulated_clock_places_earlier_objects_at_its_start() {
+        let origin: DateTime<Utc> = "2030-06-01T12:00:00Z".parse().unwrap();
+        let clock = Clock::simulated(origin, 86_400.0);
+        assert_eq!(clock.observed(Utc::now() - TimeDelta::hours(1)), origin);
+        let real = Clock::real();
+        let yesterday = Utc::now() - TimeDelta::days(1);
+        assert_eq!(real.observed(yesterday), yesterday);
     }
 
     #[test]

@@ -225,15 +225,6 @@ fn refusal(manifest: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn apply(manifest: &str) {
-    let out = kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
-    assert!(
-        out.status.success(),
-        "refused: {}\n{manifest}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn class_code_and_namespace_cannot_change_once_set() {
     let name = unique("immutable");
@@ -242,9 +233,15 @@ fn class_code_and_namespace_cannot_change_once_set() {
             "apiVersion: tenure.dev/v1alpha1\nkind: Entitlement\nmetadata: {{name: {name}, namespace: default}}\nspec: {{class: {class}, product: x, code: {code}}}"
         )
     };
-    apply(&entitlement("plugin", "PLG-2026010001"));
-    assert!(refusal(&entitlement("service", "PLG-2026010001")).contains("spec.class is immutable"));
-    assert!(refusal(&entitlement("plugin", "PLG-2026010002")).contains("spec.code is immutable"));
+    // An imported code of its own, so that reruns never share one.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let code = format!("IMP-{:010}", nanos % 10_000_000_000);
+    apply(&entitlement("plugin", &code));
+    assert!(refusal(&entitlement("service", &code)).contains("spec.class is immutable"));
+    assert!(refusal(&entitlement("plugin", "IMP-0000000000")).contains("spec.code is immutable"));
     let without_code = format!(
         "apiVersion: tenure.dev/v1alpha1\nkind: Entitlement\nmetadata: {{name: {name}, namespace: default}}\nspec: {{class: plugin, product: x}}"
     );

@@ -1,7 +1,9 @@
-//! Entitlement reconciler: checks its references, decides its phase and
-//! requeues at the next deadline.
+//! Entitlement reconciler: checks its references, resolves its policy, gives
+//! it a code, lets the pure core decide its lifecycle, writes status, records
+//! Events and requeues at the next deadline.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -9,19 +11,33 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
-use super::status::{apply_status, ensure_finalizer, remove_finalizer};
-use super::{Context, Result, log_outcomes, record, requeue_at, retry_later};
-use crate::api::{Entitlement, EntitlementClass, EntitlementPhase, Organization};
-use crate::lifecycle::conditions::{Verdict, conditions};
+use super::status::{
+    apply_status, apply_status_if_unchanged, ensure_finalizer, is_conflict, remove_finalizer,
+};
+use super::{Context, Result, codes, log_outcomes, record, requeue_at, retry_later};
+use crate::api::entitlement::EntitlementStatus;
+use crate::api::policy::PolicyScope;
+use crate::api::{
+    Entitlement, EntitlementClass, LifecyclePolicy, Organization, OrganizationLifecycle,
+};
+use crate::lifecycle::conditions::{Verdict, conditions, from_time};
+use crate::lifecycle::entitlement::{Input, Standing, decide};
+use crate::lifecycle::policy::{Subject, resolve, scope_matches};
+
+/// `status.history` keeps this many entries, newest last.
+const HISTORY_LIMIT: usize = 50;
 
 pub async fn run(context: Arc<Context>) {
     let entitlements = Api::<Entitlement>::all(context.client.clone());
     let controller = Controller::new(entitlements, watcher::Config::default()).shutdown_on_signal();
     let store = controller.store();
-    // A class or an organization appearing or changing re-decides the
-    // entitlements that name it.
+    // A class, an organization or a policy appearing, changing or going away
+    // re-decides exactly the entitlements it can affect.
     let by_class = store.clone();
-    let by_organization = store;
+    let by_organization = store.clone();
+    let by_policy = store;
+    // A policy whose scope changed also affects what its old scope matched.
+    let last_scopes: Mutex<HashMap<String, Option<PolicyScope>>> = Mutex::default();
     let controller = controller
         .watches(
             Api::<EntitlementClass>::all(context.client.clone()),
@@ -34,6 +50,25 @@ pub async fn run(context: Arc<Context>) {
             move |org| {
                 naming(&by_organization, |e| {
                     e.spec.organization.as_deref() == Some(org.name_any().as_str())
+                })
+            },
+        )
+        .watches(
+            Api::<LifecyclePolicy>::all(context.client.clone()),
+            watcher::Config::default(),
+            move |policy| {
+                let scope = policy.spec.scope.clone();
+                let previous = last_scopes
+                    .lock()
+                    .map(|mut scopes| scopes.insert(policy.name_any(), scope.clone()))
+                    .ok()
+                    .flatten();
+                naming(&by_policy, |e| {
+                    let subject = subject_of(e);
+                    scope_matches(scope.as_ref(), &subject)
+                        || previous
+                            .as_ref()
+                            .is_some_and(|old| scope_matches(old.as_ref(), &subject))
                 })
             },
         );
@@ -56,6 +91,14 @@ fn naming(
         .collect()
 }
 
+fn subject_of(entitlement: &Entitlement) -> Subject<'_> {
+    Subject {
+        class: Some(&entitlement.spec.class),
+        organization: entitlement.spec.organization.as_deref(),
+        product: Some(&entitlement.spec.product),
+    }
+}
+
 async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Result<Action> {
     let namespace = entitlement.namespace().unwrap_or_default();
     let api = Api::<Entitlement>::namespaced(context.client.clone(), &namespace);
@@ -74,66 +117,215 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
     }
     ensure_finalizer(&api, entitlement.as_ref()).await?;
 
+    // A code is assigned once: without one in the (possibly stale) copy from
+    // the cache, read the entitlement afresh, and write the new code only if
+    // it did not change meanwhile.
+    let (entitlement, guard_version) =
+        match entitlement.status.as_ref().and_then(|s| s.code.as_ref()) {
+            Some(_) => (entitlement, None),
+            None => {
+                let fresh = api.get(&name).await?;
+                let version = fresh.resource_version();
+                (Arc::new(fresh), version)
+            }
+        };
     let now = context.clock.now();
-    let starts_at = entitlement.spec.starts_at;
-    let pending = starts_at.is_some_and(|at| at > now);
-    let phase = if pending {
-        EntitlementPhase::Pending
-    } else {
-        EntitlementPhase::Active
+    let current = entitlement.status.clone();
+    let mut status = current.clone().unwrap_or_default();
+    status.observed_generation = entitlement.metadata.generation;
+    let generation = entitlement.metadata.generation;
+
+    let standing = match check_references(&context, &entitlement) {
+        Ok(standing) => standing,
+        Err(stalled) => {
+            status.conditions = conditions(&status.conditions, &stalled, &[], generation, now);
+            apply_status(&api, &name, current.as_ref(), &status).await?;
+            return Ok(Action::await_change());
+        }
     };
-    let verdict = if context
+
+    let mut guard_version = guard_version;
+    if status.code.is_some() {
+        guard_version = None;
+    } else {
+        match assign_code(&context, &entitlement).await? {
+            Ok(code) => status.code = Some(code),
+            Err(stalled) => {
+                status.conditions = conditions(&status.conditions, &stalled, &[], generation, now);
+                apply_status(&api, &name, current.as_ref(), &status).await?;
+                return Ok(Action::await_change());
+            }
+        }
+    }
+
+    let policies = context.policies.state();
+    let policies: Vec<&LifecyclePolicy> = policies.iter().map(Arc::as_ref).collect();
+    let effective = resolve(
+        &policies,
+        &subject_of(&entitlement),
+        entitlement.spec.policy.as_ref(),
+    );
+    let created = created_at(&context, &entitlement);
+    let decision = decide(&Input {
+        spec: &entitlement.spec,
+        created,
+        organization: &standing,
+        recorded: current.as_ref(),
+        policy: &effective,
+        now,
+    });
+
+    status.phase = Some(decision.phase);
+    status.phase_since = Some(decision.phase_since);
+    status.deadlines = decision.deadlines.clone();
+    status.next = decision.next.clone();
+    status.cancelled = decision.cancelled.clone();
+    status.last_reminder_at = decision.last_reminder_at;
+    status.effective_policy = effective.0;
+    status.history.extend(decision.history.iter().cloned());
+    let overflow = status.history.len().saturating_sub(HISTORY_LIMIT);
+    status.history.drain(..overflow);
+    status.conditions = conditions(
+        &status.conditions,
+        &decision.verdict,
+        decision.refusal.as_slice(),
+        generation,
+        now,
+    );
+    let refusal_is_new = decision.refusal.is_some() && !has_refusal(current.as_ref());
+    let version = guard_version.as_deref();
+    match apply_status_if_unchanged(&api, &name, version, current.as_ref(), &status).await {
+        // Changed since read: the new code is skipped (never reused), and the
+        // newer version is decided when the watch delivers it.
+        Err(error) if is_conflict(&error) => return Ok(Action::await_change()),
+        other => other?,
+    };
+
+    // Events follow the status write: a crash before it repeats them, never
+    // loses them.
+    for entry in &decision.history {
+        let warning = matches!(entry.event.as_str(), "Suspended" | "Expired" | "Cancelled");
+        record(
+            &context,
+            entitlement.as_ref(),
+            if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            &entry.event,
+            format!("{} ({}, at {})", entry.message, entry.reason, entry.at),
+        )
+        .await;
+    }
+    if let Some(reminder) = &decision.reminder {
+        record(
+            &context,
+            entitlement.as_ref(),
+            EventType::Normal,
+            "RenewalReminder",
+            reminder.message.clone(),
+        )
+        .await;
+    }
+    if let (Some(refusal), true) = (&decision.refusal, refusal_is_new) {
+        record(
+            &context,
+            entitlement.as_ref(),
+            EventType::Warning,
+            &refusal.type_,
+            refusal.message.clone(),
+        )
+        .await;
+    }
+
+    Ok(match decision.wake_at {
+        Some(at) => requeue_at(&context.clock, at),
+        None => Action::await_change(),
+    })
+}
+
+fn has_refusal(status: Option<&EntitlementStatus>) -> bool {
+    status.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == crate::lifecycle::entitlement::REACTIVATION_REFUSED)
+    })
+}
+
+/// The standing of the entitlement's organization, or why it cannot be decided.
+fn check_references(context: &Context, entitlement: &Entitlement) -> Result<Standing, Verdict> {
+    if context
         .classes
         .get(&ObjectRef::new(&entitlement.spec.class))
         .is_none()
     {
-        Verdict::stalled(
+        return Err(Verdict::stalled(
             "ClassNotFound",
             format!(
                 "spec.class names EntitlementClass {:?}, which does not exist",
                 entitlement.spec.class
             ),
-        )
-    } else if let Some(org) = entitlement.spec.organization.as_deref()
-        && context.organizations.get(&ObjectRef::new(org)).is_none()
-    {
-        Verdict::stalled(
-            "OrganizationNotFound",
-            format!("spec.organization names Organization {org:?}, which does not exist"),
-        )
-    } else if pending {
-        Verdict::ready(
-            "Pending",
-            format!(
-                "access starts at {}",
-                starts_at.expect("pending has a start")
-            ),
-        )
-    } else {
-        Verdict::ready("Active", "access granted")
-    };
-
-    let current = entitlement.status.clone();
-    let mut status = current.clone().unwrap_or_default();
-    if status.phase != Some(phase) {
-        status.phase_since = Some(match phase {
-            EntitlementPhase::Active => starts_at.unwrap_or(now).min(now),
-            _ => now,
-        });
+        ));
     }
-    status.phase = Some(phase);
-    status.observed_generation = entitlement.metadata.generation;
-    status.conditions = conditions(
-        &status.conditions,
-        &verdict,
-        &[],
-        entitlement.metadata.generation,
-        now,
-    );
-    apply_status(&api, &name, current.as_ref(), &status).await?;
-
-    Ok(match starts_at {
-        Some(at) if pending => requeue_at(&context.clock, at),
-        _ => Action::await_change(),
+    let Some(org_name) = entitlement.spec.organization.as_deref() else {
+        return Ok(Standing::Active);
+    };
+    let Some(org) = context.organizations.get(&ObjectRef::new(org_name)) else {
+        return Err(Verdict::stalled(
+            "OrganizationNotFound",
+            format!("spec.organization names Organization {org_name:?}, which does not exist"),
+        ));
+    };
+    let recorded = org.status.as_ref();
+    let offboarding = org.spec.offboarding.as_ref();
+    // Until the organization's reconciler records when it happened, the
+    // offboarding's own date stands in; it is re-decided once recorded.
+    let since = |recorded_at: Option<chrono::DateTime<chrono::Utc>>| {
+        recorded_at
+            .or(offboarding.and_then(|o| o.effective_at))
+            .unwrap_or_else(|| context.clock.now())
+    };
+    Ok(match org.spec.lifecycle {
+        OrganizationLifecycle::Active => Standing::Active,
+        OrganizationLifecycle::Disabled => Standing::Disabled {
+            since: since(recorded.and_then(|s| s.disabled_at)),
+        },
+        OrganizationLifecycle::Archived => Standing::Archived {
+            since: since(recorded.and_then(|s| s.archived_at)),
+            reason: offboarding.map_or(crate::api::common::OffboardingReason::Other, |o| o.reason),
+            ticket: offboarding.and_then(|o| o.ticket.clone()),
+        },
     })
+}
+
+/// The entitlement's code: `spec.code` for an import (unless another
+/// entitlement holds it), or the next of its class.
+async fn assign_code(
+    context: &Context,
+    entitlement: &Entitlement,
+) -> Result<Result<String, Verdict>> {
+    let class = &entitlement.spec.class;
+    if let Some(code) = &entitlement.spec.code {
+        if let Some(holder) = codes::holder_of(context, code, entitlement) {
+            return Ok(Err(Verdict::stalled(
+                "CodeInUse",
+                format!(
+                    "spec.code {code} is already the code of entitlement {holder}; codes are unique"
+                ),
+            )));
+        }
+        codes::reserve(context, class, code).await?;
+        return Ok(Ok(code.clone()));
+    }
+    let created = created_at(context, entitlement);
+    Ok(Ok(codes::next(context, class, created).await?))
+}
+
+/// When the entitlement was created, on the controller's clock.
+fn created_at(context: &Context, entitlement: &Entitlement) -> chrono::DateTime<chrono::Utc> {
+    entitlement.creation_timestamp().map_or_else(
+        || context.clock.now(),
+        |t| context.clock.observed(from_time(&t)),
+    )
 }

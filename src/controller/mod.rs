@@ -1,6 +1,7 @@
 //! The shell around the pure core: one reconciler per kind, the shared context,
 //! status writing, finalizers and Events.
 
+mod codes;
 mod entitlement;
 mod organization;
 mod reported;
@@ -46,6 +47,9 @@ pub struct Context {
     pub organizations: Store<Organization>,
     pub entitlements: Store<Entitlement>,
     pub classes: Store<EntitlementClass>,
+    pub policies: Store<LifecyclePolicy>,
+    /// Serialises code allocation in this process (see `codes`).
+    pub code_allocation: tokio::sync::Mutex<()>,
 }
 
 /// The longest single wait: kube-runtime's scheduler cannot hold timers much
@@ -97,6 +101,7 @@ pub async fn run(client: Client, clock: Clock) -> anyhow::Result<()> {
     let (organizations, organizations_watch) = shared_store::<Organization>(&client);
     let (entitlements, entitlements_watch) = shared_store::<Entitlement>(&client);
     let (classes, classes_watch) = shared_store::<EntitlementClass>(&client);
+    let (policies, policies_watch) = shared_store::<LifecyclePolicy>(&client);
     let reporter = Reporter {
         controller: "tenure".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -108,6 +113,8 @@ pub async fn run(client: Client, clock: Clock) -> anyhow::Result<()> {
         organizations,
         entitlements,
         classes,
+        policies,
+        code_allocation: tokio::sync::Mutex::new(()),
     });
     info!(now = %context.clock.now(), "tenure controller starting");
 
@@ -116,9 +123,11 @@ pub async fn run(client: Client, clock: Clock) -> anyhow::Result<()> {
     tokio::spawn(organizations_watch);
     tokio::spawn(entitlements_watch);
     tokio::spawn(classes_watch);
+    tokio::spawn(policies_watch);
     context.organizations.wait_until_ready().await?;
     context.entitlements.wait_until_ready().await?;
     context.classes.wait_until_ready().await?;
+    context.policies.wait_until_ready().await?;
 
     futures::future::join(
         futures::future::join3(

@@ -108,6 +108,7 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
 
     let mut status = current.clone().unwrap_or_default();
     status.phase = Some(phase_of(&organization));
+    record_standing_since(&organization, &mut status, context.clock.now());
     status.namespace = Some(namespace);
     status.observed_generation = organization.metadata.generation;
     status.entitlements = Some(count_entitlements(&context, &name));
@@ -136,6 +137,34 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
 
 fn has_condition(status: Option<&OrganizationStatus>, type_: &str) -> bool {
     status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_))
+}
+
+/// Records when the organization was disabled or archived: the offboarding's
+/// effectiveAt, or when first observed. Cleared when it is Active again.
+fn record_standing_since(
+    organization: &Organization,
+    status: &mut OrganizationStatus,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let since = organization
+        .spec
+        .offboarding
+        .as_ref()
+        .and_then(|o| o.effective_at)
+        .unwrap_or(now);
+    match organization.spec.lifecycle {
+        OrganizationLifecycle::Active => {
+            status.disabled_at = None;
+            status.archived_at = None;
+        }
+        OrganizationLifecycle::Disabled => {
+            status.disabled_at.get_or_insert(since);
+            status.archived_at = None;
+        }
+        OrganizationLifecycle::Archived => {
+            status.archived_at.get_or_insert(since);
+        }
+    }
 }
 
 fn phase_of(organization: &Organization) -> OrganizationPhase {

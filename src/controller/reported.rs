@@ -8,18 +8,20 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::status::apply_status;
+use super::status::{apply_status_if_unchanged, is_conflict};
 use super::{Context, Result, log_outcomes, requeue_at, retry_later};
 use crate::api::{
     DataExport, DataExportStatus, EntitlementClass, LifecyclePolicy, LifecyclePolicyStatus,
     RetentionHold, RetentionHoldStatus, class::EntitlementClassStatus,
 };
-use crate::lifecycle::conditions::{Verdict, conditions};
+use crate::lifecycle::conditions::{Extra, Verdict, conditions};
+use crate::lifecycle::policy;
 
 pub trait Reported:
     Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
@@ -31,11 +33,31 @@ pub trait Reported:
     fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>);
     /// What the conditions say at `now`, and when that next changes by itself.
     fn verdict(&self, now: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>);
+    /// Conditions besides the kstatus ones, which may depend on other objects.
+    fn extra(&self, _context: &Context) -> Vec<Extra> {
+        Vec::new()
+    }
+    /// Whether the status holds state of its own (not only conditions), so
+    /// that a write from a stale copy must be refused.
+    const GUARDED: bool = false;
+    /// Whether one object's change may change the others' conditions.
+    const SIBLINGS_MATTER: bool = false;
 }
 
 pub async fn run<K: Reported>(context: Arc<Context>) {
     let api = Api::<K>::all(context.client.clone());
-    let controller = Controller::new(api, watcher::Config::default()).shutdown_on_signal();
+    let mut controller =
+        Controller::new(api.clone(), watcher::Config::default()).shutdown_on_signal();
+    if K::SIBLINGS_MATTER {
+        let store = controller.store();
+        controller = controller.watches(api, watcher::Config::default(), move |_| {
+            store
+                .state()
+                .iter()
+                .map(|object| ObjectRef::from_obj(object.as_ref()))
+                .collect::<Vec<_>>()
+        });
+    }
     log_outcomes(
         K::kind(&()).into_owned(),
         controller.run(reconcile::<K>, retry_later, context),
@@ -52,8 +74,22 @@ async fn reconcile<K: Reported>(object: Arc<K>, context: Arc<Context>) -> Result
     let mut status = current.clone().unwrap_or_default();
     let (observed_generation, status_conditions) = K::observed(&mut status);
     *observed_generation = generation;
-    *status_conditions = conditions(status_conditions, &verdict, &[], generation, now);
-    apply_status(&api, &object.name_any(), current.as_ref(), &status).await?;
+    let extra = object.extra(&context);
+    *status_conditions = conditions(status_conditions, &verdict, &extra, generation, now);
+    let version = object.resource_version().filter(|_| K::GUARDED);
+    match apply_status_if_unchanged(
+        &api,
+        &object.name_any(),
+        version.as_deref(),
+        current.as_ref(),
+        &status,
+    )
+    .await
+    {
+        // The newer version is on its way through the watch, and is decided then.
+        Err(error) if is_conflict(&error) => return Ok(Action::await_change()),
+        other => other?,
+    };
     Ok(match wake_at {
         Some(at) => requeue_at(&context.clock, at),
         None => Action::await_change(),
@@ -75,6 +111,8 @@ macro_rules! status_accessors {
 
 impl Reported for EntitlementClass {
     status_accessors!(EntitlementClassStatus);
+    // Status keeps the code sequences, written by the code allocator too.
+    const GUARDED: bool = true;
     fn api(&self, client: Client) -> Api<Self> {
         Api::all(client)
     }
@@ -86,6 +124,34 @@ impl Reported for EntitlementClass {
 
 impl Reported for LifecyclePolicy {
     status_accessors!(LifecyclePolicyStatus);
+    const SIBLINGS_MATTER: bool = true;
+    fn extra(&self, context: &Context) -> Vec<Extra> {
+        let policies = context.policies.state();
+        let policies: Vec<&LifecyclePolicy> = policies.iter().map(Arc::as_ref).collect();
+        let name = self.name_any();
+        let Some(others) = policy::conflicts(&policies).remove(&name) else {
+            return Vec::new();
+        };
+        let winner = others
+            .iter()
+            .chain([&name])
+            .min()
+            .cloned()
+            .unwrap_or_default();
+        let others = others
+            .iter()
+            .map(|other| format!("LifecyclePolicy/{other}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        vec![Extra {
+            type_: "Conflicting".into(),
+            status: true,
+            reason: "SameScope".into(),
+            message: format!(
+                "{others} has the same scope; for a field both set, LifecyclePolicy/{winner} wins because its name sorts first. Merge them, or give each its own scope"
+            ),
+        }]
+    }
     fn api(&self, client: Client) -> Api<Self> {
         Api::all(client)
     }

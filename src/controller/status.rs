@@ -20,14 +20,35 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
+    apply_status_if_unchanged(api, name, None, current, status).await
+}
+
+/// Like [`apply_status`], and when `resource_version` is given the API server
+/// refuses the write (409 Conflict) if the object changed since it was read:
+/// for status that carries state of its own, such as code sequences, which a
+/// stale copy must never overwrite.
+pub async fn apply_status_if_unchanged<K, S>(
+    api: &Api<K>,
+    name: &str,
+    resource_version: Option<&str>,
+    current: Option<&S>,
+    status: &S,
+) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
     if current == Some(status) {
         return Ok(false);
     }
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
+    if let Some(version) = resource_version {
+        patch["metadata"] = serde_json::json!({ "resourceVersion": version });
+    }
     api.patch_status(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -83,4 +104,9 @@ where
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
+}
+
+/// Whether the API server refused a write because the object changed meanwhile.
+pub fn is_conflict(error: &super::Error) -> bool {
+    matches!(error, super::Error::Kube(kube::Error::Api(status)) if status.code == 409)
 }

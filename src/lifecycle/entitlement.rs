@@ -163,7 +163,10 @@ impl Timeline {
         let mut steps = vec![(from, self.state_at(from))];
         for at in self.boundaries().into_iter().filter(|at| *at > from) {
             let state = self.state_at(at);
-            if steps.last().is_some_and(|(_, last)| last.phase != state.phase) {
+            if steps
+                .last()
+                .is_some_and(|(_, last)| last.phase != state.phase)
+            {
                 steps.push((at, state));
             }
         }
@@ -239,7 +242,12 @@ pub fn decide(input: &Input) -> Decision {
         at: *at,
     });
     let (reminder, last_reminder_at, next_reminder) = reminders(input, &timeline, &current);
-    let wake_at = next.as_ref().map(|n| n.at).into_iter().chain(next_reminder).min();
+    let wake_at = next
+        .as_ref()
+        .map(|n| n.at)
+        .into_iter()
+        .chain(next_reminder)
+        .min();
     Decision {
         phase: current.phase,
         phase_since,
@@ -289,7 +297,17 @@ fn stay_purged(recorded: &EntitlementStatus, now: Time) -> Decision {
 fn lay_out(input: &Input) -> (Timeline, Option<Extra>) {
     let spec = input.spec;
     let policy = input.policy;
-    let start = spec.starts_at.unwrap_or(input.created);
+    // Without startsAt, access began at creation, or earlier when backdated
+    // facts say the entitlement was already in use then.
+    let start = spec.starts_at.unwrap_or_else(|| {
+        let cancellation = spec.cancellation.as_ref().and_then(|c| c.effective_at);
+        let payment = spec.payment.as_ref().map(|p| p.failed_at);
+        let reactivation = spec.reactivation.as_ref().map(|r| r.requested_at);
+        [cancellation, payment, reactivation]
+            .into_iter()
+            .flatten()
+            .fold(input.created, DateTime::min)
+    });
     let recorded_cancel = input.recorded.and_then(|s| s.cancelled.as_ref());
     let requested = spec.cancellation.as_ref().map(|c| {
         // Without effectiveAt a cancellation takes effect when first observed,
@@ -512,8 +530,16 @@ fn reminders(
         .map(|days| ends_at - TimeDelta::days(days))
         .filter(|at| already_sent.is_none_or(|sent| *at > sent))
         .collect();
-    let due = due_times.iter().filter(|at| **at <= input.now).max().copied();
-    let upcoming = due_times.iter().filter(|at| **at > input.now).min().copied();
+    let due = due_times
+        .iter()
+        .filter(|at| **at <= input.now)
+        .max()
+        .copied();
+    let upcoming = due_times
+        .iter()
+        .filter(|at| **at > input.now)
+        .min()
+        .copied();
     let reminder = due.map(|due_at| {
         let left = ends_at - input.now;
         Reminder {

@@ -81,7 +81,12 @@ pub fn level_of(scope: Option<&PolicyScope>) -> (Level, Option<&str>) {
 
 /// Whether `policy` applies to `subject`.
 pub fn applies_to(policy: &LifecyclePolicy, subject: &Subject) -> bool {
-    match level_of(policy.spec.scope.as_ref()) {
+    scope_matches(policy.spec.scope.as_ref(), subject)
+}
+
+/// Whether a policy of this scope applies to `subject`.
+pub fn scope_matches(scope: Option<&PolicyScope>, subject: &Subject) -> bool {
+    match level_of(scope) {
         (Level::Global, _) => true,
         (Level::Class, target) => target == subject.class,
         (Level::Organization, target) => target == subject.organization,
@@ -144,9 +149,7 @@ pub fn resolve(
     // name that sorts first wins, so it goes last.
     applicable.sort_by(|a, b| {
         let level = |p: &LifecyclePolicy| level_of(p.spec.scope.as_ref()).0;
-        level(a)
-            .cmp(&level(b))
-            .then_with(|| name(b).cmp(name(a)))
+        level(a).cmp(&level(b)).then_with(|| name(b).cmp(name(a)))
     });
     let layers = applicable
         .iter()
@@ -277,29 +280,52 @@ mod tests {
         let effective = resolve(&all, &subject, Some(&own));
 
         let seen = |key: &str| (effective.0[key].value.clone(), effective.source(key));
-        assert_eq!(seen(keys::PAYMENT_GRACE_DAYS), (json!(40), "LifecyclePolicy/acme"));
-        assert_eq!(seen(keys::EXPIRY_GRACE_DAYS), (json!(11), "LifecyclePolicy/global"));
+        assert_eq!(
+            seen(keys::PAYMENT_GRACE_DAYS),
+            (json!(40), "LifecyclePolicy/acme")
+        );
+        assert_eq!(
+            seen(keys::EXPIRY_GRACE_DAYS),
+            (json!(11), "LifecyclePolicy/global")
+        );
         assert_eq!(
             seen(keys::DATA_RETENTION_DAYS),
             (json!(700), "LifecyclePolicy/grafana")
         );
-        assert_eq!(seen(keys::ALLOW_REACTIVATION), (json!(false), "Entitlement"));
+        assert_eq!(
+            seen(keys::ALLOW_REACTIVATION),
+            (json!(false), "Entitlement")
+        );
         assert_eq!(seen(keys::PORTAL_VISIBILITY_DAYS), (json!(90), "default"));
         assert_eq!(effective.day_list(keys::REMINDER_DAYS), vec![30, 7, 1]);
-        assert_eq!(effective.days(keys::PAYMENT_GRACE_DAYS), TimeDelta::days(40));
+        assert_eq!(
+            effective.days(keys::PAYMENT_GRACE_DAYS),
+            TimeDelta::days(40)
+        );
     }
 
     #[test]
     fn two_policies_of_one_level_the_name_that_sorts_first_wins_and_both_conflict() {
-        let b = policy("b-plugins", class("plugin"), json!({"payment": {"graceDays": 2}}));
-        let a = policy("a-plugins", class("plugin"), json!({"payment": {"graceDays": 1}}));
+        let b = policy(
+            "b-plugins",
+            class("plugin"),
+            json!({"payment": {"graceDays": 2}}),
+        );
+        let a = policy(
+            "a-plugins",
+            class("plugin"),
+            json!({"payment": {"graceDays": 1}}),
+        );
         let other = policy("envs", class("environment"), json!({}));
         let subject = Subject {
             class: Some("plugin"),
             ..Default::default()
         };
         let effective = resolve(&[&b, &a, &other], &subject, None);
-        assert_eq!(effective.source(keys::PAYMENT_GRACE_DAYS), "LifecyclePolicy/a-plugins");
+        assert_eq!(
+            effective.source(keys::PAYMENT_GRACE_DAYS),
+            "LifecyclePolicy/a-plugins"
+        );
 
         let conflicts = conflicts(&[&b, &a, &other]);
         assert_eq!(conflicts["a-plugins"], vec!["b-plugins"]);

@@ -72,6 +72,45 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:x}", nanos % 0xffff_ffff)
 }
 
+/// A code prefix (2 to 5 upper-case letters) no other test run has used.
+pub fn unique_prefix() -> String {
+    let mut n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        / 1000;
+    (0..5)
+        .map(|_| {
+            let letter = (b'A' + (n % 26) as u8) as char;
+            n /= 26;
+            letter
+        })
+        .collect()
+}
+
+/// Applies a manifest (YAML or JSON), failing the test if it is refused.
+pub fn apply(manifest: &str) {
+    let out = kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
+    assert!(
+        out.status.success(),
+        "refused: {}\n{manifest}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until the object's `status.phase` is `phase` and status describes
+/// its latest generation; returns the object.
+pub fn wait_phase(args: &[&str], phase: &str) -> serde_json::Value {
+    wait_for(&format!("{args:?} to be {phase}"), TIMEOUT, || {
+        let object = get_json(args)?;
+        let current = object["status"]["observedGeneration"] == object["metadata"]["generation"];
+        (current && object["status"]["phase"] == phase)
+            .then_some(())
+            .ok_or_else(|| object["status"].to_string())?;
+        Ok(object)
+    })
+}
+
 /// The tenure controller of this test binary, started once with `args`. A shell
 /// watchdog stops it (SIGTERM) when the test process exits for any reason: it
 /// waits for the end of its stdin, which only this process holds open.

@@ -1,0 +1,106 @@
+//! Hands out entitlement codes from the per-class, per-month sequences kept in
+//! EntitlementClass status. Every write of a sequence is conditional on the
+//! class's resourceVersion, so that two writers (another replica, a restart
+//! mid-way, the class's own status update) can never hand out one number
+//! twice; a number whose entitlement write failed is skipped, never reused.
+
+use chrono::{DateTime, Utc};
+use kube::{Api, ResourceExt};
+
+use super::status::{apply_status_if_unchanged, is_conflict};
+use super::{Context, Result};
+use crate::api::{Entitlement, EntitlementClass};
+use crate::lifecycle::codes;
+
+/// The next code of `class` for an entitlement created at `created`.
+pub async fn next(context: &Context, class: &str, created: DateTime<Utc>) -> Result<String> {
+    // One allocation at a time in this process keeps the conditional writes
+    // from conflicting with each other when hundreds arrive at once.
+    let _one_at_a_time = context.code_allocation.lock().await;
+    let month = codes::month_of(created);
+    loop {
+        let (api, fresh) = fresh_class(context, class).await?;
+        let current = fresh.status.clone().unwrap_or_default();
+        let mut status = current.clone();
+        let sequence = status.sequences.get(&month).copied().unwrap_or(0) + 1;
+        status.sequences.insert(month.clone(), sequence);
+        match write(&api, &fresh, &current, &status).await {
+            Err(error) if is_conflict(&error) => continue,
+            Err(error) => return Err(error),
+            Ok(()) => return Ok(codes::format(&fresh.spec.code_prefix, &month, sequence)),
+        }
+    }
+}
+
+/// Makes sure the class never generates `code`, pinned by `spec.code` for an
+/// import: its month's sequence moves up to the imported number.
+pub async fn reserve(context: &Context, class: &str, code: &str) -> Result<()> {
+    let _one_at_a_time = context.code_allocation.lock().await;
+    loop {
+        let (api, fresh) = fresh_class(context, class).await?;
+        let Some((prefix, month, number)) = codes::parse(code) else {
+            return Ok(());
+        };
+        let current = fresh.status.clone().unwrap_or_default();
+        if prefix != fresh.spec.code_prefix
+            || current.sequences.get(month).is_some_and(|n| *n >= number)
+        {
+            return Ok(());
+        }
+        let mut status = current.clone();
+        status.sequences.insert(month.to_string(), number);
+        match write(&api, &fresh, &current, &status).await {
+            Err(error) if is_conflict(&error) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Another entitlement that holds `code` (or pinned it first), if any.
+pub fn holder_of(context: &Context, code: &str, entitlement: &Entitlement) -> Option<String> {
+    let created = |e: &Entitlement| (e.creation_timestamp(), e.name_any());
+    context
+        .entitlements
+        .state()
+        .into_iter()
+        .filter(|other| other.uid() != entitlement.uid())
+        .find(|other| {
+            other.status.as_ref().and_then(|s| s.code.as_deref()) == Some(code)
+                || (other.spec.code.as_deref() == Some(code)
+                    && created(other) < created(entitlement))
+        })
+        .map(|other| {
+            format!(
+                "{}/{}",
+                other.namespace().unwrap_or_default(),
+                other.name_any()
+            )
+        })
+}
+
+async fn fresh_class(
+    context: &Context,
+    class: &str,
+) -> Result<(Api<EntitlementClass>, EntitlementClass)> {
+    let api = Api::<EntitlementClass>::all(context.client.clone());
+    let fresh = api.get(class).await?;
+    Ok((api, fresh))
+}
+
+async fn write(
+    api: &Api<EntitlementClass>,
+    fresh: &EntitlementClass,
+    current: &crate::api::class::EntitlementClassStatus,
+    status: &crate::api::class::EntitlementClassStatus,
+) -> Result<()> {
+    let version = fresh.resource_version();
+    apply_status_if_unchanged(
+        api,
+        &fresh.name_any(),
+        version.as_deref(),
+        Some(current),
+        status,
+    )
+    .await
+    .map(|_| ())
+}
