@@ -49,11 +49,12 @@ impl Clock {
     /// start, and nothing after its present.
     pub fn observed(&self, wall: DateTime<Utc>) -> DateTime<Utc> {
         if self.rate == 1.0 && self.origin == self.started_wall {
-            return wall.min(self.now());
+            return wall.trunc_subsecs(0).min(self.now());
         }
         let elapsed = (wall - self.started_wall).as_seconds_f64() * self.rate;
         let at = self.origin + TimeDelta::microseconds((elapsed * 1e6) as i64);
-        at.clamp(self.origin, self.now())
+        at.trunc_subsecs(0)
+            .clamp(self.origin.trunc_subsecs(0), self.now())
     }
 
     /// How long to wait in real time until the clock reads `at`; zero if it is
@@ -94,7 +95,7 @@ mod tests {
         let clock = Clock::simulated(origin, 86_400.0);
         assert_eq!(clock.observed(Utc::now() - TimeDelta::hours(1)), origin);
         let real = Clock::real();
-        let yesterday = Utc::now() - TimeDelta::days(1);
+        let yesterday = (Utc::now() - TimeDelta::days(1)).trunc_subsecs(0);
         assert_eq!(real.observed(yesterday), yesterday);
     }
 

@@ -66,21 +66,6 @@ fn events_of(history: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A new EntitlementClass of its own, so that its code sequences start at 1:
-/// its name and code prefix.
-fn new_class(name: &str) -> (String, String) {
-    let class = unique(name);
-    let prefix = unique_prefix();
-    apply(
-        &json!({
-            "apiVersion": "tenure.dev/v1alpha1", "kind": "EntitlementClass",
-            "metadata": {"name": class}, "spec": {"codePrefix": prefix},
-        })
-        .to_string(),
-    );
-    (class, prefix)
-}
-
 fn ent(name: &str) -> [&str; 4] {
     ["-n", "default", "entitlement", name]
 }
@@ -484,33 +469,12 @@ fn three_hundred_entitlements_created_at_once_get_three_hundred_distinct_codes()
     start_controller(&[]);
     let (class, prefix) = new_class("bulk-class");
     let batch = unique("bulk");
-    let items: Vec<Value> = (0..300)
-        .map(|i| {
-            json!({
-                "apiVersion": "tenure.dev/v1alpha1", "kind": "Entitlement",
-                "metadata": {"name": format!("{batch}-{i}"), "namespace": "default", "labels": {"batch": batch}},
-                "spec": {"class": class, "product": "bulk"},
-            })
-        })
-        .collect();
-    apply(&json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string());
+    create_batch(&class, &batch, 300);
 
     let codes: Vec<String> = wait_for("300 codes", Duration::from_secs(180), || {
-        let list = get_json(&[
-            "-n",
-            "default",
-            "entitlements",
-            "-l",
-            &format!("batch={batch}"),
-        ])?;
-        let codes: Vec<String> = list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e["status"]["code"].as_str().map(String::from))
-            .collect();
+        let codes = codes_of_batch(&batch)?;
         (codes.len() == 300)
-            .then_some(codes.clone())
+            .then(|| codes.values().cloned().collect())
             .ok_or(format!("{} of 300 have a code", codes.len()))
     });
     let distinct: std::collections::BTreeSet<&String> = codes.iter().collect();
@@ -571,4 +535,41 @@ fn an_imported_code_is_kept_and_never_generated_again() {
     });
     assert_eq!(stalled["reason"], "CodeInUse");
     assert!(stalled["message"].as_str().unwrap().contains(&migrated));
+}
+
+#[test]
+fn a_renewal_reminder_is_recorded_once_when_the_end_comes_near() {
+    start_controller(&[]);
+    let name = unique("renewal");
+    let ends_at = now() + TimeDelta::days(10);
+    entitlement(&name, json!({"endsAt": at(ends_at)}));
+    // 30 days before the end is already past: that reminder is due now.
+    let reminded = wait_for("the reminder", TIMEOUT, || {
+        let object = get_json(&ent(&name))?;
+        object["status"]["lastReminderAt"]
+            .as_str()
+            .map(String::from)
+            .ok_or(object["status"].to_string())
+    });
+    assert_eq!(time(&json!(reminded)), ends_at - TimeDelta::days(30));
+    let reminders = wait_for("the RenewalReminder Event", TIMEOUT, || {
+        let reasons = kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            &format!("involvedObject.name={name},reason=RenewalReminder"),
+            "-o",
+            "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+        ]);
+        (!reasons.is_empty())
+            .then_some(reasons.clone())
+            .ok_or(reasons)
+    });
+    assert_eq!(reminders.lines().count(), 1, "{reminders}");
+    assert!(
+        reminders.contains("in 9 days") || reminders.contains("in 10 days"),
+        "{reminders}"
+    );
 }

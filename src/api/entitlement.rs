@@ -29,7 +29,7 @@ use super::policy::PolicyRules;
     printcolumn(name = "Org", type_ = "string", json_path = ".spec.organization"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Next", type_ = "string", json_path = ".status.next.phase"),
-    printcolumn(name = "At", type_ = "date", json_path = ".status.next.at"),
+    printcolumn(name = "At", type_ = "string", json_path = ".status.next.at"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -179,6 +179,11 @@ pub struct EntitlementStatus {
     /// grace): only `spec.reactivation` lifts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled: Option<CancellationRecord>,
+    /// When the last honoured reactivation took effect. What it lifted (the
+    /// cancellation, a payment failure before it) stays lifted, also when
+    /// `spec.reactivation` is removed later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reactivated_at: Option<DateTime<Utc>>,
     /// The renewal reminder last sent (`endsAt` minus one of
     /// `notifications.reminderDays`), so that each is sent once.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
         type_ = "integer",
         json_path = ".status.artifact.sizeBytes"
     ),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(
         name = "Age",
         type_ = "date",

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
         json_path = ".spec.entitlement.name"
     ),
     printcolumn(name = "Reason", type_ = "string", json_path = ".spec.reason"),
-    printcolumn(name = "Until", type_ = "date", json_path = ".spec.until"),
+    printcolumn(name = "Until", type_ = "string", json_path = ".spec.until"),
     printcolumn(
         name = "Age",
         type_ = "date",

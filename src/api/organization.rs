@@ -25,7 +25,7 @@ use super::common::{HistoryEntry, OffboardingReason};
     printcolumn(name = "Display", type_ = "string", json_path = ".spec.displayName"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Active", type_ = "integer", json_path = ".status.entitlements.active"),
-    printcolumn(name = "Purge-After", type_ = "date", json_path = ".status.purgeAfter"),
+    printcolumn(name = "Purge-After", type_ = "string", json_path = ".status.purgeAfter"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = kube::core::Rule::new(
         "!has(self.spec.deletion) || self.spec.deletion.confirmName == self.metadata.name"

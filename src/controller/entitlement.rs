@@ -24,9 +24,6 @@ use crate::lifecycle::conditions::{Verdict, conditions, from_time};
 use crate::lifecycle::entitlement::{Input, Standing, decide};
 use crate::lifecycle::policy::{Subject, resolve, scope_matches};
 
-/// `status.history` keeps this many entries, newest last.
-const HISTORY_LIMIT: usize = 50;
-
 pub async fn run(context: Arc<Context>) {
     let entitlements = Api::<Entitlement>::all(context.client.clone());
     let controller = Controller::new(entitlements, watcher::Config::default()).shutdown_on_signal();
@@ -175,16 +172,8 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         now,
     });
 
-    status.phase = Some(decision.phase);
-    status.phase_since = Some(decision.phase_since);
-    status.deadlines = decision.deadlines.clone();
-    status.next = decision.next.clone();
-    status.cancelled = decision.cancelled.clone();
-    status.last_reminder_at = decision.last_reminder_at;
+    decision.write_to(&mut status);
     status.effective_policy = effective.0;
-    status.history.extend(decision.history.iter().cloned());
-    let overflow = status.history.len().saturating_sub(HISTORY_LIMIT);
-    status.history.drain(..overflow);
     status.conditions = conditions(
         &status.conditions,
         &decision.verdict,

@@ -180,6 +180,11 @@ async fn record<K: Resource<DynamicType = ()>>(
         action: reason.into(),
         secondary: None,
     };
+    tracing::debug!(
+        reason,
+        name = object.meta().name.as_deref(),
+        "recording an Event"
+    );
     if let Err(error) = context
         .recorder
         .publish(&event, &object.object_ref(&()))

@@ -49,6 +49,7 @@ where
     if let Some(version) = resource_version {
         patch["metadata"] = serde_json::json!({ "resourceVersion": version });
     }
+    tracing::debug!(kind = %K::kind(&()), name, "writing status");
     api.patch_status(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -101,6 +102,7 @@ where
     let patch = serde_json::json!({
         "metadata": { "finalizers": finalizers, "resourceVersion": meta.resource_version }
     });
+    tracing::debug!(kind = %K::kind(&()), name, "writing finalizers");
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())

@@ -60,11 +60,32 @@ pub struct Decision {
     /// A renewal reminder to send now.
     pub reminder: Option<Reminder>,
     pub last_reminder_at: Option<Time>,
+    pub reactivated_at: Option<Time>,
     pub verdict: Verdict,
     /// `ReactivationRefused`, when a reactivation request is not honoured.
     pub refusal: Option<Extra>,
     /// When to decide again: the next transition or reminder.
     pub wake_at: Option<Time>,
+}
+
+/// `status.history` keeps this many entries, newest last.
+pub const HISTORY_LIMIT: usize = 50;
+
+impl Decision {
+    /// Writes the lifecycle part of the decision into `status`; the history
+    /// grows by the new entries and keeps the newest [`HISTORY_LIMIT`].
+    pub fn write_to(&self, status: &mut EntitlementStatus) {
+        status.phase = Some(self.phase);
+        status.phase_since = Some(self.phase_since);
+        status.deadlines = self.deadlines.clone();
+        status.next = self.next.clone();
+        status.cancelled = self.cancelled.clone();
+        status.last_reminder_at = self.last_reminder_at;
+        status.reactivated_at = self.reactivated_at;
+        status.history.extend(self.history.iter().cloned());
+        let overflow = status.history.len().saturating_sub(HISTORY_LIMIT);
+        status.history.drain(..overflow);
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,7 +201,11 @@ pub fn decide(input: &Input) -> Decision {
     if let Some(purged) = recorded.filter(|s| s.phase == Some(EntitlementPhase::Purged)) {
         return stay_purged(purged, input.now);
     }
-    let (timeline, refusal) = lay_out(input);
+    let Layout {
+        timeline,
+        refusal,
+        reactivated_at,
+    } = lay_out(input);
     let now = input.now;
     let current = timeline.state_at(now);
     let created_or_earliest = timeline
@@ -219,9 +244,10 @@ pub fn decide(input: &Input) -> Decision {
             let mut previous = Some(phase);
             let new: Vec<HistoryEntry> = past
                 .iter()
-                .filter(|(at, _)| *at > since)
-                .map(|(at, state)| {
-                    let entry = entry(*at, previous, state);
+                .filter(|(at, _)| *at >= since)
+                .filter_map(|(at, state)| {
+                    let changed = previous != Some(state.phase);
+                    let entry = changed.then(|| entry(*at, previous, state));
                     previous = Some(state.phase);
                     entry
                 })
@@ -267,6 +293,7 @@ pub fn decide(input: &Input) -> Decision {
         history,
         reminder,
         last_reminder_at,
+        reactivated_at,
         verdict: Verdict::ready(current.reason.clone(), message(current.phase, &current)),
         refusal,
         wake_at,
@@ -284,6 +311,7 @@ fn stay_purged(recorded: &EntitlementStatus, now: Time) -> Decision {
         history: Vec::new(),
         reminder: None,
         last_reminder_at: recorded.last_reminder_at,
+        reactivated_at: recorded.reactivated_at,
         verdict: Verdict::ready(
             "RetentionEnded",
             format!("purged at {purged_at}; a purged entitlement stays purged"),
@@ -293,8 +321,16 @@ fn stay_purged(recorded: &EntitlementStatus, now: Time) -> Decision {
     }
 }
 
+/// The facts laid out in time, and what became of a reactivation request.
+struct Layout {
+    timeline: Timeline,
+    refusal: Option<Extra>,
+    /// The last honoured reactivation that took effect.
+    reactivated_at: Option<Time>,
+}
+
 /// Lays out the facts in time and decides whether a reactivation is honoured.
-fn lay_out(input: &Input) -> (Timeline, Option<Extra>) {
+fn lay_out(input: &Input) -> Layout {
     let spec = input.spec;
     let policy = input.policy;
     // Without startsAt, access began at creation, or earlier when backdated
@@ -335,12 +371,7 @@ fn lay_out(input: &Input) -> (Timeline, Option<Extra>) {
                     .as_ref()
                     .is_none_or(|c| c.effective_at.is_none())
         })
-        .map(|r| Cancel {
-            at: r.at,
-            reason: r.reason.clone(),
-            by: r.by,
-            message: format!("cancelled ({})", r.reason),
-        });
+        .map(from_record);
     let archived = match input.organization {
         Standing::Archived {
             since,
@@ -399,11 +430,13 @@ fn lay_out(input: &Input) -> (Timeline, Option<Extra>) {
             ),
         });
         let cancel = [
+            // On a tie the first wins: a cause still in the facts describes
+            // itself better than the record of it.
             requested.clone(),
-            sticky.clone(),
             auto_cancel,
             not_renewed,
             archived.clone(),
+            sticky.clone(),
         ]
         .into_iter()
         .flatten()
@@ -412,27 +445,41 @@ fn lay_out(input: &Input) -> (Timeline, Option<Extra>) {
         (cancel, payment_failed_at, ends_at)
     };
     let retention = policy.days(keys::DATA_RETENTION_DAYS);
-    let timeline = |lifted: Option<(Cancel, Time)>| {
-        let (cancel, payment_failed_at, ends_at) = facts(lifted.as_ref().map(|(_, at)| *at));
+    let timeline = |lifted_at: Option<Time>, lifted: Option<Cancel>| {
+        let (cancel, payment_failed_at, ends_at) = facts(lifted_at);
         Timeline {
             start,
             disabled_since,
             payment_failed_at,
             ends_at,
-            lifted,
+            lifted: lifted.zip(lifted_at),
             cancel,
             retention,
         }
     };
 
-    let (first_cancel, _, _) = facts(None);
+    // What an earlier reactivation lifted stays lifted, also once
+    // spec.reactivation is removed or replaced by a later request.
+    let earlier = input
+        .recorded
+        .and_then(|s| s.reactivated_at)
+        .filter(|at| *at <= input.now);
+    let earlier_lifted = earlier
+        .and_then(|at| recorded_cancel.filter(|c| c.at < at))
+        .map(from_record);
+    let unchanged = || Layout {
+        timeline: timeline(earlier, earlier_lifted.clone()),
+        refusal: None,
+        reactivated_at: earlier,
+    };
+    let (first_cancel, _, _) = facts(earlier);
     let (Some(request), Some(cancel)) = (spec.reactivation.as_ref(), first_cancel) else {
-        return (timeline(None), None);
+        return unchanged();
     };
     let requested_at = request.requested_at;
     if requested_at <= cancel.at {
         // A request from before this cancellation was already used up.
-        return (timeline(None), None);
+        return unchanged();
     }
     let deadline = cancel.at + policy.days(keys::REACTIVATION_WINDOW_DAYS);
     let refused = |reason: &str, message: String| Extra {
@@ -441,10 +488,13 @@ fn lay_out(input: &Input) -> (Timeline, Option<Extra>) {
         reason: reason.into(),
         message: format!("spec.reactivation (requested at {requested_at}) is refused: {message}"),
     };
-    let refusal = if cancel.by == CancelledBy::Organization {
+    // An organization archived by the time of the request keeps its
+    // entitlements cancelled, whatever cancelled them first: lifting an earlier
+    // cancellation would void the archival along with the facts before it.
+    let refusal = if let Some(archived) = archived.as_ref().filter(|a| a.at <= requested_at) {
         Some(refused(
             "OrganizationArchived",
-            format!("{}; unarchive the organization instead", cancel.message),
+            format!("{}; unarchive the organization instead", archived.message),
         ))
     } else if !policy.flag(keys::ALLOW_REACTIVATION) {
         Some(refused(
@@ -473,8 +523,24 @@ fn lay_out(input: &Input) -> (Timeline, Option<Extra>) {
         None
     };
     match refusal {
-        Some(refusal) => (timeline(None), Some(refusal)),
-        None => (timeline(Some((cancel, requested_at))), None),
+        Some(refusal) => Layout {
+            refusal: Some(refusal),
+            ..unchanged()
+        },
+        None => Layout {
+            timeline: timeline(Some(requested_at), Some(cancel)),
+            refusal: None,
+            reactivated_at: Some(requested_at).filter(|at| *at <= input.now).or(earlier),
+        },
+    }
+}
+
+fn from_record(record: &CancellationRecord) -> Cancel {
+    Cancel {
+        at: record.at,
+        reason: record.reason.clone(),
+        by: record.by,
+        message: format!("cancelled ({})", record.reason),
     }
 }
 

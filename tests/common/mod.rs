@@ -88,6 +88,59 @@ pub fn unique_prefix() -> String {
         .collect()
 }
 
+/// A new EntitlementClass of its own, so that its code sequences start at 1:
+/// its name and code prefix.
+pub fn new_class(name: &str) -> (String, String) {
+    let class = unique(name);
+    let prefix = unique_prefix();
+    apply(
+        &serde_json::json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "EntitlementClass",
+            "metadata": {"name": class}, "spec": {"codePrefix": prefix},
+        })
+        .to_string(),
+    );
+    (class, prefix)
+}
+
+/// Creates `count` entitlements of `class` in namespace default in one apply,
+/// labelled `batch=<batch>` and named `<batch>-<i>`.
+pub fn create_batch(class: &str, batch: &str, count: usize) {
+    let items: Vec<serde_json::Value> = (0..count)
+        .map(|i| {
+            serde_json::json!({
+                "apiVersion": "tenure.dev/v1alpha1", "kind": "Entitlement",
+                "metadata": {"name": format!("{batch}-{i}"), "namespace": "default", "labels": {"batch": batch}},
+                "spec": {"class": class, "product": batch},
+            })
+        })
+        .collect();
+    apply(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string());
+}
+
+/// Entitlement name -> code, of those of `batch` that have one.
+pub fn codes_of_batch(batch: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let list = get_json(&[
+        "-n",
+        "default",
+        "entitlements",
+        "-l",
+        &format!("batch={batch}"),
+    ])?;
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let code = e["status"]["code"].as_str()?;
+            Some((
+                e["metadata"]["name"].as_str()?.to_string(),
+                code.to_string(),
+            ))
+        })
+        .collect())
+}
+
 /// Applies a manifest (YAML or JSON), failing the test if it is refused.
 pub fn apply(manifest: &str) {
     let out = kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
@@ -146,6 +199,39 @@ pub fn start_controller(args: &[&str]) {
             _watchdog: watchdog,
         }
     });
+}
+
+/// A controller process a test starts and stops itself (e.g. with SIGKILL);
+/// killed when dropped, so a failing test leaves none behind.
+pub struct Controller(Child);
+
+impl Controller {
+    pub fn spawn(args: &[&str], log_name: &str) -> Self {
+        let log = std::fs::File::create(repo().join(format!(".cluster/logs/{log_name}.log")))
+            .expect("a log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_tenure"))
+            .arg("run")
+            .args(args)
+            .env("KUBECONFIG", kubeconfig())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("the controller starts");
+        Self(child)
+    }
+
+    /// SIGKILL: no shutdown, no cleanup, as a crash or an OOM kill.
+    pub fn kill(mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("reaped");
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Polls `check` until it returns Some, or fails the test after `timeout` with
