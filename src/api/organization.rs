@@ -185,10 +185,18 @@ pub struct OrganizationStatus {
     /// When the organization was archived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archived_at: Option<DateTime<Utc>>,
+    /// When `spec.deletion` was first observed: the hard delete was confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_confirmed_at: Option<DateTime<Utc>>,
+    /// When the last RetentionHold on the organization was lifted: the final
+    /// grace runs again in full from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_hold_lifted_at: Option<DateTime<Utc>>,
     /// Until when the customer portal still shows the organization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portal_visible_until: Option<DateTime<Utc>>,
-    /// Until when the organization can be brought back.
+    /// Until when the organization can be brought back (enabled or unarchived):
+    /// when its purge starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reactivation_deadline: Option<DateTime<Utc>>,
     /// The end of the retention period: nothing is purged before it.

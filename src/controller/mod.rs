@@ -4,6 +4,7 @@
 mod codes;
 mod entitlement;
 mod organization;
+mod purge;
 mod reported;
 mod status;
 
@@ -33,6 +34,9 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("{0} has no name")]
     Unnamed(&'static str),
+    /// Something tenure was about to change turned out not to be its own.
+    #[error("refusing to touch what tenure does not own: {0}")]
+    NotOwned(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -48,6 +52,7 @@ pub struct Context {
     pub entitlements: Store<Entitlement>,
     pub classes: Store<EntitlementClass>,
     pub policies: Store<LifecyclePolicy>,
+    pub holds: Store<RetentionHold>,
     /// Serialises code allocation in this process (see `codes`).
     pub code_allocation: tokio::sync::Mutex<()>,
 }
@@ -102,6 +107,7 @@ pub async fn run(client: Client, clock: Clock) -> anyhow::Result<()> {
     let (entitlements, entitlements_watch) = shared_store::<Entitlement>(&client);
     let (classes, classes_watch) = shared_store::<EntitlementClass>(&client);
     let (policies, policies_watch) = shared_store::<LifecyclePolicy>(&client);
+    let (holds, holds_watch) = shared_store::<RetentionHold>(&client);
     let reporter = Reporter {
         controller: "tenure".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -114,6 +120,7 @@ pub async fn run(client: Client, clock: Clock) -> anyhow::Result<()> {
         entitlements,
         classes,
         policies,
+        holds,
         code_allocation: tokio::sync::Mutex::new(()),
     });
     info!(now = %context.clock.now(), "tenure controller starting");
@@ -124,10 +131,12 @@ pub async fn run(client: Client, clock: Clock) -> anyhow::Result<()> {
     tokio::spawn(entitlements_watch);
     tokio::spawn(classes_watch);
     tokio::spawn(policies_watch);
+    tokio::spawn(holds_watch);
     context.organizations.wait_until_ready().await?;
     context.entitlements.wait_until_ready().await?;
     context.classes.wait_until_ready().await?;
     context.policies.wait_until_ready().await?;
+    context.holds.wait_until_ready().await?;
 
     futures::future::join(
         futures::future::join3(

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{ObjectMeta, PostParams};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -13,18 +15,23 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use super::status::{apply_status, ensure_finalizer, remove_finalizer};
-use super::{Context, Result, log_outcomes, record, retry_later};
+use super::{Context, Result, log_outcomes, purge, record, requeue_at, retry_later};
 use crate::api::{
-    Entitlement, EntitlementPhase, ORGANIZATION_LABEL, Organization, OrganizationLifecycle,
+    Entitlement, EntitlementPhase, ORGANIZATION_LABEL, Organization,
     OrganizationPhase, OrganizationStatus, organization::EntitlementCounts,
 };
-use crate::lifecycle::conditions::{Extra, Verdict, conditions};
+use crate::api::{LifecyclePolicy, RetentionHold};
+use crate::lifecycle::conditions::{Extra, Verdict, conditions, from_time};
+use crate::lifecycle::organization::{Hold, Input, PurgeStep, decide};
+use crate::lifecycle::policy::{Subject, resolve, scope_matches};
 
 pub async fn run(context: Arc<Context>) {
     let organizations = Api::<Organization>::all(context.client.clone());
     let namespaces = Api::<Namespace>::all(context.client.clone());
     let entitlements = Api::<Entitlement>::all(context.client.clone());
-    let controller = Controller::new(organizations, watcher::Config::default())
+    let controller = Controller::new(organizations, watcher::Config::default());
+    let by_policy = controller.store();
+    let controller = controller
         // A tenant namespace changing (or vanishing) wakes its organization.
         .watches(
             namespaces,
@@ -40,6 +47,33 @@ pub async fn run(context: Arc<Context>) {
         .watches(entitlements, watcher::Config::default(), |entitlement| {
             entitlement.spec.organization.as_deref().map(ObjectRef::new)
         })
+        // A hold placed, lifted or lapsing re-decides its organization.
+        .watches(
+            Api::<RetentionHold>::all(context.client.clone()),
+            watcher::Config::default(),
+            |hold| hold.spec.organization.as_deref().map(ObjectRef::new),
+        )
+        // A policy change re-decides the organizations it applies to.
+        .watches(
+            Api::<LifecyclePolicy>::all(context.client.clone()),
+            watcher::Config::default(),
+            move |policy| {
+                let scope = policy.spec.scope.clone();
+                by_policy
+                    .state()
+                    .iter()
+                    .filter(|org| {
+                        let name = org.name_any();
+                        let subject = Subject {
+                            organization: Some(&name),
+                            ..Subject::default()
+                        };
+                        scope_matches(scope.as_ref(), &subject)
+                    })
+                    .map(|org| ObjectRef::from_obj(org.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .shutdown_on_signal();
     log_outcomes(
         "Organization",
@@ -72,18 +106,66 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
         ensure_finalizer(&api, organization.as_ref()).await?;
     }
 
+    let now = context.clock.now();
     let namespace = tenant_namespace(&organization);
-    let verdict = match ensure_namespace(&context, &organization, &namespace).await? {
-        NamespaceState::Terminating => Verdict::reconciling(
-            "NamespaceTerminating",
-            format!(
-                "tenant namespace {namespace} is being deleted; it is created again once it is gone"
-            ),
+    let mut namespace_state = observe_namespace(&context, &name, &namespace).await?;
+    let policies = context.policies.state();
+    let policies: Vec<&LifecyclePolicy> = policies.iter().map(Arc::as_ref).collect();
+    let subject = Subject {
+        organization: Some(&name),
+        ..Subject::default()
+    };
+    let effective = resolve(&policies, &subject, None);
+    let holds = holds_on(&context, &name);
+    let created = organization
+        .creation_timestamp()
+        .map_or(now, |t| context.clock.observed(from_time(&t)));
+    let decision = decide(&Input {
+        name: &name,
+        spec: &organization.spec,
+        created,
+        recorded: current.as_ref(),
+        policy: &effective,
+        holds: &holds,
+        namespace_exists: matches!(
+            namespace_state,
+            NamespaceState::Owned | NamespaceState::Terminating
         ),
-        NamespaceState::Owned => Verdict::ready(
-            phase_of(&organization).reason(),
-            format!("tenant namespace {namespace} is ready"),
-        ),
+        now,
+    });
+
+    // The namespace is provisioned while the organization lives, never again
+    // once its purge has started.
+    let purge_started = matches!(
+        decision.phase,
+        OrganizationPhase::Purging | OrganizationPhase::Purged
+    );
+    if namespace_state == NamespaceState::Missing && !purge_started {
+        create_namespace(&context, &organization, &namespace).await?;
+        namespace_state = NamespaceState::Owned;
+    }
+    if namespace_state == NamespaceState::Owned && !purge_started {
+        set_access(&context, &name, &namespace, decision.access_revoked).await?;
+    }
+
+    let mut status = current.clone().unwrap_or_default();
+    status.namespace = Some(namespace.clone());
+    status.observed_generation = organization.metadata.generation;
+    status.entitlements = Some(count_entitlements(&context, &name));
+    decision.write_to(&mut status);
+    let starting_purge =
+        decision.phase == OrganizationPhase::Purging && current.as_ref().and_then(|s| s.phase) != Some(OrganizationPhase::Purging);
+    match &decision.purge {
+        PurgeStep::Plan => status.purge_plan = Some(purge::plan(&context, &namespace).await?),
+        // What the purge deletes is counted once, as it starts, and recorded
+        // before anything is deleted: that count is what the tombstone says.
+        PurgeStep::DeleteNamespace if starting_purge => {
+            status.purge_plan = Some(purge::plan(&context, &namespace).await?)
+        }
+        _ => {}
+    }
+
+    let verdict = match &namespace_state {
         NamespaceState::NotOwned(owner) => Verdict::stalled(
             "NamespaceNotOwned",
             match owner {
@@ -95,7 +177,15 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
                 ),
             },
         ),
+        NamespaceState::Terminating if !purge_started => Verdict::reconciling(
+            "NamespaceTerminating",
+            format!(
+                "tenant namespace {namespace} is being deleted; it is created again once it is gone"
+            ),
+        ),
+        _ => decision.verdict.clone(),
     };
+    let mut extra = decision.extra.clone();
     let deletion_blocked = deleting.then(|| Extra {
         type_: "DeletionBlocked".into(),
         status: true,
@@ -105,21 +195,32 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
              Offboard it instead (spec.lifecycle: Archived, then spec.deletion); it can be deleted once status.phase is Purged"
         ),
     });
-
-    let mut status = current.clone().unwrap_or_default();
-    status.phase = Some(phase_of(&organization));
-    record_standing_since(&organization, &mut status, context.clock.now());
-    status.namespace = Some(namespace);
-    status.observed_generation = organization.metadata.generation;
-    status.entitlements = Some(count_entitlements(&context, &name));
+    extra.extend(deletion_blocked.clone());
     status.conditions = conditions(
         &status.conditions,
         &verdict,
-        deletion_blocked.as_slice(),
+        &extra,
         organization.metadata.generation,
-        context.clock.now(),
+        now,
     );
-    if apply_status(&api, &name, current.as_ref(), &status).await?
+    let written = apply_status(&api, &name, current.as_ref(), &status).await?;
+
+    // Recorded first, done second: a purge resumed after a crash starts here.
+    if decision.purge == PurgeStep::DeleteNamespace {
+        purge::delete_namespace(&context, &name, &namespace).await?;
+    }
+    for entry in &decision.history {
+        let warning = matches!(entry.event.as_str(), "PurgeScheduled" | "Purging" | "Purged");
+        record(
+            &context,
+            organization.as_ref(),
+            if warning { EventType::Warning } else { EventType::Normal },
+            &entry.event,
+            format!("{} ({}, at {})", entry.message, entry.reason, entry.at),
+        )
+        .await;
+    }
+    if written
         && let Some(blocked) = deletion_blocked
         && !has_condition(current.as_ref(), "DeletionBlocked")
     {
@@ -132,113 +233,128 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
         )
         .await;
     }
-    Ok(Action::await_change())
+    Ok(match decision.wake_at {
+        Some(at) => requeue_at(&context.clock, at),
+        None => Action::await_change(),
+    })
 }
 
 fn has_condition(status: Option<&OrganizationStatus>, type_: &str) -> bool {
     status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_))
 }
 
-/// Records when the organization was disabled or archived: the offboarding's
-/// effectiveAt, or when first observed. Cleared when it is Active again.
-fn record_standing_since(
-    organization: &Organization,
-    status: &mut OrganizationStatus,
-    now: chrono::DateTime<chrono::Utc>,
-) {
-    let since = organization
-        .spec
-        .offboarding
-        .as_ref()
-        .and_then(|o| o.effective_at)
-        .unwrap_or(now);
-    match organization.spec.lifecycle {
-        OrganizationLifecycle::Active => {
-            status.disabled_at = None;
-            status.archived_at = None;
+/// The RetentionHolds naming the organization.
+fn holds_on(context: &Context, organization: &str) -> Vec<Hold> {
+    context
+        .holds
+        .state()
+        .iter()
+        .filter(|h| h.spec.organization.as_deref() == Some(organization))
+        .filter(|h| h.metadata.deletion_timestamp.is_none())
+        .map(|h| Hold {
+            name: h.name_any(),
+            reason: h.spec.reason.clone(),
+            ticket: h.spec.ticket.clone(),
+            until: h.spec.until,
+        })
+        .collect()
+}
+
+/// The deny-all NetworkPolicy that revokes access to a Disabled or Archived
+/// organization's namespace.
+const ACCESS_POLICY: &str = "tenure-access-disabled";
+
+/// Revokes (deny-all ingress and egress) or restores access to the tenant
+/// namespace. Only a NetworkPolicy carrying the organization's label is removed.
+async fn set_access(context: &Context, organization: &str, namespace: &str, revoked: bool) -> Result<()> {
+    let api = Api::<NetworkPolicy>::namespaced(context.client.clone(), namespace);
+    let existing = api.get_opt(ACCESS_POLICY).await?;
+    match (revoked, existing) {
+        (true, None) => {
+            let policy = NetworkPolicy {
+                metadata: ObjectMeta {
+                    name: Some(ACCESS_POLICY.into()),
+                    labels: Some(BTreeMap::from([(ORGANIZATION_LABEL.to_string(), organization.to_string())])),
+                    ..Default::default()
+                },
+                spec: Some(NetworkPolicySpec {
+                    pod_selector: Some(LabelSelector::default()),
+                    policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+                    ..Default::default()
+                }),
+            };
+            api.create(&PostParams::default(), &policy).await?;
+            record_namespace_event(context, organization, "AccessRevoked", format!("NetworkPolicy {namespace}/{ACCESS_POLICY} denies all traffic")).await;
         }
-        OrganizationLifecycle::Disabled => {
-            status.disabled_at.get_or_insert(since);
-            status.archived_at = None;
+        (false, Some(existing)) if existing.labels().get(ORGANIZATION_LABEL).map(String::as_str) == Some(organization) => {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions { uid: existing.uid(), resource_version: None }),
+                ..DeleteParams::default()
+            };
+            api.delete(ACCESS_POLICY, &params).await?;
+            record_namespace_event(context, organization, "AccessRestored", format!("NetworkPolicy {namespace}/{ACCESS_POLICY} removed")).await;
         }
-        OrganizationLifecycle::Archived => {
-            status.archived_at.get_or_insert(since);
-        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn record_namespace_event(context: &Context, organization: &str, reason: &str, note: String) {
+    if let Some(org) = context.organizations.get(&ObjectRef::new(organization)) {
+        record(context, org.as_ref(), EventType::Normal, reason, note).await;
     }
 }
 
-fn phase_of(organization: &Organization) -> OrganizationPhase {
-    match organization.spec.lifecycle {
-        OrganizationLifecycle::Active => OrganizationPhase::Active,
-        OrganizationLifecycle::Disabled => OrganizationPhase::Disabled,
-        OrganizationLifecycle::Archived => OrganizationPhase::Archived,
-    }
-}
-
-impl OrganizationPhase {
-    fn reason(self) -> &'static str {
-        match self {
-            Self::Active => "Active",
-            Self::Disabled => "Disabled",
-            Self::Archived => "Archived",
-            Self::PurgeScheduled => "PurgeScheduled",
-            Self::Purging => "Purging",
-            Self::Purged => "Purged",
-        }
-    }
-}
-
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum NamespaceState {
+    Missing,
     Owned,
-    /// Ours, but being deleted: it can be created again only once it is gone.
+    /// Ours, but being deleted.
     Terminating,
     /// The namespace exists without our label, or with another organization's.
     NotOwned(Option<String>),
 }
 
-async fn ensure_namespace(
-    context: &Context,
-    organization: &Organization,
-    namespace: &str,
-) -> Result<NamespaceState> {
+async fn observe_namespace(context: &Context, organization: &str, namespace: &str) -> Result<NamespaceState> {
     let api = Api::<Namespace>::all(context.client.clone());
-    let name = organization.name_any();
-    if let Some(existing) = api.get_opt(namespace).await? {
-        return Ok(match existing.labels().get(ORGANIZATION_LABEL) {
-            Some(owner) if *owner == name && existing.metadata.deletion_timestamp.is_some() => {
-                NamespaceState::Terminating
-            }
-            Some(owner) if *owner == name => NamespaceState::Owned,
-            owner => NamespaceState::NotOwned(owner.cloned()),
-        });
-    }
+    let Some(existing) = api.get_opt(namespace).await? else {
+        return Ok(NamespaceState::Missing);
+    };
+    Ok(match existing.labels().get(ORGANIZATION_LABEL) {
+        Some(owner) if owner == organization && existing.metadata.deletion_timestamp.is_some() => {
+            NamespaceState::Terminating
+        }
+        Some(owner) if owner == organization => NamespaceState::Owned,
+        owner => NamespaceState::NotOwned(owner.cloned()),
+    })
+}
+
+async fn create_namespace(context: &Context, organization: &Organization, namespace: &str) -> Result<()> {
     let new = Namespace {
         metadata: ObjectMeta {
             name: Some(namespace.to_string()),
             labels: Some(BTreeMap::from([(
                 ORGANIZATION_LABEL.to_string(),
-                name.clone(),
+                organization.name_any(),
             )])),
             ..Default::default()
         },
         ..Default::default()
     };
-    match api.create(&PostParams::default(), &new).await {
-        Ok(_) => {
-            record(
-                context,
-                organization,
-                EventType::Normal,
-                "NamespaceCreated",
-                format!("created tenant namespace {namespace}"),
-            )
-            .await;
-            Ok(NamespaceState::Owned)
-        }
-        // Also when someone created it between our read and our create (409):
-        // the retry decides with what is there then.
-        Err(e) => Err(e.into()),
-    }
+    // Also when someone created it between our read and our create (409): the
+    // error retries, and the retry decides with what is there then.
+    Api::<Namespace>::all(context.client.clone())
+        .create(&PostParams::default(), &new)
+        .await?;
+    record(
+        context,
+        organization,
+        EventType::Normal,
+        "NamespaceCreated",
+        format!("created tenant namespace {namespace}"),
+    )
+    .await;
+    Ok(())
 }
 
 fn count_entitlements(context: &Context, organization: &str) -> EntitlementCounts {

@@ -5,4 +5,5 @@
 pub mod codes;
 pub mod conditions;
 pub mod entitlement;
+pub mod organization;
 pub mod policy;

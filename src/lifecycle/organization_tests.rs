@@ -1,0 +1,4 @@
+//! Unit and property tests of the organization lifecycle core.
+
+#[allow(unused_imports)]
+use super::*;
