@@ -17,8 +17,8 @@ use kube::{Api, ResourceExt};
 use super::status::{apply_status, ensure_finalizer, remove_finalizer};
 use super::{Context, Result, log_outcomes, purge, record, requeue_at, retry_later};
 use crate::api::{
-    Entitlement, EntitlementPhase, ORGANIZATION_LABEL, Organization,
-    OrganizationPhase, OrganizationStatus, organization::EntitlementCounts,
+    Entitlement, EntitlementPhase, ORGANIZATION_LABEL, Organization, OrganizationPhase,
+    OrganizationStatus, organization::EntitlementCounts,
 };
 use crate::api::{LifecyclePolicy, RetentionHold};
 use crate::lifecycle::conditions::{Extra, Verdict, conditions, from_time};
@@ -153,8 +153,8 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
     status.observed_generation = organization.metadata.generation;
     status.entitlements = Some(count_entitlements(&context, &name));
     decision.write_to(&mut status);
-    let starting_purge =
-        decision.phase == OrganizationPhase::Purging && current.as_ref().and_then(|s| s.phase) != Some(OrganizationPhase::Purging);
+    let starting_purge = decision.phase == OrganizationPhase::Purging
+        && current.as_ref().and_then(|s| s.phase) != Some(OrganizationPhase::Purging);
     match &decision.purge {
         PurgeStep::Plan => status.purge_plan = Some(purge::plan(&context, &namespace).await?),
         // What the purge deletes is counted once, as it starts, and recorded
@@ -210,11 +210,18 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
         purge::delete_namespace(&context, &name, &namespace).await?;
     }
     for entry in &decision.history {
-        let warning = matches!(entry.event.as_str(), "PurgeScheduled" | "Purging" | "Purged");
+        let warning = matches!(
+            entry.event.as_str(),
+            "PurgeScheduled" | "Purging" | "Purged"
+        );
         record(
             &context,
             organization.as_ref(),
-            if warning { EventType::Warning } else { EventType::Normal },
+            if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             &entry.event,
             format!("{} ({}, at {})", entry.message, entry.reason, entry.at),
         )
@@ -266,7 +273,12 @@ const ACCESS_POLICY: &str = "tenure-access-disabled";
 
 /// Revokes (deny-all ingress and egress) or restores access to the tenant
 /// namespace. Only a NetworkPolicy carrying the organization's label is removed.
-async fn set_access(context: &Context, organization: &str, namespace: &str, revoked: bool) -> Result<()> {
+async fn set_access(
+    context: &Context,
+    organization: &str,
+    namespace: &str,
+    revoked: bool,
+) -> Result<()> {
     let api = Api::<NetworkPolicy>::namespaced(context.client.clone(), namespace);
     let existing = api.get_opt(ACCESS_POLICY).await?;
     match (revoked, existing) {
@@ -274,7 +286,10 @@ async fn set_access(context: &Context, organization: &str, namespace: &str, revo
             let policy = NetworkPolicy {
                 metadata: ObjectMeta {
                     name: Some(ACCESS_POLICY.into()),
-                    labels: Some(BTreeMap::from([(ORGANIZATION_LABEL.to_string(), organization.to_string())])),
+                    labels: Some(BTreeMap::from([(
+                        ORGANIZATION_LABEL.to_string(),
+                        organization.to_string(),
+                    )])),
                     ..Default::default()
                 },
                 spec: Some(NetworkPolicySpec {
@@ -284,15 +299,36 @@ async fn set_access(context: &Context, organization: &str, namespace: &str, revo
                 }),
             };
             api.create(&PostParams::default(), &policy).await?;
-            record_namespace_event(context, organization, "AccessRevoked", format!("NetworkPolicy {namespace}/{ACCESS_POLICY} denies all traffic")).await;
+            record_namespace_event(
+                context,
+                organization,
+                "AccessRevoked",
+                format!("NetworkPolicy {namespace}/{ACCESS_POLICY} denies all traffic"),
+            )
+            .await;
         }
-        (false, Some(existing)) if existing.labels().get(ORGANIZATION_LABEL).map(String::as_str) == Some(organization) => {
+        (false, Some(existing))
+            if existing
+                .labels()
+                .get(ORGANIZATION_LABEL)
+                .map(String::as_str)
+                == Some(organization) =>
+        {
             let params = DeleteParams {
-                preconditions: Some(Preconditions { uid: existing.uid(), resource_version: None }),
+                preconditions: Some(Preconditions {
+                    uid: existing.uid(),
+                    resource_version: None,
+                }),
                 ..DeleteParams::default()
             };
             api.delete(ACCESS_POLICY, &params).await?;
-            record_namespace_event(context, organization, "AccessRestored", format!("NetworkPolicy {namespace}/{ACCESS_POLICY} removed")).await;
+            record_namespace_event(
+                context,
+                organization,
+                "AccessRestored",
+                format!("NetworkPolicy {namespace}/{ACCESS_POLICY} removed"),
+            )
+            .await;
         }
         _ => {}
     }
@@ -315,7 +351,11 @@ enum NamespaceState {
     NotOwned(Option<String>),
 }
 
-async fn observe_namespace(context: &Context, organization: &str, namespace: &str) -> Result<NamespaceState> {
+async fn observe_namespace(
+    context: &Context,
+    organization: &str,
+    namespace: &str,
+) -> Result<NamespaceState> {
     let api = Api::<Namespace>::all(context.client.clone());
     let Some(existing) = api.get_opt(namespace).await? else {
         return Ok(NamespaceState::Missing);
@@ -329,7 +369,11 @@ async fn observe_namespace(context: &Context, organization: &str, namespace: &st
     })
 }
 
-async fn create_namespace(context: &Context, organization: &Organization, namespace: &str) -> Result<()> {
+async fn create_namespace(
+    context: &Context,
+    organization: &Organization,
+    namespace: &str,
+) -> Result<()> {
     let new = Namespace {
         metadata: ObjectMeta {
             name: Some(namespace.to_string()),

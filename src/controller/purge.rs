@@ -28,7 +28,8 @@ pub async fn plan(context: &Context, namespace: &str) -> Result<PurgePlan> {
             if capabilities.scope != Scope::Namespaced || !listable || resource.kind == "Event" {
                 continue;
             }
-            let api = Api::<DynamicObject>::namespaced_with(context.client.clone(), namespace, &resource);
+            let api =
+                Api::<DynamicObject>::namespaced_with(context.client.clone(), namespace, &resource);
             let count = match api.list_metadata(&ListParams::default()).await {
                 Ok(list) => list.items.len() as i64,
                 // Served for discovery but not listable here (e.g. a virtual resource).
@@ -48,7 +49,11 @@ pub async fn plan(context: &Context, namespace: &str) -> Result<PurgePlan> {
 
 /// Deletes the tenant namespace if it is still there and still labelled for
 /// `organization`: read afresh, deleted only with that exact object's uid.
-pub async fn delete_namespace(context: &Context, organization: &str, namespace: &str) -> Result<()> {
+pub async fn delete_namespace(
+    context: &Context,
+    organization: &str,
+    namespace: &str,
+) -> Result<()> {
     let api = Api::<Namespace>::all(context.client.clone());
     let Some(live) = api.get_opt(namespace).await? else {
         return Ok(());

@@ -37,6 +37,8 @@ pub trait Reported:
     fn extra(&self, _context: &Context) -> Vec<Extra> {
         Vec::new()
     }
+    /// Fills status fields besides the conditions from what the controller sees.
+    fn observe(&self, _context: &Context, _status: &mut Self::Status) {}
     /// Whether the status holds state of its own (not only conditions), so
     /// that a write from a stale copy must be refused.
     const GUARDED: bool = false;
@@ -72,6 +74,7 @@ async fn reconcile<K: Reported>(object: Arc<K>, context: Arc<Context>) -> Result
     let generation = object.meta().generation;
     let current = object.status().cloned();
     let mut status = current.clone().unwrap_or_default();
+    object.observe(&context, &mut status);
     let (observed_generation, status_conditions) = K::observed(&mut status);
     *observed_generation = generation;
     let extra = object.extra(&context);
@@ -174,6 +177,25 @@ impl Reported for LifecyclePolicy {
 
 impl Reported for RetentionHold {
     status_accessors!(RetentionHoldStatus);
+    fn observe(&self, context: &Context, status: &mut RetentionHoldStatus) {
+        let mut covers = Vec::new();
+        if let Some(org) = self.spec.organization.as_deref()
+            && let Some(organization) = context.organizations.get(&ObjectRef::new(org))
+        {
+            covers.push(format!("Organization/{org}"));
+            let namespace = super::organization::tenant_namespace(&organization);
+            covers.push(format!("Namespace/{namespace}"));
+        }
+        if let Some(target) = &self.spec.entitlement
+            && context
+                .entitlements
+                .get(&ObjectRef::new(&target.name).within(&target.namespace))
+                .is_some()
+        {
+            covers.push(format!("Entitlement/{}/{}", target.namespace, target.name));
+        }
+        status.covers = covers;
+    }
     fn api(&self, client: Client) -> Api<Self> {
         Api::all(client)
     }

@@ -171,7 +171,10 @@ pub fn decide(input: &Input) -> Decision {
     };
     for hold in holds.iter().filter(|h| !before.contains(&h.name)) {
         let message = match &hold.ticket {
-            Some(ticket) => format!("RetentionHold {} placed: {} (ticket {ticket})", hold.name, hold.reason),
+            Some(ticket) => format!(
+                "RetentionHold {} placed: {} (ticket {ticket})",
+                hold.name, hold.reason
+            ),
             None => format!("RetentionHold {} placed: {}", hold.name, hold.reason),
         };
         note("HoldPlaced", "RetentionHold", message, now);
@@ -197,24 +200,27 @@ pub fn decide(input: &Input) -> Decision {
     if recorded.is_some_and(|s| s.tombstone.is_some()) || recorded_phase == Some(Purged) {
         return finished(input, in_force, history);
     }
-    let standing_since = offboarding
-        .and_then(|o| o.effective_at)
-        .unwrap_or(now);
+    let standing_since = offboarding.and_then(|o| o.effective_at).unwrap_or(now);
     let (disabled_at, archived_at) = match spec.lifecycle {
         OrganizationLifecycle::Active => (None, None),
         OrganizationLifecycle::Disabled => (
-            recorded.and_then(|s| s.disabled_at).or(Some(standing_since)),
+            recorded
+                .and_then(|s| s.disabled_at)
+                .or(Some(standing_since)),
             None,
         ),
         OrganizationLifecycle::Archived => (
             recorded.and_then(|s| s.disabled_at),
-            recorded.and_then(|s| s.archived_at).or(Some(standing_since)),
+            recorded
+                .and_then(|s| s.archived_at)
+                .or(Some(standing_since)),
         ),
     };
-    let deletion_confirmed_at = spec
-        .deletion
-        .as_ref()
-        .map(|_| recorded.and_then(|s| s.deletion_confirmed_at).unwrap_or(now));
+    let deletion_confirmed_at = spec.deletion.as_ref().map(|_| {
+        recorded
+            .and_then(|s| s.deletion_confirmed_at)
+            .unwrap_or(now)
+    });
     let policy = input.policy;
     let mut decision = Decision {
         phase: Active,
@@ -264,8 +270,14 @@ pub fn decide(input: &Input) -> Decision {
         } else {
             decision.phase = Purged;
             decision.purge = PurgeStep::WriteTombstone(tombstone(input, recorded));
-            decision.verdict = Verdict::ready("Purged", "purged; status.tombstone keeps the record");
-            note("Purged", reason.as_deref().unwrap_or("Purged"), with_ticket("the tenant namespace and everything in it were deleted".into()), now);
+            decision.verdict =
+                Verdict::ready("Purged", "purged; status.tombstone keeps the record");
+            note(
+                "Purged",
+                reason.as_deref().unwrap_or("Purged"),
+                with_ticket("the tenant namespace and everything in it were deleted".into()),
+                now,
+            );
         }
         decision.history = history;
         return decision;
@@ -279,8 +291,17 @@ pub fn decide(input: &Input) -> Decision {
     let Some(offboarded_at) = archived_at.or(disabled_at) else {
         // Active.
         if let Some(previous) = recorded_phase.filter(|p| *p != Active) {
-            let event = if previous == Disabled { "Enabled" } else { "Unarchived" };
-            note(event, "Active", "the organization is active again".into(), now);
+            let event = if previous == Disabled {
+                "Enabled"
+            } else {
+                "Unarchived"
+            };
+            note(
+                event,
+                "Active",
+                "the organization is active again".into(),
+                now,
+            );
         }
         decision.history = history;
         return decision;
@@ -313,11 +334,15 @@ pub fn decide(input: &Input) -> Decision {
     } else {
         None
     };
-    let due_at = [Some(purge_after), deletion_confirmed_at, last_hold_lifted_at]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(purge_after);
+    let due_at = [
+        Some(purge_after),
+        deletion_confirmed_at,
+        last_hold_lifted_at,
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(purge_after);
     let final_purge_at = due_at + policy.days(keys::FINAL_GRACE_DAYS);
 
     let phase = match &blocker {
@@ -338,9 +363,7 @@ pub fn decide(input: &Input) -> Decision {
     let offboarding_reason = reason.clone().unwrap_or_else(|| "Other".into());
     let previous = recorded_phase.unwrap_or(Active);
     if previous != phase {
-        let standing_event = |event: &str, at: Time| {
-            (event.to_string(), at)
-        };
+        let standing_event = |event: &str, at: Time| (event.to_string(), at);
         let mut steps = Vec::new();
         if matches!(previous, Active) || (previous == Disabled && lifecycle_phase == Archived) {
             steps.push(match lifecycle_phase {
@@ -375,17 +398,25 @@ pub fn decide(input: &Input) -> Decision {
         _ => "unarchive (spec.lifecycle: Active), or place a RetentionHold",
     };
     decision.verdict = match phase {
-        Purging => Verdict::reconciling("Purging", "deleting the tenant namespace and everything in it"),
+        Purging => Verdict::reconciling(
+            "Purging",
+            "deleting the tenant namespace and everything in it",
+        ),
         PurgeScheduled => Verdict::ready(
             "PurgeScheduled",
-            format!("the purge runs at {final_purge_at}: review status.purgePlan; to stop it, {to_stop}"),
+            format!(
+                "the purge runs at {final_purge_at}: review status.purgePlan; to stop it, {to_stop}"
+            ),
         ),
         _ => Verdict::ready(
             format!("{lifecycle_phase:?}"),
-            with_ticket(format!("{} ({offboarding_reason}); data is kept until {purge_after}", match lifecycle_phase {
-                Disabled => "access revoked",
-                _ => "offboarded",
-            })),
+            with_ticket(format!(
+                "{} ({offboarding_reason}); data is kept until {purge_after}",
+                match lifecycle_phase {
+                    Disabled => "access revoked",
+                    _ => "offboarded",
+                }
+            )),
         ),
     };
     if phase == Purging {
@@ -416,7 +447,9 @@ fn blocked(blocker: Blocker, purge_after: Time) -> Extra {
         ),
         Blocker::AwaitingExport => (
             "AwaitingExport",
-            format!("purge.requireExport is true: the purge (due from {purge_after}) waits until a DataExport of the organization succeeded"),
+            format!(
+                "purge.requireExport is true: the purge (due from {purge_after}) waits until a DataExport of the organization succeeded"
+            ),
         ),
     };
     Extra {
@@ -432,7 +465,8 @@ fn refused_after_purge_started() -> Extra {
         type_: "LifecycleChangeRefused".into(),
         status: true,
         reason: "PurgeStarted".into(),
-        message: "the purge has started: the organization can no longer be enabled or unarchived".into(),
+        message: "the purge has started: the organization can no longer be enabled or unarchived"
+            .into(),
     }
 }
 

@@ -141,6 +141,25 @@ pub fn codes_of_batch(batch: &str) -> Result<std::collections::BTreeMap<String, 
         .collect())
 }
 
+/// `base` with the fields of `more` added or replaced (both JSON objects).
+pub fn merged(mut base: serde_json::Value, more: serde_json::Value) -> serde_json::Value {
+    if let (Some(base), Some(more)) = (base.as_object_mut(), more.as_object()) {
+        base.extend(more.clone());
+    }
+    base
+}
+
+/// Applies the Organization `name` with `spec`.
+pub fn apply_organization(name: &str, spec: serde_json::Value) {
+    apply(
+        &serde_json::json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "Organization",
+            "metadata": {"name": name}, "spec": spec,
+        })
+        .to_string(),
+    );
+}
+
 /// Applies a manifest (YAML or JSON), failing the test if it is refused.
 pub fn apply(manifest: &str) {
     let out = kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
