@@ -184,6 +184,14 @@ pub struct EntitlementStatus {
     /// `spec.reactivation` is removed later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reactivated_at: Option<DateTime<Utc>>,
+    /// Names of the RetentionHolds in force on the entitlement or its
+    /// organization: nothing is purged while there is one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<String>,
+    /// When the last hold was lifted: the purge waits a full
+    /// `purge.finalGraceDays` from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_hold_lifted_at: Option<DateTime<Utc>>,
     /// The renewal reminder last sent (`endsAt` minus one of
     /// `notifications.reminderDays`), so that each is sent once.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,9 @@
 //! mid-way, the class's own status update) can never hand out one number
 //! twice; a number whose entitlement write failed is skipped, never reused.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
 use kube::{Api, ResourceExt};
 
@@ -12,11 +15,26 @@ use super::{Context, Result};
 use crate::api::{Entitlement, EntitlementClass};
 use crate::lifecycle::codes;
 
+/// One lock per class: allocations of one class take turns, so that their
+/// conditional writes do not keep conflicting when hundreds arrive at once,
+/// while other classes go on.
+#[derive(Default)]
+pub struct Allocation(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Allocation {
+    fn lock_for(&self, class: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(class.to_string()).or_default().clone()
+    }
+}
+
 /// The next code of `class` for an entitlement created at `created`.
 pub async fn next(context: &Context, class: &str, created: DateTime<Utc>) -> Result<String> {
-    // One allocation at a time in this process keeps the conditional writes
-    // from conflicting with each other when hundreds arrive at once.
-    let _one_at_a_time = context.code_allocation.lock().await;
+    let lock = context.code_allocation.lock_for(class);
+    let _one_at_a_time = lock.lock().await;
     let month = codes::month_of(created);
     loop {
         let (api, fresh) = fresh_class(context, class).await?;
@@ -35,7 +53,8 @@ pub async fn next(context: &Context, class: &str, created: DateTime<Utc>) -> Res
 /// Makes sure the class never generates `code`, pinned by `spec.code` for an
 /// import: its month's sequence moves up to the imported number.
 pub async fn reserve(context: &Context, class: &str, code: &str) -> Result<()> {
-    let _one_at_a_time = context.code_allocation.lock().await;
+    let lock = context.code_allocation.lock_for(class);
+    let _one_at_a_time = lock.lock().await;
     loop {
         let (api, fresh) = fresh_class(context, class).await?;
         let Some((prefix, month, number)) = codes::parse(code) else {

@@ -19,9 +19,11 @@ use crate::api::entitlement::EntitlementStatus;
 use crate::api::policy::PolicyScope;
 use crate::api::{
     Entitlement, EntitlementClass, LifecyclePolicy, Organization, OrganizationLifecycle,
+    RetentionHold,
 };
-use crate::lifecycle::conditions::{Verdict, conditions, from_time};
+use crate::lifecycle::conditions::{Extra, Verdict, conditions, from_time};
 use crate::lifecycle::entitlement::{Input, Standing, decide};
+use crate::lifecycle::hold::Hold;
 use crate::lifecycle::policy::{Subject, resolve, scope_matches};
 
 pub async fn run(context: Arc<Context>) {
@@ -32,7 +34,8 @@ pub async fn run(context: Arc<Context>) {
     // re-decides exactly the entitlements it can affect.
     let by_class = store.clone();
     let by_organization = store.clone();
-    let by_policy = store;
+    let by_policy = store.clone();
+    let by_hold = store;
     // A policy whose scope changed also affects what its old scope matched.
     let last_scopes: Mutex<HashMap<String, Option<PolicyScope>>> = Mutex::default();
     let controller = controller
@@ -47,6 +50,21 @@ pub async fn run(context: Arc<Context>) {
             move |org| {
                 naming(&by_organization, |e| {
                     e.spec.organization.as_deref() == Some(org.name_any().as_str())
+                })
+            },
+        )
+        .watches(
+            Api::<RetentionHold>::all(context.client.clone()),
+            watcher::Config::default(),
+            move |hold| {
+                naming(&by_hold, |e| {
+                    let on_it = hold.spec.entitlement.as_ref().is_some_and(|t| {
+                        Some(t.namespace.as_str()) == e.namespace().as_deref()
+                            && t.name == e.name_any()
+                    });
+                    on_it
+                        || (hold.spec.organization.is_some()
+                            && hold.spec.organization == e.spec.organization)
                 })
             },
         )
@@ -163,10 +181,12 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         entitlement.spec.policy.as_ref(),
     );
     let created = created_at(&context, &entitlement);
+    let holds = holds_covering(&context, &entitlement);
     let decision = decide(&Input {
         spec: &entitlement.spec,
         created,
         organization: &standing,
+        holds: &holds,
         recorded: current.as_ref(),
         policy: &effective,
         now,
@@ -177,11 +197,15 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
     status.conditions = conditions(
         &status.conditions,
         &decision.verdict,
-        decision.refusal.as_slice(),
+        &decision.extra,
         generation,
         now,
     );
-    let refusal_is_new = decision.refusal.is_some() && !has_refusal(current.as_ref());
+    let new_conditions: Vec<&Extra> = decision
+        .extra
+        .iter()
+        .filter(|extra| !has_condition(current.as_ref(), &extra.type_))
+        .collect();
     let version = guard_version.as_deref();
     match apply_status_if_unchanged(&api, &name, version, current.as_ref(), &status).await {
         // Changed since read: the new code is skipped (never reused), and the
@@ -217,13 +241,13 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         )
         .await;
     }
-    if let (Some(refusal), true) = (&decision.refusal, refusal_is_new) {
+    for extra in new_conditions {
         record(
             &context,
             entitlement.as_ref(),
             EventType::Warning,
-            &refusal.type_,
-            refusal.message.clone(),
+            &extra.type_,
+            extra.message.clone(),
         )
         .await;
     }
@@ -234,12 +258,36 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
     })
 }
 
-fn has_refusal(status: Option<&EntitlementStatus>) -> bool {
-    status.is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == crate::lifecycle::entitlement::REACTIVATION_REFUSED)
-    })
+fn has_condition(status: Option<&EntitlementStatus>, type_: &str) -> bool {
+    status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_))
+}
+
+/// The RetentionHolds on the entitlement itself or on its organization.
+fn holds_covering(context: &Context, entitlement: &Entitlement) -> Vec<Hold> {
+    let namespace = entitlement.namespace().unwrap_or_default();
+    let name = entitlement.name_any();
+    context
+        .holds
+        .state()
+        .iter()
+        .filter(|h| h.metadata.deletion_timestamp.is_none())
+        .filter(|h| {
+            let on_it = h
+                .spec
+                .entitlement
+                .as_ref()
+                .is_some_and(|t| t.namespace == namespace && t.name == name);
+            let on_its_org = h.spec.organization.is_some()
+                && h.spec.organization == entitlement.spec.organization;
+            on_it || on_its_org
+        })
+        .map(|h| Hold {
+            name: h.name_any(),
+            reason: h.spec.reason.clone(),
+            ticket: h.spec.ticket.clone(),
+            until: h.spec.until,
+        })
+        .collect()
 }
 
 /// The standing of the entitlement's organization, or why it cannot be decided.

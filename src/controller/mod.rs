@@ -1,7 +1,7 @@
 //! The shell around the pure core: one reconciler per kind, the shared context,
 //! status writing, finalizers and Events.
 
-mod codes;
+pub mod codes;
 mod entitlement;
 mod organization;
 mod purge;
@@ -53,8 +53,8 @@ pub struct Context {
     pub classes: Store<EntitlementClass>,
     pub policies: Store<LifecyclePolicy>,
     pub holds: Store<RetentionHold>,
-    /// Serialises code allocation in this process (see `codes`).
-    pub code_allocation: tokio::sync::Mutex<()>,
+    /// Serialises code allocation per class in this process (see `codes`).
+    pub code_allocation: codes::Allocation,
 }
 
 /// The longest single wait: kube-runtime's scheduler cannot hold timers much
@@ -121,7 +121,7 @@ pub async fn run(client: Client, clock: Clock) -> anyhow::Result<()> {
         classes,
         policies,
         holds,
-        code_allocation: tokio::sync::Mutex::new(()),
+        code_allocation: codes::Allocation::default(),
     });
     info!(now = %context.clock.now(), "tenure controller starting");
 

@@ -12,6 +12,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::conditions::{Extra, Verdict};
+use super::hold::{Hold, HoldState, hold_state};
 use super::policy::{Effective, keys};
 use crate::api::common::{HistoryEntry, OffboardingReason};
 use crate::api::entitlement::{
@@ -42,6 +43,8 @@ pub struct Input<'a> {
     /// When the entitlement was created (on the controller's clock).
     pub created: Time,
     pub organization: &'a Standing,
+    /// Every RetentionHold covering the entitlement or its organization.
+    pub holds: &'a [Hold],
     pub recorded: Option<&'a EntitlementStatus>,
     pub policy: &'a Effective,
     pub now: Time,
@@ -61,9 +64,13 @@ pub struct Decision {
     pub reminder: Option<Reminder>,
     pub last_reminder_at: Option<Time>,
     pub reactivated_at: Option<Time>,
+    /// Names of the holds in force, and when the last one was lifted.
+    pub holds: Vec<String>,
+    pub last_hold_lifted_at: Option<Time>,
     pub verdict: Verdict,
-    /// `ReactivationRefused`, when a reactivation request is not honoured.
-    pub refusal: Option<Extra>,
+    /// `ReactivationRefused` when a reactivation request is not honoured,
+    /// `PurgeBlocked` while a hold keeps a due purge from running.
+    pub extra: Vec<Extra>,
     /// When to decide again: the next transition or reminder.
     pub wake_at: Option<Time>,
 }
@@ -82,6 +89,8 @@ impl Decision {
         status.cancelled = self.cancelled.clone();
         status.last_reminder_at = self.last_reminder_at;
         status.reactivated_at = self.reactivated_at;
+        status.holds = self.holds.clone();
+        status.last_hold_lifted_at = self.last_hold_lifted_at;
         status.history.extend(self.history.iter().cloned());
         let overflow = status.history.len().saturating_sub(HISTORY_LIMIT);
         status.history.drain(..overflow);
@@ -125,6 +134,11 @@ struct Timeline {
     lifted: Option<(Cancel, Time)>,
     cancel: Option<Cancel>,
     retention: TimeDelta,
+    /// Whether a hold is in force: then nothing is purged.
+    held: bool,
+    /// The purge waits a full final grace after the last hold was lifted.
+    hold_lifted_at: Option<Time>,
+    final_grace: TimeDelta,
 }
 
 impl Timeline {
@@ -136,7 +150,7 @@ impl Timeline {
             cancel: cancel.cloned(),
         };
         if let Some(cancel) = self.cancel.as_ref().filter(|c| c.at <= t) {
-            return if t >= cancel.at + self.retention {
+            return if self.purge_at(cancel).is_some_and(|at| t >= at) {
                 state(Purged, "RetentionEnded", Some(cancel))
             } else {
                 state(Cancelled, &cancel.reason, Some(cancel))
@@ -162,6 +176,14 @@ impl Timeline {
         }
     }
 
+    /// When the data of a cancellation is purged: after retention, and a full
+    /// final grace after the last hold was lifted; never while one is in force.
+    fn purge_at(&self, cancel: &Cancel) -> Option<Time> {
+        let after_retention = cancel.at + self.retention;
+        let after_hold = self.hold_lifted_at.map(|at| at + self.final_grace);
+        (!self.held).then(|| after_hold.map_or(after_retention, |at| at.max(after_retention)))
+    }
+
     /// Every instant at which the phase may change.
     fn boundaries(&self) -> Vec<Time> {
         let mut at = vec![self.start];
@@ -172,7 +194,8 @@ impl Timeline {
             at.extend([cancel.at, *lifted_at]);
         }
         if let Some(cancel) = &self.cancel {
-            at.extend([cancel.at, cancel.at + self.retention]);
+            at.push(cancel.at);
+            at.extend(self.purge_at(cancel));
         }
         at.sort();
         at.dedup();
@@ -201,11 +224,17 @@ pub fn decide(input: &Input) -> Decision {
     if let Some(purged) = recorded.filter(|s| s.phase == Some(EntitlementPhase::Purged)) {
         return stay_purged(purged, input.now);
     }
+    let holds = hold_state(
+        input.holds,
+        recorded.map(|s| s.holds.as_slice()).unwrap_or_default(),
+        recorded.and_then(|s| s.last_hold_lifted_at),
+        input.now,
+    );
     let Layout {
         timeline,
         refusal,
         reactivated_at,
-    } = lay_out(input);
+    } = lay_out(input, &holds);
     let now = input.now;
     let current = timeline.state_at(now);
     let created_or_earliest = timeline
@@ -273,7 +302,22 @@ pub fn decide(input: &Input) -> Decision {
         .map(|n| n.at)
         .into_iter()
         .chain(next_reminder)
+        .chain(holds.next_lapse)
         .min();
+    let mut history = history;
+    history.extend(holds.history.iter().cloned());
+    let mut extra: Vec<Extra> = refusal.into_iter().collect();
+    if timeline.held && current.phase == EntitlementPhase::Cancelled {
+        extra.push(Extra {
+            type_: "PurgeBlocked".into(),
+            status: true,
+            reason: "Held".into(),
+            message: format!(
+                "RetentionHold {} in force: nothing is purged while a hold covers the entitlement; once the last is lifted the final grace runs in full",
+                holds.in_force.join(", ")
+            ),
+        });
+    }
     Decision {
         phase: current.phase,
         phase_since,
@@ -294,8 +338,10 @@ pub fn decide(input: &Input) -> Decision {
         reminder,
         last_reminder_at,
         reactivated_at,
+        holds: holds.in_force,
+        last_hold_lifted_at: holds.last_lifted_at,
         verdict: Verdict::ready(current.reason.clone(), message(current.phase, &current)),
-        refusal,
+        extra,
         wake_at,
     }
 }
@@ -312,11 +358,13 @@ fn stay_purged(recorded: &EntitlementStatus, now: Time) -> Decision {
         reminder: None,
         last_reminder_at: recorded.last_reminder_at,
         reactivated_at: recorded.reactivated_at,
+        holds: recorded.holds.clone(),
+        last_hold_lifted_at: recorded.last_hold_lifted_at,
         verdict: Verdict::ready(
             "RetentionEnded",
             format!("purged at {purged_at}; a purged entitlement stays purged"),
         ),
-        refusal: None,
+        extra: Vec::new(),
         wake_at: None,
     }
 }
@@ -330,7 +378,7 @@ struct Layout {
 }
 
 /// Lays out the facts in time and decides whether a reactivation is honoured.
-fn lay_out(input: &Input) -> Layout {
+fn lay_out(input: &Input, holds: &HoldState) -> Layout {
     let spec = input.spec;
     let policy = input.policy;
     // Without startsAt, access began at creation, or earlier when backdated
@@ -455,6 +503,9 @@ fn lay_out(input: &Input) -> Layout {
             lifted: lifted.zip(lifted_at),
             cancel,
             retention,
+            held: !holds.in_force.is_empty(),
+            hold_lifted_at: holds.last_lifted_at,
+            final_grace: policy.days(keys::FINAL_GRACE_DAYS),
         }
     };
 
@@ -668,12 +719,16 @@ fn describe(input: &Input, timeline: &Timeline, phase: EntitlementPhase, state: 
                 ends + days(keys::EXPIRY_GRACE_DAYS)
             )
         }
-        (Cancelled, Some(cancel)) => format!(
-            "{} at {}; data is kept until {}",
-            cancel.message,
-            cancel.at,
-            cancel.at + timeline.retention
-        ),
+        (Cancelled, Some(cancel)) => match timeline.purge_at(cancel) {
+            Some(purge_at) => format!(
+                "{} at {}; data is kept until {purge_at}",
+                cancel.message, cancel.at
+            ),
+            None => format!(
+                "{} at {}; data is kept while a RetentionHold is in force",
+                cancel.message, cancel.at
+            ),
+        },
         (Purged, Some(cancel)) => format!(
             "retention of {} days after the cancellation at {} ended at {}",
             timeline.retention.num_days(),

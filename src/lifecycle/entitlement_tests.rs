@@ -75,6 +75,7 @@ struct World {
     spec: EntitlementSpec,
     created: Time,
     organization: Standing,
+    holds: Vec<Hold>,
     policy: Effective,
     status: Option<EntitlementStatus>,
 }
@@ -86,6 +87,7 @@ impl World {
             spec,
             created: day(0),
             organization: Standing::Active,
+            holds: Vec::new(),
             policy: effective(rules),
             status: None,
         }
@@ -96,6 +98,7 @@ impl World {
             spec: &self.spec,
             created: self.created,
             organization: &self.organization,
+            holds: &self.holds,
             recorded: self.status.as_ref(),
             policy: &self.policy,
             now,
@@ -116,6 +119,15 @@ impl World {
     fn deadlines(&self) -> Deadlines {
         self.status().deadlines.clone().unwrap_or_default()
     }
+}
+
+/// The ReactivationRefused condition of a decision, if any.
+fn refusal_of(decision: &Decision) -> Option<Extra> {
+    decision
+        .extra
+        .iter()
+        .find(|extra| extra.type_ == REACTIVATION_REFUSED)
+        .cloned()
 }
 
 fn events(history: &[HistoryEntry]) -> Vec<(Time, &str)> {
@@ -429,7 +441,7 @@ fn past_purge_after_it_is_purged_and_stays_purged_whatever_the_spec_says() {
         assert_eq!(again.phase, Purged);
         assert_eq!(again.phase_since, day(375));
         assert!(again.history.is_empty());
-        assert_eq!(again.refusal, None);
+        assert_eq!(refusal_of(&again), None);
         assert_eq!(again.wake_at, None);
         assert_eq!(world.deadlines(), deadlines);
     }
@@ -502,7 +514,7 @@ fn a_reactivation_inside_the_window_reactivates_it() {
     assert_eq!(back.phase, Active);
     assert_eq!(back.phase_since, day(50));
     assert_eq!(events(&back.history), vec![(day(50), "Reactivated")]);
-    assert_eq!(back.refusal, None);
+    assert_eq!(refusal_of(&back), None);
     assert_eq!(back.deadlines, None);
     assert_eq!(
         back.cancelled.map(|c| c.at),
@@ -512,6 +524,44 @@ fn a_reactivation_inside_the_window_reactivates_it() {
     // And it stays Active on later reconciles.
     assert_eq!(world.reconcile(day(300)).phase, Active);
     assert_eq!(world.reconcile(day(1000)).phase, Active);
+}
+
+#[test]
+fn a_hold_keeps_a_cancelled_entitlement_from_its_purge_and_its_lifting_restarts_the_final_grace() {
+    let mut world = cancelled_on_day_10(json!({"cancellation": {"dataRetentionDays": 30}}));
+    world.holds = vec![Hold {
+        name: "litigation".into(),
+        reason: "court order".into(),
+        ticket: Some("LEGAL-2".into()),
+        until: None,
+    }];
+    let held = world.reconcile(day(11));
+    assert_eq!(events(&held.history), vec![(day(11), "HoldPlaced")]);
+    assert_eq!(held.holds, vec!["litigation".to_string()]);
+    // Retention ends on day 40; the hold keeps the data.
+    let overdue = world.reconcile(day(60));
+    assert_eq!(overdue.phase, Cancelled);
+    assert_eq!(overdue.next, None);
+    assert!(
+        overdue
+            .extra
+            .iter()
+            .any(|e| e.type_ == "PurgeBlocked" && e.reason == "Held")
+    );
+
+    world.holds.clear();
+    let lifted = world.reconcile(day(61));
+    assert_eq!(events(&lifted.history), vec![(day(61), "HoldLifted")]);
+    assert_eq!(lifted.phase, Cancelled, "never straight to deletion");
+    assert_eq!(
+        lifted.next,
+        Some(NextTransition {
+            phase: Purged,
+            at: day(68)
+        }),
+        "a full final grace of 7 days from the lifting"
+    );
+    assert_eq!(world.reconcile(day(68)).phase, Purged);
 }
 
 #[test]
@@ -533,7 +583,7 @@ fn a_reactivation_on_the_last_day_of_the_window_is_still_honoured() {
     world.spec.reactivation = reactivation(day(40));
     let back = world.reconcile(day(41));
     assert_eq!(back.phase, Active);
-    assert_eq!(back.refusal, None);
+    assert_eq!(refusal_of(&back), None);
 }
 
 #[test]
@@ -544,7 +594,7 @@ fn a_reactivation_after_the_window_is_refused_naming_the_deadline() {
     assert_eq!(refused.phase, Cancelled);
     assert_eq!(refused.phase_since, day(10));
     assert!(refused.history.is_empty());
-    let refusal = refused.refusal.expect("a refusal condition");
+    let refusal = refusal_of(&refused).expect("a refusal condition");
     assert_eq!(refusal.type_, REACTIVATION_REFUSED);
     assert!(refusal.status);
     assert_eq!(refusal.reason, "WindowClosed");
@@ -565,7 +615,7 @@ fn a_reactivation_is_refused_when_the_policy_does_not_allow_it() {
     world.spec.reactivation = reactivation(day(12));
     let refused = world.reconcile(day(13));
     assert_eq!(refused.phase, Cancelled);
-    let refusal = refused.refusal.expect("a refusal condition");
+    let refusal = refusal_of(&refused).expect("a refusal condition");
     assert_eq!(refusal.type_, REACTIVATION_REFUSED);
     assert_eq!(refusal.reason, "NotAllowed");
     assert!(
@@ -583,7 +633,7 @@ fn a_reactivation_requested_before_the_cancellation_is_used_up_and_not_refused()
     world.spec.reactivation = reactivation(day(5));
     let decision = world.reconcile(day(12));
     assert_eq!(decision.phase, Cancelled);
-    assert_eq!(decision.refusal, None);
+    assert_eq!(refusal_of(&decision), None);
 }
 
 #[test]
@@ -740,7 +790,7 @@ fn an_archived_organization_cancels_it_with_the_organizations_reason() {
     let refused = world.reconcile(day(8));
     assert_eq!(refused.phase, Cancelled);
     assert_eq!(
-        refused.refusal.map(|r| r.reason),
+        refusal_of(&refused).map(|r| r.reason),
         Some("OrganizationArchived".into())
     );
 }
@@ -758,7 +808,7 @@ fn a_reactivation_does_not_bring_back_an_entitlement_of_an_archived_organization
     let decision = world.reconcile(day(31));
     assert_eq!(decision.phase, Cancelled);
     assert_eq!(
-        decision.refusal.map(|r| r.reason),
+        refusal_of(&decision).map(|r| r.reason),
         Some("OrganizationArchived".into())
     );
 }
@@ -1062,6 +1112,7 @@ impl Case {
             spec: self.spec.clone(),
             created: self.created,
             organization: self.organization.clone(),
+            holds: Vec::new(),
             policy: effective(self.rules.clone()),
             status: None,
         }

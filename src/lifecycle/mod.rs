@@ -5,5 +5,6 @@
 pub mod codes;
 pub mod conditions;
 pub mod entitlement;
+pub mod hold;
 pub mod organization;
 pub mod policy;

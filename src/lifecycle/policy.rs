@@ -19,6 +19,10 @@ pub mod keys {
     pub const ALLOW_REACTIVATION: &str = "cancellation.allowReactivation";
     pub const REACTIVATION_WINDOW_DAYS: &str = "cancellation.reactivationWindowDays";
     pub const REMINDER_DAYS: &str = "notifications.reminderDays";
+    pub const DISABLED_RETENTION_DAYS: &str = "organization.disabledRetentionDays";
+    pub const REQUIRE_CONFIRMATION: &str = "purge.requireConfirmation";
+    pub const FINAL_GRACE_DAYS: &str = "purge.finalGraceDays";
+    pub const REQUIRE_EXPORT: &str = "purge.requireExport";
 }
 
 /// The built-in defaults (API.md), the least specific level.
