@@ -203,7 +203,9 @@ pub struct OrganizationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purge_after: Option<DateTime<Utc>>,
     /// When the purge runs: the latest of `purgeAfter`, the confirmation and the
-    /// last hold lifted, plus the final grace.
+    /// last hold lifted, plus `purge.finalGraceDays`. Once shown here it only
+    /// moves later, and it is never less than the final grace after it was
+    /// first shown, so that every purge can be reviewed (`purgePlan`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_purge_at: Option<DateTime<Utc>>,
     /// How many of the organization's entitlements are in each phase.

@@ -5,6 +5,7 @@
 //! reconciler does with server-side apply.
 
 use super::*;
+use crate::lifecycle::scenario::{day, events, hours, reason};
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -18,15 +19,6 @@ use EntitlementPhase::{Active, Cancelled, Expired, Pending, Purged, Suspended};
 // ---------------------------------------------------------------------------
 // The world the controller sees, and the controller's loop
 // ---------------------------------------------------------------------------
-
-/// Day `n` of the scenario (day 0 is 2026-01-01, midnight UTC).
-fn day(n: i64) -> Time {
-    "2026-01-01T00:00:00Z".parse::<Time>().unwrap() + TimeDelta::days(n)
-}
-
-fn hours(n: i64) -> TimeDelta {
-    TimeDelta::hours(n)
-}
 
 /// The effective policy for entitlement-level overrides `rules` over the built-in
 /// defaults, with no LifecyclePolicy objects around.
@@ -128,10 +120,6 @@ fn refusal_of(decision: &Decision) -> Option<Extra> {
         .iter()
         .find(|extra| extra.type_ == REACTIVATION_REFUSED)
         .cloned()
-}
-
-fn events(history: &[HistoryEntry]) -> Vec<(Time, &str)> {
-    history.iter().map(|e| (e.at, e.event.as_str())).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -954,19 +942,6 @@ struct Case {
 /// deadlines often fall on the same instant.
 fn instant() -> impl Strategy<Value = Time> {
     (-200i64..300, prop_oneof![3 => Just(0i64), 1 => 1i64..24]).prop_map(|(d, h)| day(d) + hours(h))
-}
-
-fn reason() -> impl Strategy<Value = OffboardingReason> {
-    use OffboardingReason::*;
-    prop_oneof![
-        Just(CustomerRequest),
-        Just(BusinessClosure),
-        Just(SwitchingProvider),
-        Just(NonPayment),
-        Just(ContractBreach),
-        Just(ServiceDiscontinued),
-        Just(Other),
-    ]
 }
 
 /// Some days of grace, retention or window: now and then none, or a few, so

@@ -8,3 +8,5 @@ pub mod entitlement;
 pub mod hold;
 pub mod organization;
 pub mod policy;
+#[cfg(test)]
+mod scenario;

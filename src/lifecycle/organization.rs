@@ -12,39 +12,15 @@
 use chrono::{DateTime, Utc};
 
 use super::conditions::{Extra, Verdict};
-use super::policy::Effective;
+pub use super::hold::Hold;
+use super::hold::hold_state;
+use super::policy::{Effective, keys};
 use crate::api::common::HistoryEntry;
 use crate::api::organization::{
     OrganizationLifecycle, OrganizationPhase, OrganizationSpec, OrganizationStatus, Tombstone,
 };
 
 type Time = DateTime<Utc>;
-
-/// Rule keys the organization lifecycle reads.
-mod keys {
-    pub const DATA_RETENTION_DAYS: &str = "cancellation.dataRetentionDays";
-    pub const PORTAL_VISIBILITY_DAYS: &str = "cancellation.portalVisibilityDays";
-    pub const DISABLED_RETENTION_DAYS: &str = "organization.disabledRetentionDays";
-    pub const REQUIRE_CONFIRMATION: &str = "purge.requireConfirmation";
-    pub const FINAL_GRACE_DAYS: &str = "purge.finalGraceDays";
-    pub const REQUIRE_EXPORT: &str = "purge.requireExport";
-}
-
-/// A RetentionHold naming the organization.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Hold {
-    pub name: String,
-    pub reason: String,
-    pub ticket: Option<String>,
-    /// The hold lapses by itself then.
-    pub until: Option<Time>,
-}
-
-impl Hold {
-    pub fn in_force(&self, now: Time) -> bool {
-        self.until.is_none_or(|until| until > now)
-    }
-}
 
 /// Everything the organization lifecycle depends on.
 #[derive(Clone, Debug)]
@@ -156,11 +132,15 @@ pub fn decide(input: &Input) -> Decision {
     };
 
     // Holds: which are in force, which were placed or lifted since last time.
-    let mut holds: Vec<&Hold> = input.holds.iter().filter(|h| h.in_force(now)).collect();
-    holds.sort_by(|a, b| a.name.cmp(&b.name));
-    let in_force: Vec<String> = holds.iter().map(|h| h.name.clone()).collect();
-    let before: Vec<String> = recorded.map(|s| s.holds.clone()).unwrap_or_default();
-    let mut history = Vec::new();
+    let hold_state = hold_state(
+        input.holds,
+        recorded.map(|s| s.holds.as_slice()).unwrap_or_default(),
+        recorded.and_then(|s| s.last_hold_lifted_at),
+        now,
+    );
+    let in_force = hold_state.in_force;
+    let last_hold_lifted_at = hold_state.last_lifted_at;
+    let mut history = hold_state.history;
     let mut note = |event: &str, reason: &str, message: String, at: Time| {
         history.push(HistoryEntry {
             at,
@@ -168,32 +148,6 @@ pub fn decide(input: &Input) -> Decision {
             reason: reason.into(),
             message,
         })
-    };
-    for hold in holds.iter().filter(|h| !before.contains(&h.name)) {
-        let message = match &hold.ticket {
-            Some(ticket) => format!(
-                "RetentionHold {} placed: {} (ticket {ticket})",
-                hold.name, hold.reason
-            ),
-            None => format!("RetentionHold {} placed: {}", hold.name, hold.reason),
-        };
-        note("HoldPlaced", "RetentionHold", message, now);
-    }
-    for lifted in before.iter().filter(|name| !in_force.contains(name)) {
-        let message = match input.holds.iter().find(|h| &h.name == lifted) {
-            Some(hold) => format!(
-                "RetentionHold {lifted} lapsed at {}: {}",
-                hold.until.unwrap_or(now),
-                hold.reason
-            ),
-            None => format!("RetentionHold {lifted} lifted (deleted)"),
-        };
-        note("HoldLifted", "RetentionHold", message, now);
-    }
-    let last_hold_lifted_at = if !before.is_empty() && in_force.is_empty() {
-        Some(now)
-    } else {
-        recorded.and_then(|s| s.last_hold_lifted_at)
     };
 
     // Once the purge started it runs to its end: a tombstone is final.
@@ -238,18 +192,16 @@ pub fn decide(input: &Input) -> Decision {
         history: Vec::new(),
         verdict: Verdict::ready("Active", "the organization is active"),
         extra: Vec::new(),
-        wake_at: holds.iter().filter_map(|h| h.until).min(),
+        wake_at: hold_state.next_lapse,
     };
 
     if recorded_phase == Some(Purging) {
         decision.phase = Purging;
         decision.access_revoked = true;
-        if spec.lifecycle == OrganizationLifecycle::Active
-            || (spec.lifecycle == OrganizationLifecycle::Disabled && archived_at.is_some())
-        {
+        let recorded = recorded.expect("Purging was recorded");
+        if brings_back(spec, recorded) {
             decision.extra.push(refused_after_purge_started());
         }
-        let recorded = recorded.expect("Purging was recorded");
         decision.disabled_at = recorded.disabled_at;
         decision.archived_at = recorded.archived_at;
         (
@@ -290,11 +242,12 @@ pub fn decide(input: &Input) -> Decision {
     };
     let Some(offboarded_at) = archived_at.or(disabled_at) else {
         // Active.
-        if let Some(previous) = recorded_phase.filter(|p| *p != Active) {
-            let event = if previous == Disabled {
-                "Enabled"
-            } else {
+        if recorded_phase.is_some_and(|p| p != Active) {
+            // From Disabled, Archived or a PurgeScheduled of either.
+            let event = if recorded.is_some_and(|s| s.archived_at.is_some()) {
                 "Unarchived"
+            } else {
+                "Enabled"
             };
             note(
                 event,
@@ -343,7 +296,15 @@ pub fn decide(input: &Input) -> Decision {
     .flatten()
     .max()
     .unwrap_or(purge_after);
-    let final_purge_at = due_at + policy.days(keys::FINAL_GRACE_DAYS);
+    // Every purge can be reviewed for the whole final grace: a purge date is
+    // never earlier than a final grace after status first announced it, also
+    // when backdated facts made it due long ago. An announced date only moves
+    // later.
+    let final_grace = policy.days(keys::FINAL_GRACE_DAYS);
+    let final_purge_at = match recorded.and_then(|s| s.final_purge_at) {
+        Some(announced) => announced.max(due_at + final_grace),
+        None => (due_at + final_grace).max(now + final_grace),
+    };
 
     let phase = match &blocker {
         Some(_) => lifecycle_phase,
@@ -362,15 +323,21 @@ pub fn decide(input: &Input) -> Decision {
     // History: how the phase moved since the last decision.
     let offboarding_reason = reason.clone().unwrap_or_else(|| "Other".into());
     let previous = recorded_phase.unwrap_or(Active);
+    let standing_event = |event: &str, at: Time| (event.to_string(), at);
+    let mut steps = Vec::new();
+    // Archived is told whenever it is new, also from Disabled or from a
+    // PurgeScheduled of a Disabled organization.
+    let newly_offboarded = match lifecycle_phase {
+        Archived => recorded.and_then(|s| s.archived_at).is_none(),
+        _ => previous == Active,
+    };
+    if newly_offboarded {
+        steps.push(match lifecycle_phase {
+            Archived => standing_event("Archived", offboarded_at),
+            _ => standing_event("Disabled", offboarded_at),
+        });
+    }
     if previous != phase {
-        let standing_event = |event: &str, at: Time| (event.to_string(), at);
-        let mut steps = Vec::new();
-        if matches!(previous, Active) || (previous == Disabled && lifecycle_phase == Archived) {
-            steps.push(match lifecycle_phase {
-                Archived => standing_event("Archived", offboarded_at),
-                _ => standing_event("Disabled", offboarded_at),
-            });
-        }
         if matches!(previous, PurgeScheduled) && matches!(phase, Disabled | Archived) {
             steps.push(standing_event("PurgeDeferred", now));
         }
@@ -380,17 +347,28 @@ pub fn decide(input: &Input) -> Decision {
         if phase == Purging {
             steps.push(standing_event("Purging", final_purge_at));
         }
-        for (event, at) in steps {
-            let message = match event.as_str() {
-                "Archived" => with_ticket(format!("offboarded ({offboarding_reason}); data is kept until {purge_after}")),
-                "Disabled" => with_ticket(format!("access revoked ({offboarding_reason}); data is kept until {purge_after}")),
-                "PurgeDeferred" => "the purge is on hold; the final grace runs again in full once nothing blocks it".into(),
-                "PurgeScheduled" => format!("the purge runs at {final_purge_at}; review status.purgePlan"),
-                _ => "the purge started".into(),
-            };
-            note(&event, &offboarding_reason, message, at.min(now));
-        }
     }
+    for (event, at) in steps {
+        let message = match event.as_str() {
+            "Archived" => with_ticket(format!(
+                "offboarded ({offboarding_reason}); data is kept until {purge_after}"
+            )),
+            "Disabled" => with_ticket(format!(
+                "access revoked ({offboarding_reason}); data is kept until {purge_after}"
+            )),
+            "PurgeDeferred" => {
+                "the purge is on hold; the final grace runs again in full once nothing blocks it"
+                    .into()
+            }
+            "PurgeScheduled" => {
+                format!("the purge runs at {final_purge_at}; review status.purgePlan")
+            }
+            _ => "the purge started".into(),
+        };
+        note(&event, &offboarding_reason, message, at.min(now));
+    }
+    // Newest last: a backdated event goes before the holds noted now.
+    history.sort_by_key(|entry| entry.at);
     decision.history = history;
 
     let to_stop = match lifecycle_phase {
@@ -470,13 +448,21 @@ fn refused_after_purge_started() -> Extra {
     }
 }
 
+/// Whether spec asks to bring back an organization whose purge has started:
+/// to enable it, or to unarchive it (to Active, or back to Disabled).
+fn brings_back(spec: &OrganizationSpec, recorded: &OrganizationStatus) -> bool {
+    match spec.lifecycle {
+        OrganizationLifecycle::Active => true,
+        OrganizationLifecycle::Disabled => recorded.archived_at.is_some(),
+        OrganizationLifecycle::Archived => false,
+    }
+}
+
 /// Purged: nothing changes any more but holds noted and a refused change.
 fn finished(input: &Input, holds: Vec<String>, history: Vec<HistoryEntry>) -> Decision {
     let recorded = input.recorded.cloned().unwrap_or_default();
     let mut extra = Vec::new();
-    if input.spec.lifecycle != OrganizationLifecycle::Archived
-        && input.spec.lifecycle != OrganizationLifecycle::Disabled
-    {
+    if brings_back(input.spec, &recorded) {
         extra.push(refused_after_purge_started());
     }
     Decision {
