@@ -23,6 +23,8 @@ use kube::CustomResourceExt;
 
 /// Label on a tenant namespace naming the Organization that owns it.
 pub const ORGANIZATION_LABEL: &str = "tenure.dev/organization";
+/// Label binding a downstream object to the Entitlement it names.
+pub const ENTITLEMENT_LABEL: &str = "tenure.dev/entitlement";
 /// Finalizer on Organizations and Entitlements.
 pub const FINALIZER: &str = "tenure.dev/cleanup";
 

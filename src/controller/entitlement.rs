@@ -14,17 +14,17 @@ use kube::{Api, ResourceExt};
 use super::status::{
     apply_status, apply_status_if_unchanged, ensure_finalizer, is_conflict, remove_finalizer,
 };
-use super::{Context, Result, codes, log_outcomes, record, requeue_at, retry_later};
+use super::{Context, Result, codes, downstream, log_outcomes, record, requeue_at, retry_later};
 use crate::api::entitlement::EntitlementStatus;
 use crate::api::policy::PolicyScope;
 use crate::api::{
-    Entitlement, EntitlementClass, LifecyclePolicy, Organization, OrganizationLifecycle,
-    RetentionHold,
+    Entitlement, EntitlementClass, EntitlementPhase, LifecyclePolicy, Organization,
+    OrganizationLifecycle, RetentionHold,
 };
 use crate::lifecycle::conditions::{Extra, Verdict, conditions, from_time};
 use crate::lifecycle::entitlement::{Input, Standing, decide};
 use crate::lifecycle::hold::Hold;
-use crate::lifecycle::policy::{Subject, resolve, scope_matches};
+use crate::lifecycle::policy::{Subject, keys, resolve, scope_matches};
 
 pub async fn run(context: Arc<Context>) {
     let entitlements = Api::<Entitlement>::all(context.client.clone());
@@ -192,17 +192,36 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         now,
     });
 
+    // What the entitlement governs follows its phase; a purge is recorded only
+    // once the data is gone.
+    let kinds = context
+        .classes
+        .get(&ObjectRef::new(&entitlement.spec.class))
+        .map(|class| class.spec.downstream.clone())
+        .unwrap_or_default();
+    let governed = downstream::govern(
+        &context,
+        &entitlement,
+        &kinds,
+        decision.phase,
+        effective.flag(keys::DEPROVISION_ON_CANCEL),
+        current.as_ref().and_then(|s| s.resources.as_ref()),
+    )
+    .await?;
+    let mut extra = decision.extra.clone();
+    extra.extend(downstream_conditions(&governed, decision.phase));
+
     decision.write_to(&mut status);
-    status.effective_policy = effective.0;
+    status.effective_policy = effective.0.clone();
+    status.resources = Some(governed.counts.clone());
     status.conditions = conditions(
         &status.conditions,
         &decision.verdict,
-        &decision.extra,
+        &extra,
         generation,
         now,
     );
-    let new_conditions: Vec<&Extra> = decision
-        .extra
+    let new_conditions: Vec<&Extra> = extra
         .iter()
         .filter(|extra| !has_condition(current.as_ref(), &extra.type_))
         .collect();
@@ -216,6 +235,22 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
 
     // Events follow the status write: a crash before it repeats them, never
     // loses them.
+    for change in &governed.changes {
+        let reason = match change.split_whitespace().next() {
+            Some("paused") => "Paused",
+            Some("resumed") => "Resumed",
+            Some("deprovisioned") => "Deprovisioned",
+            _ => "TornDown",
+        };
+        record(
+            &context,
+            entitlement.as_ref(),
+            EventType::Normal,
+            reason,
+            change.clone(),
+        )
+        .await;
+    }
     for entry in &decision.history {
         let warning = matches!(entry.event.as_str(), "Suspended" | "Expired" | "Cancelled");
         record(
@@ -256,6 +291,45 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         Some(at) => requeue_at(&context.clock, at),
         None => Action::await_change(),
     })
+}
+
+/// Conditions that tell what governing the downstream objects did, or could not do.
+fn downstream_conditions(governed: &downstream::Governed, phase: EntitlementPhase) -> Vec<Extra> {
+    let mut extra = Vec::new();
+    if !governed.overridden.is_empty() {
+        extra.push(Extra {
+            type_: "ManualOverride".into(),
+            status: true,
+            reason: "ChangedWhilePaused".into(),
+            message: format!(
+                "{} changed by hand while paused; tenure leaves them as they are and removes its annotation on resume",
+                governed.overridden.join(", ")
+            ),
+        });
+    }
+    if !governed.unserved.is_empty() {
+        extra.push(Extra {
+            type_: "KindNotServed".into(),
+            status: true,
+            reason: "NotServed".into(),
+            message: format!(
+                "the class lists {}, which the API server does not serve; objects of it are not governed",
+                governed.unserved.join(", ")
+            ),
+        });
+    }
+    if phase == EntitlementPhase::Cancelled && governed.counts.deprovisioned > 0 {
+        extra.push(Extra {
+            type_: "Deprovisioned".into(),
+            status: true,
+            reason: "OnCancelDelete".into(),
+            message: format!(
+                "{} bound objects deleted on cancellation (the class's onCancel: Delete)",
+                governed.counts.deprovisioned
+            ),
+        });
+    }
+    extra
 }
 
 fn has_condition(status: Option<&EntitlementStatus>, type_: &str) -> bool {

@@ -2,6 +2,7 @@
 //! status writing, finalizers and Events.
 
 pub mod codes;
+pub mod downstream;
 mod entitlement;
 mod organization;
 mod purge;
@@ -53,6 +54,8 @@ pub struct Context {
     pub classes: Store<EntitlementClass>,
     pub policies: Store<LifecyclePolicy>,
     pub holds: Store<RetentionHold>,
+    /// The API resources of downstream kinds, found by discovery.
+    pub downstream_kinds: downstream::Kinds,
     /// Serialises code allocation per class in this process (see `codes`).
     pub code_allocation: codes::Allocation,
 }
@@ -122,6 +125,7 @@ pub async fn run(client: Client, clock: Clock) -> anyhow::Result<()> {
         policies,
         holds,
         code_allocation: codes::Allocation::default(),
+        downstream_kinds: downstream::Kinds::default(),
     });
     info!(now = %context.clock.now(), "tenure controller starting");
 

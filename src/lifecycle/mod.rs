@@ -4,6 +4,7 @@
 
 pub mod codes;
 pub mod conditions;
+pub mod downstream;
 pub mod entitlement;
 pub mod hold;
 pub mod organization;

@@ -23,6 +23,7 @@ pub mod keys {
     pub const REQUIRE_CONFIRMATION: &str = "purge.requireConfirmation";
     pub const FINAL_GRACE_DAYS: &str = "purge.finalGraceDays";
     pub const REQUIRE_EXPORT: &str = "purge.requireExport";
+    pub const DEPROVISION_ON_CANCEL: &str = "provisioning.deprovisionOnCancel";
 }
 
 /// The built-in defaults (API.md), the least specific level.
