@@ -140,6 +140,16 @@ fn workloads_pause_on_a_payment_failure_resume_exactly_and_are_torn_down_at_the_
     );
     assert!(other["metadata"]["annotations"]["tenure.dev/paused-replicas"].is_null());
 
+    // A workload deployed while suspended is paused as it appears.
+    apply(&deployment(&namespace, "late", 2, Some(&env)).to_string());
+    let late = wait_object(&namespace, "deployment", "late", "paused", |o| {
+        o["spec"]["replicas"] == 0
+    });
+    assert_eq!(
+        late["metadata"]["annotations"]["tenure.dev/paused-replicas"],
+        "2"
+    );
+
     // Payment recovered: exactly what was there comes back.
     patch(
         &namespace,
@@ -155,6 +165,9 @@ fn workloads_pause_on_a_payment_failure_resume_exactly_and_are_torn_down_at_the_
         o["spec"]["suspend"] == false
             && o["metadata"]["annotations"]["tenure.dev/paused-suspend"].is_null()
     });
+    wait_object(&namespace, "deployment", "late", "2 replicas again", |o| {
+        o["spec"]["replicas"] == 2
+    });
     let resumed = wait_phase(&args, "Active");
     assert_eq!(resumed["status"]["resources"]["paused"], 0);
 
@@ -169,7 +182,7 @@ fn workloads_pause_on_a_payment_failure_resume_exactly_and_are_torn_down_at_the_
     let purged = wait_phase(&args, "Purged");
     assert_eq!(
         purged["status"]["resources"],
-        json!({"bound": 0, "paused": 0, "deprovisioned": 0, "deleted": 3})
+        json!({"bound": 0, "paused": 0, "deprovisioned": 0, "deleted": 4})
     );
     for (kind, name) in [
         ("deployment", "web"),

@@ -27,7 +27,7 @@ pub struct Kinds(Mutex<HashMap<(String, String), ApiResource>>);
 impl Kinds {
     /// The resource serving `apiVersion`/`kind`, or None when the API server
     /// does not serve it (a CRD not installed yet).
-    async fn resolve(
+    pub async fn resolve(
         &self,
         context: &Context,
         kind: &DownstreamKind,

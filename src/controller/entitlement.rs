@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use kube::core::DynamicObject;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -15,11 +16,12 @@ use super::status::{
     apply_status, apply_status_if_unchanged, ensure_finalizer, is_conflict, remove_finalizer,
 };
 use super::{Context, Result, codes, downstream, log_outcomes, record, requeue_at, retry_later};
+use crate::api::class::DownstreamKind;
 use crate::api::entitlement::EntitlementStatus;
 use crate::api::policy::PolicyScope;
 use crate::api::{
-    Entitlement, EntitlementClass, EntitlementPhase, LifecyclePolicy, Organization,
-    OrganizationLifecycle, RetentionHold,
+    ENTITLEMENT_LABEL, Entitlement, EntitlementClass, EntitlementPhase, LifecyclePolicy,
+    Organization, OrganizationLifecycle, RetentionHold,
 };
 use crate::lifecycle::conditions::{Extra, Verdict, conditions, from_time};
 use crate::lifecycle::entitlement::{Input, Standing, decide};
@@ -87,11 +89,52 @@ pub async fn run(context: Arc<Context>) {
                 })
             },
         );
+    let controller = watch_bound_objects(controller, &context).await;
     log_outcomes(
         "Entitlement",
         controller.run(reconcile, retry_later, context),
     )
     .await;
+}
+
+/// A labelled object of a kind some class governs appearing or changing
+/// wakes its entitlement: a workload created while it is paused is paused
+/// then, not at the next deadline. The kinds are those the classes list when
+/// the controller starts; objects bound only by a selector are governed at
+/// the entitlement's next reconcile.
+async fn watch_bound_objects(
+    mut controller: Controller<Entitlement>,
+    context: &Context,
+) -> Controller<Entitlement> {
+    let mut kinds: Vec<DownstreamKind> = context
+        .classes
+        .state()
+        .iter()
+        .flat_map(|class| class.spec.downstream.clone())
+        .collect();
+    kinds.sort_by(|a, b| (&a.api_version, &a.kind).cmp(&(&b.api_version, &b.kind)));
+    kinds.dedup_by(|a, b| a.api_version == b.api_version && a.kind == b.kind);
+    for kind in kinds {
+        let resource = match context.downstream_kinds.resolve(context, &kind).await {
+            Ok(Some(resource)) => resource,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(%error, kind = %kind.kind, "cannot watch a downstream kind");
+                continue;
+            }
+        };
+        let api = Api::<DynamicObject>::all_with(context.client.clone(), &resource);
+        controller = controller.watches_with(
+            api,
+            resource,
+            watcher::Config::default().labels(ENTITLEMENT_LABEL),
+            |object| {
+                let entitlement = object.labels().get(ENTITLEMENT_LABEL)?;
+                Some(ObjectRef::new(entitlement).within(&object.namespace()?))
+            },
+        );
+    }
+    controller
 }
 
 fn naming(
