@@ -17,9 +17,10 @@ test: build cluster-up
 demo: build cluster-up
 	hack/demo
 
-## crds: regenerate crds/ from the API types (a unit test fails when they drift)
+## crds: regenerate crds/ (and the chart's copy) from the API types (a unit test fails when they drift)
 crds:
 	$(CARGO) run --locked --quiet -- crds > crds/tenure.dev.yaml
+	cp crds/tenure.dev.yaml charts/tenure/crds/tenure.dev.yaml
 
 lint:
 	$(CARGO) fmt --all -- --check

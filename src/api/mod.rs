@@ -54,10 +54,20 @@ pub fn crds_yaml() -> String {
 mod tests {
     #[test]
     fn checked_in_crds_match_the_types() {
-        let checked_in = include_str!("../../crds/tenure.dev.yaml");
-        assert!(
-            checked_in == super::crds_yaml(),
-            "crds/tenure.dev.yaml is out of date with src/api: run `make crds` and commit the result"
-        );
+        for (path, checked_in) in [
+            (
+                "crds/tenure.dev.yaml",
+                include_str!("../../crds/tenure.dev.yaml"),
+            ),
+            (
+                "charts/tenure/crds/tenure.dev.yaml",
+                include_str!("../../charts/tenure/crds/tenure.dev.yaml"),
+            ),
+        ] {
+            assert!(
+                checked_in == super::crds_yaml(),
+                "{path} is out of date with src/api: run `make crds` and commit the result"
+            );
+        }
     }
 }
