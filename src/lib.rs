@@ -6,5 +6,6 @@
 pub mod api;
 pub mod clock;
 pub mod controller;
+pub mod export;
 pub mod lifecycle;
 pub mod telemetry;

@@ -33,6 +33,17 @@ struct RunArgs {
     /// Simulated seconds per real second (86400: a day a second). Default 1.
     #[arg(long, value_name = "N", default_value_t = 1.0, value_parser = positive_rate)]
     clock_rate: f64,
+    /// Where DataExports write their ZIPs (a PersistentVolume in the chart).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "tenure-exports",
+        env = "TENURE_EXPORT_DIR"
+    )]
+    export_dir: std::path::PathBuf,
+    /// Days a finished export's ZIP is kept before it is deleted.
+    #[arg(long, value_name = "DAYS", default_value_t = 7)]
+    export_keep_days: u32,
     /// Log lines for people (human) or for log pipelines (json).
     #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "TENURE_LOG_FORMAT")]
     log_format: LogFormat,
@@ -59,7 +70,11 @@ async fn main() -> anyhow::Result<()> {
                 None => Clock::real(),
             };
             let client = kube::Client::try_default().await?;
-            controller::run(client, clock).await?;
+            let exports = controller::export::ExportSettings {
+                dir: args.export_dir,
+                keep_for: chrono::TimeDelta::days(args.export_keep_days.into()),
+            };
+            controller::run(client, clock, exports).await?;
         }
     }
     Ok(())

@@ -39,6 +39,7 @@ fn the_chart_renders_objects_the_api_server_accepts() {
         "kind: ClusterRole",
         "kind: ClusterRoleBinding",
         "kind: Deployment",
+        "kind: PersistentVolumeClaim",
         "kind: EntitlementClass",
         "kind: LifecyclePolicy",
         "kind: ValidatingAdmissionPolicy",

@@ -64,14 +64,7 @@ fn a_controller_killed_while_the_namespace_is_deleted_still_ends_with_one_correc
     };
     let org_args = ["organization", org.as_str()];
     // No final grace for this organization: the purge starts once retention is over.
-    apply(
-        &json!({
-            "apiVersion": "tenure.dev/v1alpha1", "kind": "LifecyclePolicy",
-            "metadata": {"name": unique("no-grace")},
-            "spec": {"scope": {"organization": org}, "purge": {"finalGraceDays": 0}},
-        })
-        .to_string(),
-    );
+    without_final_grace(&org);
     let first = Controller::spawn(&[], "tenure-purge-first");
     organization(json!({}));
     wait_phase(&org_args, "Active");

@@ -91,6 +91,9 @@ pub struct DataExportStatus {
     /// kstatus conditions: `Ready` always; `Reconciling` or `Stalled` while they apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// How many objects are in the ZIP: so far while Running, in all once done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects_exported: Option<i64>,
     /// The ZIP, once written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<Artifact>,

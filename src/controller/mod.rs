@@ -4,6 +4,7 @@
 pub mod codes;
 pub mod downstream;
 mod entitlement;
+pub mod export;
 mod organization;
 mod purge;
 mod reported;
@@ -21,9 +22,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
-use crate::api::{
-    DataExport, Entitlement, EntitlementClass, LifecyclePolicy, Organization, RetentionHold,
-};
+use crate::api::{Entitlement, EntitlementClass, LifecyclePolicy, Organization, RetentionHold};
 use crate::clock::Clock;
 
 /// The one field manager every status write uses.
@@ -33,6 +32,8 @@ pub const FIELD_MANAGER: &str = "tenure";
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("writing an export: {0}")]
+    Export(String),
     #[error("{0} has no name")]
     Unnamed(&'static str),
     /// Something tenure was about to change turned out not to be its own.
@@ -54,6 +55,8 @@ pub struct Context {
     pub classes: Store<EntitlementClass>,
     pub policies: Store<LifecyclePolicy>,
     pub holds: Store<RetentionHold>,
+    /// Where DataExports are written, and for how long they are kept.
+    pub exports: export::ExportSettings,
     /// The API resources of downstream kinds, found by discovery.
     pub downstream_kinds: downstream::Kinds,
     /// Serialises code allocation per class in this process (see `codes`).
@@ -105,7 +108,11 @@ where
 
 /// Runs every controller until SIGTERM or SIGINT, then lets in-flight
 /// reconciles finish.
-pub async fn run(client: Client, clock: Clock) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    clock: Clock,
+    exports: export::ExportSettings,
+) -> anyhow::Result<()> {
     let (organizations, organizations_watch) = shared_store::<Organization>(&client);
     let (entitlements, entitlements_watch) = shared_store::<Entitlement>(&client);
     let (classes, classes_watch) = shared_store::<EntitlementClass>(&client);
@@ -126,6 +133,7 @@ pub async fn run(client: Client, clock: Clock) -> anyhow::Result<()> {
         holds,
         code_allocation: codes::Allocation::default(),
         downstream_kinds: downstream::Kinds::default(),
+        exports,
     });
     info!(now = %context.clock.now(), "tenure controller starting");
 
@@ -151,7 +159,7 @@ pub async fn run(client: Client, clock: Clock) -> anyhow::Result<()> {
         futures::future::join3(
             reported::run::<LifecyclePolicy>(context.clone()),
             reported::run::<RetentionHold>(context.clone()),
-            reported::run::<DataExport>(context.clone()),
+            export::run(context.clone()),
         ),
     )
     .await;

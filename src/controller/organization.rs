@@ -7,7 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -16,11 +16,12 @@ use kube::{Api, ResourceExt};
 
 use super::status::{apply_status, ensure_finalizer, remove_finalizer};
 use super::{Context, Result, log_outcomes, purge, record, requeue_at, retry_later};
+use crate::api::export::ExportPhase;
+use crate::api::{DataExport, LifecyclePolicy, RetentionHold};
 use crate::api::{
     Entitlement, EntitlementPhase, ORGANIZATION_LABEL, Organization, OrganizationPhase,
     OrganizationStatus, organization::EntitlementCounts,
 };
-use crate::api::{LifecyclePolicy, RetentionHold};
 use crate::lifecycle::conditions::{Extra, Verdict, conditions, from_time};
 use crate::lifecycle::organization::{Hold, Input, PurgeStep, decide};
 use crate::lifecycle::policy::{Subject, resolve, scope_matches};
@@ -47,6 +48,12 @@ pub async fn run(context: Arc<Context>) {
         .watches(entitlements, watcher::Config::default(), |entitlement| {
             entitlement.spec.organization.as_deref().map(ObjectRef::new)
         })
+        // An export succeeding counts for the purge and the tombstone.
+        .watches(
+            Api::<DataExport>::all(context.client.clone()),
+            watcher::Config::default(),
+            |export| Some(ObjectRef::new(&export.spec.organization)),
+        )
         // A hold placed, lifted or lapsing re-decides its organization.
         .watches(
             Api::<RetentionHold>::all(context.client.clone()),
@@ -117,6 +124,18 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
     };
     let effective = resolve(&policies, &subject, None);
     let holds = holds_on(&context, &name);
+    // Succeeded exports are facts the purge and the tombstone depend on: the
+    // core reads them as part of what status records.
+    // Once the purge started they are kept as they were: the namespace
+    // holding them is going.
+    let mut observed = current.clone().unwrap_or_default();
+    let purge_started = matches!(
+        observed.phase,
+        Some(OrganizationPhase::Purging | OrganizationPhase::Purged)
+    );
+    if !purge_started {
+        observed.exports = succeeded_exports(&context, &name, &namespace).await?;
+    }
     let created = organization
         .creation_timestamp()
         .map_or(now, |t| context.clock.observed(from_time(&t)));
@@ -124,7 +143,7 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
         name: &name,
         spec: &organization.spec,
         created,
-        recorded: current.as_ref(),
+        recorded: Some(&observed),
         policy: &effective,
         holds: &holds,
         namespace_exists: matches!(
@@ -149,6 +168,7 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
     }
 
     let mut status = current.clone().unwrap_or_default();
+    status.exports = observed.exports.clone();
     status.namespace = Some(namespace.clone());
     status.observed_generation = organization.metadata.generation;
     status.entitlements = Some(count_entitlements(&context, &name));
@@ -248,6 +268,36 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
 
 fn has_condition(status: Option<&OrganizationStatus>, type_: &str) -> bool {
     status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_))
+}
+
+/// `status.exports` keeps at most this many names.
+const EXPORTS_LIMIT: usize = 20;
+
+/// Names of the organization's succeeded DataExports, newest first.
+async fn succeeded_exports(
+    context: &Context,
+    organization: &str,
+    namespace: &str,
+) -> Result<Vec<String>> {
+    let exports = Api::<DataExport>::namespaced(context.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?;
+    let mut succeeded: Vec<(Option<chrono::DateTime<chrono::Utc>>, String)> = exports
+        .items
+        .iter()
+        .filter(|e| e.spec.organization == organization)
+        .filter_map(|e| {
+            let status = e.status.as_ref()?;
+            (status.phase == Some(ExportPhase::Succeeded))
+                .then(|| (status.completed_at, e.name_any()))
+        })
+        .collect();
+    succeeded.sort_by(|a, b| b.cmp(a));
+    Ok(succeeded
+        .into_iter()
+        .take(EXPORTS_LIMIT)
+        .map(|(_, name)| name)
+        .collect())
 }
 
 /// The RetentionHolds naming the organization.

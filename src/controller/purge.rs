@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, ListParams, Preconditions};
-use kube::core::DynamicObject;
+use kube::core::{ApiResource, DynamicObject};
 use kube::discovery::{Discovery, Scope, verbs};
 use kube::{Api, ResourceExt};
 
@@ -14,37 +14,45 @@ use crate::api::ORGANIZATION_LABEL;
 use crate::api::organization::PurgePlan;
 
 /// Counts, by kind, every object in `namespace` that deleting it deletes.
-/// Events are left out: they are the cluster's record, not the customer's data.
 pub async fn plan(context: &Context, namespace: &str) -> Result<PurgePlan> {
     let mut objects = BTreeMap::new();
     let namespaces = Api::<Namespace>::all(context.client.clone());
     if namespaces.get_opt(namespace).await?.is_none() {
         return Ok(PurgePlan::default());
     }
-    let discovery = Discovery::new(context.client.clone()).run().await?;
-    for group in discovery.groups() {
-        for (resource, capabilities) in group.recommended_resources() {
-            let listable = capabilities.supports_operation(verbs::LIST);
-            if capabilities.scope != Scope::Namespaced || !listable || resource.kind == "Event" {
-                continue;
-            }
-            let api =
-                Api::<DynamicObject>::namespaced_with(context.client.clone(), namespace, &resource);
-            let count = match api.list_metadata(&ListParams::default()).await {
-                Ok(list) => list.items.len() as i64,
-                // Served for discovery but not listable here (e.g. a virtual resource).
-                Err(kube::Error::Api(status)) if matches!(status.code, 404 | 405) => continue,
-                Err(error) => return Err(error.into()),
-            };
-            if count > 0 {
-                *objects.entry(resource.kind.clone()).or_insert(0) += count;
-            }
+    for resource in namespaced_kinds(context).await? {
+        let api =
+            Api::<DynamicObject>::namespaced_with(context.client.clone(), namespace, &resource);
+        let count = match api.list_metadata(&ListParams::default()).await {
+            Ok(list) => list.items.len() as i64,
+            // Served for discovery but not listable here (e.g. a virtual resource).
+            Err(kube::Error::Api(status)) if matches!(status.code, 404 | 405) => continue,
+            Err(error) => return Err(error.into()),
+        };
+        if count > 0 {
+            *objects.entry(resource.kind.clone()).or_insert(0) += count;
         }
     }
     Ok(PurgePlan {
         objects,
         namespaces: vec![namespace.to_string()],
     })
+}
+
+/// Every namespaced kind the API server lets tenure list, Events left out:
+/// they are the cluster's record, not the customer's data.
+pub async fn namespaced_kinds(context: &Context) -> Result<Vec<ApiResource>> {
+    let discovery = Discovery::new(context.client.clone()).run().await?;
+    let mut kinds = Vec::new();
+    for group in discovery.groups() {
+        for (resource, capabilities) in group.recommended_resources() {
+            let listable = capabilities.supports_operation(verbs::LIST);
+            if capabilities.scope == Scope::Namespaced && listable && resource.kind != "Event" {
+                kinds.push(resource);
+            }
+        }
+    }
+    Ok(kinds)
 }
 
 /// Deletes the tenant namespace if it is still there and still labelled for

@@ -1,5 +1,5 @@
 //! The kinds whose status (so far) only reports whether the controller accepted
-//! them: EntitlementClass, LifecyclePolicy, RetentionHold and DataExport. One
+//! them: EntitlementClass, LifecyclePolicy and RetentionHold. One
 //! generic reconciler writes their observedGeneration and conditions.
 
 use std::fmt::Debug;
@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 use super::status::{apply_status_if_unchanged, is_conflict};
 use super::{Context, Result, log_outcomes, requeue_at, retry_later};
 use crate::api::{
-    DataExport, DataExportStatus, EntitlementClass, LifecyclePolicy, LifecyclePolicyStatus,
-    RetentionHold, RetentionHoldStatus, class::EntitlementClassStatus,
+    EntitlementClass, LifecyclePolicy, LifecyclePolicyStatus, RetentionHold, RetentionHoldStatus,
+    class::EntitlementClassStatus,
 };
 use crate::lifecycle::conditions::{Extra, Verdict, conditions};
 use crate::lifecycle::policy;
@@ -214,16 +214,5 @@ impl Reported for RetentionHold {
                 None,
             ),
         }
-    }
-}
-
-impl Reported for DataExport {
-    status_accessors!(DataExportStatus);
-    fn api(&self, client: Client) -> Api<Self> {
-        Api::namespaced(client, &self.namespace().unwrap_or_default())
-    }
-    fn verdict(&self, _: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
-        let message = "this version of tenure does not produce exports yet; the request is kept and will be served by a version that does";
-        (Verdict::stalled("ExportsNotSupported", message), None)
     }
 }

@@ -160,6 +160,19 @@ pub fn apply_organization(name: &str, spec: serde_json::Value) {
     );
 }
 
+/// A LifecyclePolicy giving `organization` no final grace: its purge starts
+/// as soon as nothing else holds it back.
+pub fn without_final_grace(organization: &str) {
+    apply(
+        &serde_json::json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "LifecyclePolicy",
+            "metadata": {"name": unique("no-grace")},
+            "spec": {"scope": {"organization": organization}, "purge": {"finalGraceDays": 0}},
+        })
+        .to_string(),
+    );
+}
+
 /// Applies a manifest (YAML or JSON), failing the test if it is refused.
 pub fn apply(manifest: &str) {
     let out = kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));

@@ -1,0 +1,175 @@
+//! DataExport end to end: a disabled organization's data as a ZIP on the
+//! controller's filesystem, checked file by file, and refused once purged.
+
+mod common;
+
+use std::io::Read;
+
+use chrono::{SecondsFormat, TimeDelta, Utc};
+use common::*;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const SECRET_VALUE: &str = "hunter2-never-exported";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn wait_export(namespace: &str, name: &str, phase: &str) -> Value {
+    wait_for(&format!("DataExport {name} {phase}"), TIMEOUT, || {
+        let object = get_json(&["-n", namespace, "dataexport", name])?;
+        (object["status"]["phase"] == phase)
+            .then_some(object.clone())
+            .ok_or(object["status"].to_string())
+    })
+}
+
+fn data_export(namespace: &str, name: &str, organization: &str) {
+    apply(
+        &json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "DataExport",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"organization": organization, "includeSecrets": true},
+        })
+        .to_string(),
+    );
+}
+
+#[test]
+fn a_disabled_organizations_export_holds_every_object_with_matching_checksums_and_no_secret_value()
+{
+    start_controller(&[]);
+    let org = unique("exported");
+    let namespace = format!("org-{org}");
+    apply_organization(
+        &org,
+        json!({"displayName": "Exported Ltd", "taxId": "DE-1"}),
+    );
+    wait_phase(&["organization", &org], "Active");
+    apply(
+        &json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": namespace},
+            "data": {"plan": "gold", "seats": "12"},
+        })
+        .to_string(),
+    );
+    apply(
+        &json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "database", "namespace": namespace},
+            "stringData": {"password": SECRET_VALUE},
+        })
+        .to_string(),
+    );
+    let seat = unique("seat");
+    apply(
+        &json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "Entitlement",
+            "metadata": {"name": seat, "namespace": namespace},
+            "spec": {"organization": org, "class": "service", "product": "support"},
+        })
+        .to_string(),
+    );
+    wait_phase(&["-n", &namespace, "entitlement", &seat], "Active");
+    apply_organization(
+        &org,
+        json!({"displayName": "Exported Ltd", "taxId": "DE-1", "lifecycle": "Disabled",
+               "offboarding": {"reason": "NonPayment", "ticket": "FIN-9"}}),
+    );
+    wait_phase(&["organization", &org], "Disabled");
+
+    let name = unique("export");
+    data_export(&namespace, &name, &org);
+    let done = wait_export(&namespace, &name, "Succeeded");
+    let artifact = &done["status"]["artifact"];
+    let path = artifact["uri"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("file://")
+        .unwrap()
+        .to_string();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(artifact["sizeBytes"], bytes.len() as i64);
+    assert_eq!(artifact["sha256"], hex(&Sha256::digest(&bytes)).as_str());
+    assert!(done["status"]["expiresAt"].is_string());
+
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    assert_eq!(artifact["files"], archive.len() as i64);
+    let mut contents = std::collections::BTreeMap::new();
+    for i in 0..archive.len() {
+        let mut file = archive.by_index(i).unwrap();
+        let mut content = Vec::new();
+        file.read_to_end(&mut content).unwrap();
+        contents.insert(file.name().unwrap().to_string(), content);
+    }
+    for (file, content) in &contents {
+        let text = String::from_utf8_lossy(content);
+        assert!(!text.contains(SECRET_VALUE), "a Secret value in {file}");
+        assert!(
+            !text.contains("aHVudGVyMi1uZXZlci1leHBvcnRlZA"),
+            "a Secret value (base64) in {file}"
+        );
+        if file.ends_with(".json") {
+            serde_json::from_slice::<Value>(content).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+    let manifest: Value = serde_json::from_slice(&contents["manifest.json"]).unwrap();
+    assert_eq!(manifest["organization"], org.as_str());
+    for file in manifest["files"].as_array().unwrap() {
+        let name = file["name"].as_str().unwrap();
+        let content = &contents[name];
+        assert_eq!(file["sizeBytes"], content.len() as i64, "{name}");
+        assert_eq!(
+            file["sha256"],
+            hex(&Sha256::digest(content)).as_str(),
+            "{name}"
+        );
+    }
+    assert_eq!(manifest["counts"]["Organization"], 1);
+    assert_eq!(manifest["counts"]["Entitlement"], 1);
+    assert!(contents.contains_key(&format!("json/Organization/cluster/{org}.json")));
+    assert!(
+        contents.contains_key(&format!("json/Secret/{namespace}/database.json")),
+        "keys only"
+    );
+    let configmaps = String::from_utf8_lossy(&contents["csv/ConfigMap.csv"]).to_string();
+    let row = configmaps
+        .lines()
+        .find(|line| line.starts_with("settings,"))
+        .unwrap_or_else(|| panic!("no row for settings in\n{configmaps}"));
+    assert!(row.ends_with(",plan seats"), "{row}");
+    let entitlements = String::from_utf8_lossy(&contents["csv/Entitlement.csv"]).to_string();
+    // Suspended: the organization is Disabled.
+    assert!(
+        entitlements.contains(&seat) && entitlements.contains(",Suspended,"),
+        "{entitlements}"
+    );
+
+    wait_for("the export in the organization's status", TIMEOUT, || {
+        let object = get_json(&["organization", &org])?;
+        (object["status"]["exports"] == json!([name]))
+            .then_some(())
+            .ok_or(object["status"]["exports"].to_string())
+    });
+}
+
+#[test]
+fn an_export_of_a_purged_organization_is_refused() {
+    start_controller(&[]);
+    let org = unique("gone");
+    without_final_grace(&org);
+    let long_ago = (Utc::now() - TimeDelta::days(400)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    apply_organization(
+        &org,
+        json!({"lifecycle": "Archived", "offboarding": {"reason": "CustomerRequest", "effectiveAt": long_ago}}),
+    );
+    wait_phase(&["organization", &org], "Purged");
+    let name = unique("too-late");
+    data_export("default", &name, &org);
+    let refused = wait_export("default", &name, "Failed");
+    let stalled = condition(&refused, "Stalled").expect("a Stalled condition");
+    assert_eq!(stalled["reason"], "OrganizationPurged");
+    assert!(refused["status"]["artifact"].is_null());
+}
