@@ -41,6 +41,12 @@ struct RunArgs {
         env = "TENURE_EXPORT_DIR"
     )]
     export_dir: std::path::PathBuf,
+    /// Upload export ZIPs to this S3-compatible bucket (`s3://bucket/prefix`),
+    /// with credentials, region and endpoint from the AWS_* environment
+    /// variables (AWS_ENDPOINT and AWS_ALLOW_HTTP for other S3 servers).
+    /// --export-dir is then only the staging area.
+    #[arg(long, value_name = "URL", env = "TENURE_EXPORT_URL")]
+    export_url: Option<String>,
     /// Days a finished export's ZIP is kept before it is deleted.
     #[arg(long, value_name = "DAYS", default_value_t = 7)]
     export_keep_days: u32,
@@ -64,6 +70,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Crds => print!("{}", api::crds_yaml()),
         Command::Run(args) => {
             telemetry::init(args.log_format);
+            // Two TLS stacks come with the dependencies (kube's, and the S3
+            // client's); one crypto provider serves both.
+            rustls::crypto::ring::default_provider()
+                .install_default()
+                .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
             let clock = match args.clock_start {
                 Some(start) => Clock::simulated(start, args.clock_rate),
                 None if args.clock_rate != 1.0 => Clock::simulated(Utc::now(), args.clock_rate),
@@ -73,6 +84,11 @@ async fn main() -> anyhow::Result<()> {
             let exports = controller::export::ExportSettings {
                 dir: args.export_dir,
                 keep_for: chrono::TimeDelta::days(args.export_keep_days.into()),
+                bucket: args
+                    .export_url
+                    .as_deref()
+                    .map(controller::export::Bucket::from_url)
+                    .transpose()?,
             };
             controller::run(client, clock, exports).await?;
         }

@@ -3,6 +3,7 @@
 //! Refused once the organization's purge has started: there is nothing left
 //! that the customer could be sure is complete.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,6 +15,9 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, WriteMultipart};
 
 use super::status::apply_status;
 use super::{Context, Error, Result, log_outcomes, purge, record, requeue_at, retry_later};
@@ -25,8 +29,61 @@ use crate::lifecycle::conditions::{Verdict, conditions};
 /// Where ZIPs go and how long they are kept.
 #[derive(Clone, Debug)]
 pub struct ExportSettings {
+    /// Where ZIPs are written: the artifact itself, or the staging area of an
+    /// upload.
     pub dir: PathBuf,
     pub keep_for: TimeDelta,
+    /// Set: ZIPs are uploaded to this S3-compatible bucket.
+    pub bucket: Option<Bucket>,
+}
+
+/// An S3-compatible bucket (and key prefix) for export artifacts.
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    pub name: String,
+    pub prefix: String,
+    pub store: Arc<AmazonS3>,
+}
+
+impl Bucket {
+    /// From `s3://bucket/prefix`, with credentials, region and endpoint from the
+    /// usual AWS_* environment variables (AWS_ENDPOINT for other S3 servers).
+    pub fn from_url(url: &str) -> anyhow::Result<Self> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| {
+            anyhow::anyhow!("--export-url must look like s3://bucket/prefix, not {url:?}")
+        })?;
+        let (name, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let store = AmazonS3Builder::from_env().with_bucket_name(name).build()?;
+        Ok(Self {
+            name: name.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            store: Arc::new(store),
+        })
+    }
+
+    fn key(&self, namespace: &str, name: &str) -> ObjectPath {
+        let key = format!("{}/{namespace}/{name}.zip", self.prefix);
+        ObjectPath::from(key.trim_start_matches('/'))
+    }
+
+    /// Uploads the file in parts, never all of it in memory.
+    async fn upload(&self, file: &std::path::Path, key: &ObjectPath) -> Result<()> {
+        let failed = |e: object_store::Error| Error::Export(e.to_string());
+        let io = |e: std::io::Error| Error::Export(e.to_string());
+        let mut upload = WriteMultipart::new(self.store.put_multipart(key).await.map_err(failed)?);
+        let mut reader = std::fs::File::open(file).map_err(io)?;
+        let mut chunk = vec![0u8; 8 << 20];
+        loop {
+            let read = reader.read(&mut chunk).map_err(io)?;
+            if read == 0 {
+                break;
+            }
+            upload.wait_for_capacity(2).await.map_err(failed)?;
+            upload.write(&chunk[..read]);
+        }
+        upload.finish().await.map_err(failed)?;
+        Ok(())
+    }
 }
 
 /// Objects are listed this many at a time, so that a large namespace is
@@ -65,14 +122,21 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
             if expires_at > now {
                 return Ok(requeue_at(&context.clock, expires_at));
             }
-            if let Some(path) = status
+            let uri = status
                 .artifact
                 .as_ref()
-                .and_then(|a| a.uri.strip_prefix("file://"))
-            {
+                .map(|a| a.uri.clone())
+                .unwrap_or_default();
+            if let Some(path) = uri.strip_prefix("file://") {
                 match std::fs::remove_file(path) {
                     Ok(()) => {}
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(Error::Export(error.to_string())),
+                }
+            }
+            if let (Some(bucket), true) = (&context.exports.bucket, uri.starts_with("s3://")) {
+                match bucket.store.delete(&bucket.key(&namespace, &name)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     Err(error) => return Err(Error::Export(error.to_string())),
                 }
             }
@@ -213,13 +277,22 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
     std::fs::rename(&partial, &path).map_err(io)?;
     let (sha256, size_bytes) = digest(std::fs::File::open(&path).map_err(io)?).map_err(io)?;
 
-    let completed_at = context.clock.now();
-    let expires_at: DateTime<Utc> = completed_at + context.exports.keep_for;
-    status.artifact = Some(Artifact {
-        uri: format!(
+    let uri = match &context.exports.bucket {
+        Some(bucket) => {
+            let key = bucket.key(&namespace, &name);
+            bucket.upload(&path, &key).await?;
+            std::fs::remove_file(&path).map_err(io)?;
+            format!("s3://{}/{key}", bucket.name)
+        }
+        None => format!(
             "file://{}",
             std::path::absolute(&path).map_err(io)?.display()
         ),
+    };
+    let completed_at = context.clock.now();
+    let expires_at: DateTime<Utc> = completed_at + context.exports.keep_for;
+    status.artifact = Some(Artifact {
+        uri,
         sha256,
         size_bytes,
         files,

@@ -239,11 +239,17 @@ pub struct Controller(Child);
 
 impl Controller {
     pub fn spawn(args: &[&str], log_name: &str) -> Self {
+        Self::spawn_with_env(args, &[], log_name)
+    }
+
+    /// Spawns with these environment variables set, besides KUBECONFIG.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)], log_name: &str) -> Self {
         let log = std::fs::File::create(repo().join(format!(".cluster/logs/{log_name}.log")))
             .expect("a log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tenure"))
             .arg("run")
             .args(args)
+            .envs(env.iter().copied())
             .env("KUBECONFIG", kubeconfig())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -256,6 +262,16 @@ impl Controller {
     pub fn kill(mut self) {
         self.0.kill().expect("SIGKILL");
         self.0.wait().expect("reaped");
+    }
+}
+
+/// A process a test started, killed when the test is done with it.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
