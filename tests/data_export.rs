@@ -173,3 +173,36 @@ fn an_export_of_a_purged_organization_is_refused() {
     assert_eq!(stalled["reason"], "OrganizationPurged");
     assert!(refused["status"]["artifact"].is_null());
 }
+
+#[test]
+fn a_purge_that_requires_an_export_waits_for_one_and_the_tombstone_says_so() {
+    start_controller(&[]);
+    let org = unique("export-first");
+    let namespace = format!("org-{org}");
+    apply(
+        &json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "LifecyclePolicy",
+            "metadata": {"name": unique("export-first")},
+            "spec": {"scope": {"organization": org}, "purge": {"finalGraceDays": 0, "requireExport": true}},
+        })
+        .to_string(),
+    );
+    apply_organization(&org, json!({"displayName": "Export First"}));
+    wait_phase(&["organization", &org], "Active");
+    let long_ago = (Utc::now() - TimeDelta::days(400)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    apply_organization(
+        &org,
+        json!({"displayName": "Export First", "lifecycle": "Archived",
+               "offboarding": {"reason": "CustomerRequest", "ticket": "CS-5", "effectiveAt": long_ago}}),
+    );
+    let waiting = wait_phase(&["organization", &org], "Archived");
+    let blocked = condition(&waiting, "PurgeBlocked").expect("the purge waits");
+    assert_eq!(blocked["reason"], "AwaitingExport");
+
+    let name = unique("handover");
+    data_export(&namespace, &name, &org);
+    wait_export(&namespace, &name, "Succeeded");
+    let purged = wait_phase(&["organization", &org], "Purged");
+    assert_eq!(purged["status"]["tombstone"]["exportProvided"], true);
+    assert_eq!(purged["status"]["exports"], json!([name]));
+}

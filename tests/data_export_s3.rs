@@ -52,7 +52,7 @@ fn an_export_is_uploaded_to_an_s3_compatible_bucket() {
         ("AWS_ENDPOINT", endpoint.as_str()),
         ("AWS_ALLOW_HTTP", "true"),
     ];
-    let _controller = Controller::spawn_with_env(
+    let controller = Controller::spawn_with_env(
         &["--export-url", "s3://exports/customers"],
         &env,
         "tenure-data-export-s3",
@@ -90,7 +90,8 @@ fn an_export_is_uploaded_to_an_s3_compatible_bucket() {
         .with_allow_http(true)
         .build()
         .unwrap();
-    let bytes = tokio::runtime::Runtime::new().unwrap().block_on(async {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let bytes = runtime.block_on(async {
         store
             .get(&Path::from(key.as_str()))
             .await
@@ -110,6 +111,40 @@ fn an_export_is_uploaded_to_an_s3_compatible_bucket() {
         archive
             .file_names()
             .any(|name| name.is_ok_and(|n| n == "manifest.json"))
+    );
+
+    // Kept for no days at all: the upload is deleted as soon as it is done.
+    drop(controller);
+    let _short_lived = Controller::spawn_with_env(
+        &[
+            "--export-url",
+            "s3://exports/customers",
+            "--export-keep-days",
+            "0",
+        ],
+        &env,
+        "tenure-data-export-s3-expiring",
+    );
+    let expiring = unique("expiring");
+    apply(
+        &json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "DataExport",
+            "metadata": {"name": expiring, "namespace": namespace},
+            "spec": {"organization": org},
+        })
+        .to_string(),
+    );
+    wait_for("the expired artifact", TIMEOUT, || {
+        let object = get_json(&["-n", &namespace, "dataexport", &expiring])?;
+        (condition(&object, "Ready").map(|c| c["reason"].clone()) == Some("ArtifactExpired".into()))
+            .then_some(())
+            .ok_or(object["status"].to_string())
+    });
+    let gone = Path::from(format!("customers/{namespace}/{expiring}.zip"));
+    let lookup = runtime.block_on(async { store.head(&gone).await });
+    assert!(
+        matches!(lookup, Err(object_store::Error::NotFound { .. })),
+        "{lookup:?}"
     );
     let _ = std::fs::remove_dir_all(&root);
 }
