@@ -574,3 +574,36 @@ fn a_renewal_reminder_is_recorded_once_when_the_end_comes_near() {
         "{reminders}"
     );
 }
+
+#[test]
+fn a_class_whose_codes_of_the_month_are_used_up_stalls_new_entitlements_with_the_reason() {
+    start_controller(&[]);
+    let (class, _) = new_class("full-class");
+    let month = now().format("%Y%m").to_string();
+    kubectl_ok(&[
+        "patch",
+        "entitlementclass",
+        &class,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &json!({"status": {"sequences": {month.as_str(): 9999}}}).to_string(),
+    ]);
+    let name = unique("overflow");
+    apply(
+        &json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "Entitlement",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"class": class, "product": "overflow"},
+        })
+        .to_string(),
+    );
+    let stalled = wait_for("CodesExhausted", TIMEOUT, || {
+        let object = get_json(&ent(&name))?;
+        condition(&object, "Stalled")
+            .cloned()
+            .ok_or(object["status"].to_string())
+    });
+    assert_eq!(stalled["reason"], "CodesExhausted");
+    assert!(get_json(&ent(&name)).unwrap()["status"]["code"].is_null());
+}

@@ -32,7 +32,12 @@ impl Allocation {
 }
 
 /// The next code of `class` for an entitlement created at `created`.
-pub async fn next(context: &Context, class: &str, created: DateTime<Utc>) -> Result<String> {
+/// None when the month's four-digit sequence is used up.
+pub async fn next(
+    context: &Context,
+    class: &str,
+    created: DateTime<Utc>,
+) -> Result<Option<String>> {
     let lock = context.code_allocation.lock_for(class);
     let _one_at_a_time = lock.lock().await;
     let month = codes::month_of(created);
@@ -41,11 +46,20 @@ pub async fn next(context: &Context, class: &str, created: DateTime<Utc>) -> Res
         let current = fresh.status.clone().unwrap_or_default();
         let mut status = current.clone();
         let sequence = status.sequences.get(&month).copied().unwrap_or(0) + 1;
+        if sequence > codes::LAST_SEQUENCE {
+            return Ok(None);
+        }
         status.sequences.insert(month.clone(), sequence);
         match write(&api, &fresh, &current, &status).await {
             Err(error) if is_conflict(&error) => continue,
             Err(error) => return Err(error),
-            Ok(()) => return Ok(codes::format(&fresh.spec.code_prefix, &month, sequence)),
+            Ok(()) => {
+                return Ok(Some(codes::format(
+                    &fresh.spec.code_prefix,
+                    &month,
+                    sequence,
+                )));
+            }
         }
     }
 }

@@ -473,7 +473,17 @@ async fn assign_code(
         return Ok(Ok(code.clone()));
     }
     let created = created_at(context, entitlement);
-    Ok(Ok(codes::next(context, class, created).await?))
+    Ok(match codes::next(context, class, created).await? {
+        Some(code) => Ok(code),
+        None => Err(Verdict::stalled(
+            "CodesExhausted",
+            format!(
+                "EntitlementClass {class} handed out all {} codes of the month {}; create the entitlement with another class, or pin spec.code",
+                crate::lifecycle::codes::LAST_SEQUENCE,
+                crate::lifecycle::codes::month_of(created)
+            ),
+        )),
+    })
 }
 
 /// When the entitlement was created, on the controller's clock.

@@ -8,6 +8,9 @@ pub fn month_of(at: DateTime<Utc>) -> String {
     at.format("%Y%m").to_string()
 }
 
+/// The last number of a month's sequence: codes have four digits for it.
+pub const LAST_SEQUENCE: i32 = 9999;
+
 pub fn format(prefix: &str, month: &str, sequence: i32) -> String {
     format!("{prefix}-{month}{sequence:04}")
 }
