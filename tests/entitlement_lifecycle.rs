@@ -573,6 +573,34 @@ fn a_renewal_reminder_is_recorded_once_when_the_end_comes_near() {
         reminders.contains("in 9 days") || reminders.contains("in 10 days"),
         "{reminders}"
     );
+
+    // Decided again (a spec change), it is not sent again: a repeat would
+    // show as a second Event or as an Event series.
+    patch(
+        &name,
+        json!({"spec": {"product": "lifecycle-test-renamed"}}),
+    );
+    wait_for("the change to be decided", TIMEOUT, || {
+        let object = get_json(&ent(&name))?;
+        (object["status"]["observedGeneration"] == 2)
+            .then_some(())
+            .ok_or(object["status"].to_string())
+    });
+    let series = kubectl_ok(&[
+        "get",
+        "events.v1.events.k8s.io",
+        "-n",
+        "default",
+        "--field-selector",
+        &format!("regarding.name={name},reason=RenewalReminder"),
+        "-o",
+        "jsonpath={range .items[*]}[{.series.count}]{\"\\n\"}{end}",
+    ]);
+    assert_eq!(
+        series.lines().collect::<Vec<_>>(),
+        ["[]"],
+        "sent more than once"
+    );
 }
 
 #[test]

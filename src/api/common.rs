@@ -28,3 +28,13 @@ pub struct HistoryEntry {
     /// A sentence for people.
     pub message: String,
 }
+
+/// `status.history` keeps this many entries, newest last.
+pub const HISTORY_LIMIT: usize = 50;
+
+/// Appends `new` to `history`, keeping the newest [`HISTORY_LIMIT`] entries.
+pub fn append_history(history: &mut Vec<HistoryEntry>, new: &[HistoryEntry]) {
+    history.extend(new.iter().cloned());
+    let overflow = history.len().saturating_sub(HISTORY_LIMIT);
+    history.drain(..overflow);
+}

@@ -15,7 +15,10 @@ use kube::{Api, ResourceExt};
 use super::status::{
     apply_status, apply_status_if_unchanged, ensure_finalizer, is_conflict, remove_finalizer,
 };
-use super::{Context, Result, codes, downstream, log_outcomes, record, requeue_at, retry_later};
+use super::{
+    Context, Result, codes, created_at, downstream, holds_where, log_outcomes, record,
+    record_history, requeue_at, retry_later,
+};
 use crate::api::class::DownstreamKind;
 use crate::api::entitlement::EntitlementStatus;
 use crate::api::policy::PolicyScope;
@@ -23,7 +26,7 @@ use crate::api::{
     ENTITLEMENT_LABEL, Entitlement, EntitlementClass, EntitlementPhase, LifecyclePolicy,
     Organization, OrganizationLifecycle, RetentionHold,
 };
-use crate::lifecycle::conditions::{Extra, Verdict, conditions, from_time};
+use crate::lifecycle::conditions::{Extra, Verdict, conditions, has_condition};
 use crate::lifecycle::entitlement::{Input, Standing, decide};
 use crate::lifecycle::hold::Hold;
 use crate::lifecycle::policy::{Subject, keys, resolve, scope_matches};
@@ -193,28 +196,28 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
     status.observed_generation = entitlement.metadata.generation;
     let generation = entitlement.metadata.generation;
 
-    let standing = match check_references(&context, &entitlement) {
-        Ok(standing) => standing,
-        Err(stalled) => {
-            status.conditions = conditions(&status.conditions, &stalled, &[], generation, now);
-            apply_status(&api, &name, current.as_ref(), &status).await?;
-            return Ok(Action::await_change());
+    // Stuck until a reference appears or spec changes: say why, and wait.
+    let stall = |mut status: EntitlementStatus, stalled: Verdict| {
+        status.conditions = conditions(&status.conditions, &stalled, &[], generation, now);
+        let (api, name, current) = (&api, &name, current.clone());
+        async move {
+            apply_status(api, name, current.as_ref(), &status).await?;
+            Ok(Action::await_change())
         }
     };
-
-    let mut guard_version = guard_version;
-    if status.code.is_some() {
-        guard_version = None;
+    let (class, standing) = match check_references(&context, &entitlement) {
+        Ok(found) => found,
+        Err(stalled) => return stall(status, stalled).await,
+    };
+    let guard_version = if status.code.is_some() {
+        None
     } else {
         match assign_code(&context, &entitlement).await? {
             Ok(code) => status.code = Some(code),
-            Err(stalled) => {
-                status.conditions = conditions(&status.conditions, &stalled, &[], generation, now);
-                apply_status(&api, &name, current.as_ref(), &status).await?;
-                return Ok(Action::await_change());
-            }
+            Err(stalled) => return stall(status, stalled).await,
         }
-    }
+        guard_version
+    };
 
     let policies = context.policies.state();
     let policies: Vec<&LifecyclePolicy> = policies.iter().map(Arc::as_ref).collect();
@@ -223,7 +226,7 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         &subject_of(&entitlement),
         entitlement.spec.policy.as_ref(),
     );
-    let created = created_at(&context, &entitlement);
+    let created = created_at(&context, entitlement.as_ref());
     let holds = holds_covering(&context, &entitlement);
     let decision = decide(&Input {
         spec: &entitlement.spec,
@@ -237,15 +240,10 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
 
     // What the entitlement governs follows its phase; a purge is recorded only
     // once the data is gone.
-    let kinds = context
-        .classes
-        .get(&ObjectRef::new(&entitlement.spec.class))
-        .map(|class| class.spec.downstream.clone())
-        .unwrap_or_default();
     let governed = downstream::govern(
         &context,
         &entitlement,
-        &kinds,
+        &class.spec.downstream,
         decision.phase,
         effective.flag(keys::DEPROVISION_ON_CANCEL),
         current.as_ref().and_then(|s| s.resources.as_ref()),
@@ -266,7 +264,11 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
     );
     let new_conditions: Vec<&Extra> = extra
         .iter()
-        .filter(|extra| !has_condition(current.as_ref(), &extra.type_))
+        .filter(|extra| {
+            !current
+                .as_ref()
+                .is_some_and(|s| has_condition(&s.conditions, &extra.type_))
+        })
         .collect();
     let version = guard_version.as_deref();
     match apply_status_if_unchanged(&api, &name, version, current.as_ref(), &status).await {
@@ -294,21 +296,13 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         )
         .await;
     }
-    for entry in &decision.history {
-        let warning = matches!(entry.event.as_str(), "Suspended" | "Expired" | "Cancelled");
-        record(
-            &context,
-            entitlement.as_ref(),
-            if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            &entry.event,
-            format!("{} ({}, at {})", entry.message, entry.reason, entry.at),
-        )
-        .await;
-    }
+    record_history(
+        &context,
+        entitlement.as_ref(),
+        &decision.history,
+        &["Suspended", "Expired", "Cancelled"],
+    )
+    .await;
     if let Some(reminder) = &decision.reminder {
         record(
             &context,
@@ -375,45 +369,32 @@ fn downstream_conditions(governed: &downstream::Governed, phase: EntitlementPhas
     extra
 }
 
-fn has_condition(status: Option<&EntitlementStatus>, type_: &str) -> bool {
-    status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_))
-}
-
 /// The RetentionHolds on the entitlement itself or on its organization.
 fn holds_covering(context: &Context, entitlement: &Entitlement) -> Vec<Hold> {
     let namespace = entitlement.namespace().unwrap_or_default();
     let name = entitlement.name_any();
-    context
-        .holds
-        .state()
-        .iter()
-        .filter(|h| h.metadata.deletion_timestamp.is_none())
-        .filter(|h| {
-            let on_it = h
-                .spec
-                .entitlement
-                .as_ref()
-                .is_some_and(|t| t.namespace == namespace && t.name == name);
-            let on_its_org = h.spec.organization.is_some()
-                && h.spec.organization == entitlement.spec.organization;
-            on_it || on_its_org
-        })
-        .map(|h| Hold {
-            name: h.name_any(),
-            reason: h.spec.reason.clone(),
-            ticket: h.spec.ticket.clone(),
-            until: h.spec.until,
-        })
-        .collect()
+    holds_where(context, |h| {
+        let on_it = h
+            .spec
+            .entitlement
+            .as_ref()
+            .is_some_and(|t| t.namespace == namespace && t.name == name);
+        let on_its_org =
+            h.spec.organization.is_some() && h.spec.organization == entitlement.spec.organization;
+        on_it || on_its_org
+    })
 }
 
-/// The standing of the entitlement's organization, or why it cannot be decided.
-fn check_references(context: &Context, entitlement: &Entitlement) -> Result<Standing, Verdict> {
-    if context
+/// The entitlement's class and its organization's standing, or why they
+/// cannot be found.
+fn check_references(
+    context: &Context,
+    entitlement: &Entitlement,
+) -> Result<(Arc<EntitlementClass>, Standing), Verdict> {
+    let Some(class) = context
         .classes
         .get(&ObjectRef::new(&entitlement.spec.class))
-        .is_none()
-    {
+    else {
         return Err(Verdict::stalled(
             "ClassNotFound",
             format!(
@@ -421,9 +402,9 @@ fn check_references(context: &Context, entitlement: &Entitlement) -> Result<Stan
                 entitlement.spec.class
             ),
         ));
-    }
+    };
     let Some(org_name) = entitlement.spec.organization.as_deref() else {
-        return Ok(Standing::Active);
+        return Ok((class, Standing::Active));
     };
     let Some(org) = context.organizations.get(&ObjectRef::new(org_name)) else {
         return Err(Verdict::stalled(
@@ -440,7 +421,7 @@ fn check_references(context: &Context, entitlement: &Entitlement) -> Result<Stan
             .or(offboarding.and_then(|o| o.effective_at))
             .unwrap_or_else(|| context.clock.now())
     };
-    Ok(match org.spec.lifecycle {
+    let standing = match org.spec.lifecycle {
         OrganizationLifecycle::Active => Standing::Active,
         OrganizationLifecycle::Disabled => Standing::Disabled {
             since: since(recorded.and_then(|s| s.disabled_at)),
@@ -450,7 +431,8 @@ fn check_references(context: &Context, entitlement: &Entitlement) -> Result<Stan
             reason: offboarding.map_or(crate::api::common::OffboardingReason::Other, |o| o.reason),
             ticket: offboarding.and_then(|o| o.ticket.clone()),
         },
-    })
+    };
+    Ok((class, standing))
 }
 
 /// The entitlement's code: `spec.code` for an import (unless another
@@ -484,12 +466,4 @@ async fn assign_code(
             ),
         )),
     })
-}
-
-/// When the entitlement was created, on the controller's clock.
-fn created_at(context: &Context, entitlement: &Entitlement) -> chrono::DateTime<chrono::Utc> {
-    entitlement.creation_timestamp().map_or_else(
-        || context.clock.now(),
-        |t| context.clock.observed(from_time(&t)),
-    )
 }

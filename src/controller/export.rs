@@ -134,8 +134,14 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
                     Err(error) => return Err(Error::Export(error.to_string())),
                 }
             }
-            if let (Some(bucket), true) = (&context.exports.bucket, uri.starts_with("s3://")) {
-                match bucket.store.delete(&bucket.key(&namespace, &name)).await {
+            // The key is the one recorded, whatever the prefix is now.
+            let uploaded = uri
+                .strip_prefix("s3://")
+                .and_then(|rest| rest.split_once('/'));
+            if let (Some(bucket), Some((bucket_name, key))) = (&context.exports.bucket, uploaded)
+                && bucket_name == bucket.name
+            {
+                match bucket.store.delete(&ObjectPath::from(key)).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     Err(error) => return Err(Error::Export(error.to_string())),
                 }

@@ -22,8 +22,11 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
+use crate::api::common::HistoryEntry;
 use crate::api::{Entitlement, EntitlementClass, LifecyclePolicy, Organization, RetentionHold};
 use crate::clock::Clock;
+use crate::lifecycle::conditions::from_time;
+use crate::lifecycle::hold::Hold;
 
 /// The one field manager every status write uses.
 pub const FIELD_MANAGER: &str = "tenure";
@@ -213,4 +216,47 @@ async fn record<K: Resource<DynamicType = ()>>(
     {
         warn!(%error, reason, "could not record an Event");
     }
+}
+
+/// When `object` was created, on the controller's clock.
+fn created_at<K: Resource>(context: &Context, object: &K) -> chrono::DateTime<chrono::Utc> {
+    object.meta().creation_timestamp.as_ref().map_or_else(
+        || context.clock.now(),
+        |t| context.clock.observed(from_time(t)),
+    )
+}
+
+/// Records each new history entry as an Event: a Warning for the `warnings`
+/// events, Normal otherwise.
+async fn record_history<K: Resource<DynamicType = ()>>(
+    context: &Context,
+    object: &K,
+    history: &[HistoryEntry],
+    warnings: &[&str],
+) {
+    for entry in history {
+        let type_ = if warnings.contains(&entry.event.as_str()) {
+            kube::runtime::events::EventType::Warning
+        } else {
+            kube::runtime::events::EventType::Normal
+        };
+        let note = format!("{} ({}, at {})", entry.message, entry.reason, entry.at);
+        record(context, object, type_, &entry.event, note).await;
+    }
+}
+
+/// The RetentionHolds that `covers` says apply, as the lifecycle reads them.
+fn holds_where(context: &Context, covers: impl Fn(&RetentionHold) -> bool) -> Vec<Hold> {
+    context
+        .holds
+        .state()
+        .iter()
+        .filter(|h| h.metadata.deletion_timestamp.is_none() && covers(h))
+        .map(|h| Hold {
+            name: h.metadata.name.clone().unwrap_or_default(),
+            reason: h.spec.reason.clone(),
+            ticket: h.spec.ticket.clone(),
+            until: h.spec.until,
+        })
+        .collect()
 }

@@ -15,14 +15,17 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use super::status::{apply_status, ensure_finalizer, remove_finalizer};
-use super::{Context, Result, log_outcomes, purge, record, requeue_at, retry_later};
+use super::{
+    Context, Result, created_at, holds_where, log_outcomes, purge, record, record_history,
+    requeue_at, retry_later,
+};
 use crate::api::export::ExportPhase;
 use crate::api::{DataExport, LifecyclePolicy, RetentionHold};
 use crate::api::{
     Entitlement, EntitlementPhase, ORGANIZATION_LABEL, Organization, OrganizationPhase,
-    OrganizationStatus, organization::EntitlementCounts,
+    organization::EntitlementCounts,
 };
-use crate::lifecycle::conditions::{Extra, Verdict, conditions, from_time};
+use crate::lifecycle::conditions::{Extra, Verdict, conditions, has_condition};
 use crate::lifecycle::organization::{Hold, Input, PurgeStep, decide};
 use crate::lifecycle::policy::{Subject, resolve, scope_matches};
 
@@ -136,9 +139,7 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
     if !purge_started {
         observed.exports = succeeded_exports(&context, &name, &namespace).await?;
     }
-    let created = organization
-        .creation_timestamp()
-        .map_or(now, |t| context.clock.observed(from_time(&t)));
+    let created = created_at(&context, organization.as_ref());
     let decision = decide(&Input {
         name: &name,
         spec: &organization.spec,
@@ -164,7 +165,7 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
         namespace_state = NamespaceState::Owned;
     }
     if namespace_state == NamespaceState::Owned && !purge_started {
-        set_access(&context, &name, &namespace, decision.access_revoked).await?;
+        set_access(&context, &organization, &namespace, decision.access_revoked).await?;
     }
 
     let mut status = current.clone().unwrap_or_default();
@@ -229,27 +230,18 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
     if decision.purge == PurgeStep::DeleteNamespace {
         purge::delete_namespace(&context, &name, &namespace).await?;
     }
-    for entry in &decision.history {
-        let warning = matches!(
-            entry.event.as_str(),
-            "PurgeScheduled" | "Purging" | "Purged"
-        );
-        record(
-            &context,
-            organization.as_ref(),
-            if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            &entry.event,
-            format!("{} ({}, at {})", entry.message, entry.reason, entry.at),
-        )
-        .await;
-    }
+    record_history(
+        &context,
+        organization.as_ref(),
+        &decision.history,
+        &["PurgeScheduled", "Purging", "Purged"],
+    )
+    .await;
     if written
         && let Some(blocked) = deletion_blocked
-        && !has_condition(current.as_ref(), "DeletionBlocked")
+        && !current
+            .as_ref()
+            .is_some_and(|s| has_condition(&s.conditions, "DeletionBlocked"))
     {
         record(
             &context,
@@ -264,10 +256,6 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
         Some(at) => requeue_at(&context.clock, at),
         None => Action::await_change(),
     })
-}
-
-fn has_condition(status: Option<&OrganizationStatus>, type_: &str) -> bool {
-    status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_))
 }
 
 /// `status.exports` keeps at most this many names.
@@ -302,19 +290,9 @@ async fn succeeded_exports(
 
 /// The RetentionHolds naming the organization.
 fn holds_on(context: &Context, organization: &str) -> Vec<Hold> {
-    context
-        .holds
-        .state()
-        .iter()
-        .filter(|h| h.spec.organization.as_deref() == Some(organization))
-        .filter(|h| h.metadata.deletion_timestamp.is_none())
-        .map(|h| Hold {
-            name: h.name_any(),
-            reason: h.spec.reason.clone(),
-            ticket: h.spec.ticket.clone(),
-            until: h.spec.until,
-        })
-        .collect()
+    holds_where(context, |h| {
+        h.spec.organization.as_deref() == Some(organization)
+    })
 }
 
 /// The deny-all NetworkPolicy that revokes access to a Disabled or Archived
@@ -325,10 +303,11 @@ const ACCESS_POLICY: &str = "tenure-access-disabled";
 /// namespace. Only a NetworkPolicy carrying the organization's label is removed.
 async fn set_access(
     context: &Context,
-    organization: &str,
+    organization: &Organization,
     namespace: &str,
     revoked: bool,
 ) -> Result<()> {
+    let name = organization.name_any();
     let api = Api::<NetworkPolicy>::namespaced(context.client.clone(), namespace);
     let existing = api.get_opt(ACCESS_POLICY).await?;
     match (revoked, existing) {
@@ -338,7 +317,7 @@ async fn set_access(
                     name: Some(ACCESS_POLICY.into()),
                     labels: Some(BTreeMap::from([(
                         ORGANIZATION_LABEL.to_string(),
-                        organization.to_string(),
+                        name.clone(),
                     )])),
                     ..Default::default()
                 },
@@ -349,9 +328,10 @@ async fn set_access(
                 }),
             };
             api.create(&PostParams::default(), &policy).await?;
-            record_namespace_event(
+            record(
                 context,
                 organization,
+                EventType::Normal,
                 "AccessRevoked",
                 format!("NetworkPolicy {namespace}/{ACCESS_POLICY} denies all traffic"),
             )
@@ -362,7 +342,7 @@ async fn set_access(
                 .labels()
                 .get(ORGANIZATION_LABEL)
                 .map(String::as_str)
-                == Some(organization) =>
+                == Some(name.as_str()) =>
         {
             let params = DeleteParams {
                 preconditions: Some(Preconditions {
@@ -372,9 +352,10 @@ async fn set_access(
                 ..DeleteParams::default()
             };
             api.delete(ACCESS_POLICY, &params).await?;
-            record_namespace_event(
+            record(
                 context,
                 organization,
+                EventType::Normal,
                 "AccessRestored",
                 format!("NetworkPolicy {namespace}/{ACCESS_POLICY} removed"),
             )
@@ -383,12 +364,6 @@ async fn set_access(
         _ => {}
     }
     Ok(())
-}
-
-async fn record_namespace_event(context: &Context, organization: &str, reason: &str, note: String) {
-    if let Some(org) = context.organizations.get(&ObjectRef::new(organization)) {
-        record(context, org.as_ref(), EventType::Normal, reason, note).await;
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

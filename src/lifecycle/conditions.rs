@@ -132,6 +132,11 @@ pub fn to_time(at: DateTime<Utc>) -> Time {
     )
 }
 
+/// Whether `conditions` has one of `type_`.
+pub fn has_condition(conditions: &[Condition], type_: &str) -> bool {
+    conditions.iter().any(|c| c.type_ == type_)
+}
+
 /// The chrono instant of a Kubernetes `Time` (e.g. a creationTimestamp).
 pub fn from_time(at: &Time) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(at.0.as_microsecond()).unwrap_or_default()

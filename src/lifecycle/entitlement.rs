@@ -14,7 +14,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::conditions::{Extra, Verdict};
 use super::hold::{Hold, HoldState, hold_state};
 use super::policy::{Effective, keys};
-use crate::api::common::{HistoryEntry, OffboardingReason};
+use crate::api::common::{HistoryEntry, OffboardingReason, append_history};
 use crate::api::entitlement::{
     CancellationRecord, CancelledBy, Deadlines, EntitlementPhase, EntitlementSpec,
     EntitlementStatus, NextTransition,
@@ -75,12 +75,9 @@ pub struct Decision {
     pub wake_at: Option<Time>,
 }
 
-/// `status.history` keeps this many entries, newest last.
-pub const HISTORY_LIMIT: usize = 50;
-
 impl Decision {
     /// Writes the lifecycle part of the decision into `status`; the history
-    /// grows by the new entries and keeps the newest [`HISTORY_LIMIT`].
+    /// grows by the new entries (bounded, see [`append_history`]).
     pub fn write_to(&self, status: &mut EntitlementStatus) {
         status.phase = Some(self.phase);
         status.phase_since = Some(self.phase_since);
@@ -91,9 +88,7 @@ impl Decision {
         status.reactivated_at = self.reactivated_at;
         status.holds = self.holds.clone();
         status.last_hold_lifted_at = self.last_hold_lifted_at;
-        status.history.extend(self.history.iter().cloned());
-        let overflow = status.history.len().saturating_sub(HISTORY_LIMIT);
-        status.history.drain(..overflow);
+        append_history(&mut status.history, &self.history);
     }
 }
 

@@ -15,7 +15,7 @@ use super::conditions::{Extra, Verdict};
 pub use super::hold::Hold;
 use super::hold::hold_state;
 use super::policy::{Effective, keys};
-use crate::api::common::HistoryEntry;
+use crate::api::common::{HistoryEntry, append_history};
 use crate::api::organization::{
     OrganizationLifecycle, OrganizationPhase, OrganizationSpec, OrganizationStatus, Tombstone,
 };
@@ -77,9 +77,6 @@ pub struct Decision {
     pub wake_at: Option<Time>,
 }
 
-/// `status.history` keeps this many entries, newest last.
-pub const HISTORY_LIMIT: usize = 50;
-
 impl Decision {
     /// Writes the lifecycle part of the decision into `status`. The purge plan
     /// and the tombstone are written by the controller, which measures them.
@@ -103,9 +100,7 @@ impl Decision {
         if let PurgeStep::WriteTombstone(tombstone) = &self.purge {
             status.tombstone.get_or_insert_with(|| tombstone.clone());
         }
-        status.history.extend(self.history.iter().cloned());
-        let overflow = status.history.len().saturating_sub(HISTORY_LIMIT);
-        status.history.drain(..overflow);
+        append_history(&mut status.history, &self.history);
     }
 }
 
