@@ -175,8 +175,11 @@ fn workloads_pause_on_a_payment_failure_resume_exactly_and_are_torn_down_at_the_
     patch(
         &namespace,
         &env,
-        &json!({"spec": {"cancellation": {"reason": "CustomerRequest", "effectiveAt": ago(400)}}})
-            .to_string(),
+        &json!({"spec": {
+            "cancellation": {"reason": "CustomerRequest", "effectiveAt": ago(400)},
+            "policy": {"purge": {"finalGraceDays": 0}},
+        }})
+        .to_string(),
         "merge",
     );
     let purged = wait_phase(&args, "Purged");
@@ -263,6 +266,7 @@ fn a_custom_class_binds_a_crd_defined_kind_by_selector_and_tears_it_down() {
                 "class": class, "product": "widgets",
                 "resources": {"selector": {"matchLabels": {"team": "blue"}}},
                 "cancellation": {"reason": "ServiceDiscontinued", "effectiveAt": ago(400)},
+                "policy": {"purge": {"finalGraceDays": 0}},
             },
         })
         .to_string(),

@@ -207,11 +207,12 @@ fn an_ended_entitlement_expires_revives_when_renewed_and_is_cancelled_after_the_
 }
 
 #[test]
-fn a_cancellation_400_days_ago_goes_straight_to_purged_and_history_says_when() {
+fn a_cancellation_400_days_ago_is_announced_a_full_final_grace_before_its_purge() {
     start_controller(&[]);
     let name = unique("backdated");
     let started = now() - TimeDelta::days(800);
     let cancelled_at = now() - TimeDelta::days(400);
+    let seen = now();
     entitlement(
         &name,
         json!({
@@ -219,11 +220,19 @@ fn a_cancellation_400_days_ago_goes_straight_to_purged_and_history_says_when() {
             "cancellation": {"reason": "CustomerRequest", "effectiveAt": at(cancelled_at)},
         }),
     );
-    let purged = wait_phase(&ent(&name), "Purged");
-    let status = &purged["status"];
+    let announced = wait_phase(&ent(&name), "Cancelled");
+    let status = &announced["status"];
     let purge_after = cancelled_at + TimeDelta::days(365);
     assert_eq!(time(&status["deadlines"]["purgeAfter"]), purge_after);
-    assert_eq!(time(&status["phaseSince"]), purge_after);
+    // Nothing is deleted on first sight: the purge is announced for review.
+    let final_purge_at = time(&status["deadlines"]["finalPurgeAt"]);
+    assert!(
+        final_purge_at >= seen + TimeDelta::days(7),
+        "finalPurgeAt {final_purge_at}"
+    );
+    assert_eq!(status["next"]["phase"], "Purged");
+    assert_eq!(time(&status["next"]["at"]), final_purge_at);
+    assert!(status["purgePlan"].is_object(), "{status}");
     let history = status["history"].as_array().unwrap();
     let timeline: Vec<(String, DateTime<Utc>)> = history
         .iter()
@@ -234,11 +243,28 @@ fn a_cancellation_400_days_ago_goes_straight_to_purged_and_history_says_when() {
         [
             ("Activated".to_string(), started),
             ("Cancelled".to_string(), cancelled_at),
-            ("Purged".to_string(), purge_after),
         ]
     );
     assert_eq!(history[1]["reason"], "CustomerRequest");
-    assert!(status["next"].is_null());
+}
+
+#[test]
+fn without_a_final_grace_a_cancellation_400_days_ago_is_purged_on_first_sight() {
+    start_controller(&[]);
+    let name = unique("backdated-now");
+    let cancelled_at = now() - TimeDelta::days(400);
+    entitlement(
+        &name,
+        json!({
+            "startsAt": at(now() - TimeDelta::days(800)),
+            "cancellation": {"reason": "CustomerRequest", "effectiveAt": at(cancelled_at)},
+            "policy": {"purge": {"finalGraceDays": 0}},
+        }),
+    );
+    let purged = wait_phase(&ent(&name), "Purged");
+    let events = events_of(&purged["status"]["history"]);
+    assert_eq!(events, ["Activated", "Cancelled", "Purged"]);
+    assert!(purged["status"]["next"].is_null());
 }
 
 #[test]
@@ -396,10 +422,12 @@ fn five_policy_levels_resolve_field_by_field_and_say_where_each_value_came_from(
         json!({"payment": {"graceDays": 99}, "cancellation": {"dataRetentionDays": 400}}),
     );
     let name = unique("levels");
+    // An entitlement of an organization lives in its namespace.
+    wait_ready(&["organization", &org]);
     apply(
         &json!({
             "apiVersion": "tenure.dev/v1alpha1", "kind": "Entitlement",
-            "metadata": {"name": name, "namespace": "default"},
+            "metadata": {"name": name, "namespace": format!("org-{org}")},
             "spec": {
                 "organization": org, "class": class, "product": product,
                 "policy": {"cancellation": {"reactivationWindowDays": 5}},
@@ -415,7 +443,9 @@ fn five_policy_levels_resolve_field_by_field_and_say_where_each_value_came_from(
         )
     };
     let from = |name: &str| format!("LifecyclePolicy/{name}");
-    let object = wait_ready(&ent(&name));
+    let namespace = format!("org-{org}");
+    let in_org = ["-n", namespace.as_str(), "entitlement", name.as_str()];
+    let object = wait_ready(&in_org);
     assert_eq!(
         effective(&object, "payment.graceDays"),
         (json!(31), from(&by_product))
@@ -458,7 +488,7 @@ fn five_policy_levels_resolve_field_by_field_and_say_where_each_value_came_from(
         json!({"expiry": {"graceDays": 23}}),
     );
     wait_for("the new expiry grace", TIMEOUT, || {
-        let object = get_json(&ent(&name))?;
+        let object = get_json(&in_org)?;
         (effective(&object, "expiry.graceDays") == (json!(23), from(&by_org)))
             .then_some(())
             .ok_or(object["status"]["effectivePolicy"].to_string())

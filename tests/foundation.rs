@@ -238,10 +238,10 @@ fn class_code_and_namespace_cannot_change_once_set() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let code = format!("IMP-{:010}", nanos % 10_000_000_000);
+    let code = format!("IMP-2026{:02}{:04}", nanos % 12 + 1, nanos % 10_000);
     apply(&entitlement("plugin", &code));
     assert!(refusal(&entitlement("service", &code)).contains("spec.class is immutable"));
-    assert!(refusal(&entitlement("plugin", "IMP-0000000000")).contains("spec.code is immutable"));
+    assert!(refusal(&entitlement("plugin", "IMP-2026010000")).contains("spec.code is immutable"));
     let without_code = format!(
         "apiVersion: tenure.dev/v1alpha1\nkind: Entitlement\nmetadata: {{name: {name}, namespace: default}}\nspec: {{class: plugin, product: x}}"
     );
@@ -410,7 +410,8 @@ fn an_entitlement_waits_for_its_class_and_starts_on_time() {
     assert_eq!(stalled["reason"], "ClassNotFound");
 
     apply(&format!(
-        "apiVersion: tenure.dev/v1alpha1\nkind: EntitlementClass\nmetadata: {{name: {class}}}\nspec: {{codePrefix: LATE}}"
+        "apiVersion: tenure.dev/v1alpha1\nkind: EntitlementClass\nmetadata: {{name: {class}}}\nspec: {{codePrefix: {}}}",
+        unique_prefix()
     ));
     let pending = wait_ready(&["-n", "default", "entitlement", &name]);
     assert_eq!(

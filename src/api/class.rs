@@ -33,26 +33,47 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EntitlementClassSpec {
-    /// The prefix of this class's entitlement codes: 2 to 5 upper-case letters.
+    /// The prefix of this class's entitlement codes: 2 to 5 upper-case letters,
+    /// unique among classes (a class reusing another's prefix stalls with
+    /// reason PrefixInUse, and hands out no codes).
     #[schemars(regex(pattern = r"^[A-Z]{2,5}$"))]
     pub code_prefix: String,
     /// What this class is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// The kinds of objects an entitlement of this class may govern, and what
-    /// happens to them on suspension, cancellation and purge.
+    /// happens to them on suspension, cancellation and purge. Namespaced kinds
+    /// only, and none of tenure's own: the API server refuses the ones it knows
+    /// to be cluster-scoped, and a class naming another (found by discovery)
+    /// stalls, with its entitlements, before any code is handed out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub downstream: Vec<DownstreamKind>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!self.apiVersion.startsWith('tenure.dev/')")
+    .message("spec.downstream cannot list tenure's own kinds (tenure.dev): they are not downstream objects"))]
+#[x_kube(validation = kube::core::Rule::new(concat!(
+    "!((self.apiVersion == 'v1' && self.kind in ['Namespace', 'Node', 'PersistentVolume', 'ComponentStatus'])",
+    " || (self.apiVersion.startsWith('rbac.authorization.k8s.io/') && self.kind in ['ClusterRole', 'ClusterRoleBinding'])",
+    " || (self.apiVersion.startsWith('storage.k8s.io/') && self.kind in ['StorageClass', 'CSIDriver', 'CSINode', 'VolumeAttachment', 'VolumeAttributesClass'])",
+    " || (self.apiVersion.startsWith('apiextensions.k8s.io/') && self.kind == 'CustomResourceDefinition')",
+    " || self.apiVersion.startsWith('admissionregistration.k8s.io/')",
+    " || self.apiVersion.startsWith('apiregistration.k8s.io/')",
+    " || self.apiVersion.startsWith('flowcontrol.apiserver.k8s.io/')",
+    " || (self.apiVersion.startsWith('scheduling.k8s.io/') && self.kind == 'PriorityClass')",
+    " || (self.apiVersion.startsWith('node.k8s.io/') && self.kind == 'RuntimeClass')",
+    " || (self.apiVersion.startsWith('networking.k8s.io/') && self.kind in ['IngressClass', 'IPAddress', 'ServiceCIDR'])",
+    " || (self.apiVersion.startsWith('certificates.k8s.io/') && self.kind in ['CertificateSigningRequest', 'ClusterTrustBundle']))"
+)).message("spec.downstream lists a cluster-scoped kind: an entitlement governs only objects in its own namespace"))]
 pub struct DownstreamKind {
     /// e.g. `apps/v1`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
     pub api_version: String,
     /// e.g. `Deployment`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 63))]
     pub kind: String,
     /// On suspension: Pause (scale to 0 / suspend, restored exactly on resume) or
     /// Retain (leave as is).

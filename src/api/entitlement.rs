@@ -43,9 +43,14 @@ use super::policy::PolicyRules;
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.startsAt) || !has(self.endsAt) || self.endsAt > self.startsAt"
 ).message("spec.endsAt must be after spec.startsAt"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "has(self.organization) == has(oldSelf.organization) && (!has(self.organization) || self.organization == oldSelf.organization)"
+).message("spec.organization is immutable: an entitlement cannot move to another organization"))]
 pub struct EntitlementSpec {
-    /// The Organization this entitlement belongs to. Absent: standalone (gift
-    /// card, B2C, migration import).
+    /// The Organization this entitlement belongs to; the entitlement must live
+    /// in that organization's tenant namespace (elsewhere it stalls with reason
+    /// WrongNamespace). Immutable. Absent: standalone (gift card, B2C,
+    /// migration import), in any namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization: Option<String>,
     /// The EntitlementClass (plugin, environment, service, order, affiliate,
@@ -56,10 +61,12 @@ pub struct EntitlementSpec {
     /// The product this entitlement grants, e.g. `grafana-enterprise`.
     #[schemars(length(min = 1, max = 253))]
     pub product: String,
-    /// Pin the code, for migration imports (`<PREFIX>-<YYYY><MM><NNNN>`).
-    /// Immutable. Absent: the controller assigns the next code of the class.
+    /// Pin the code, for migration imports (`<PREFIX>-<YYYY><MM><NNNN>`, month
+    /// 01 to 12). The prefix must be the class's own `codePrefix`; the class
+    /// never generates the code afterwards. Immutable. Absent: the controller
+    /// assigns the next code of the class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Z]{2,5}-[0-9]{10}$"))]
+    #[schemars(regex(pattern = r"^[A-Z]{2,5}-[0-9]{4}(0[1-9]|1[0-2])[0-9]{4}$"))]
     pub code: Option<String>,
     /// When access begins. Absent: at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +131,10 @@ pub struct Reactivation {
 pub struct ResourceBinding {
     /// Objects in the entitlement's namespace matching this selector are bound
     /// to it, in addition to those labelled `tenure.dev/entitlement=<name>`.
+    /// An object labelled for another entitlement is never bound by it. The
+    /// selector must name at least one label an object has to carry
+    /// (`matchLabels`, `In` or `Exists`): one that could match every object is
+    /// refused (condition Stalled, reason InvalidSelector).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
 }
@@ -199,6 +210,10 @@ pub struct EntitlementStatus {
     /// Counts of the downstream objects this entitlement governs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceCounts>,
+    /// From the purge's announcement on: what its teardown will delete, the
+    /// review a person reads during the final grace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_plan: Option<EntitlementPurgePlan>,
     /// Lifecycle events, newest last, at most 50.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
@@ -245,9 +260,26 @@ pub struct Deadlines {
     /// Cancelled: a reactivation is honoured until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reactivation_deadline: Option<DateTime<Utc>>,
-    /// Cancelled: downstream data is purged at this time.
+    /// Cancelled: the end of the data retention; nothing is purged before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purge_after: Option<DateTime<Utc>>,
+    /// Cancelled: when the purge deletes the downstream data, announced here
+    /// at least `purge.finalGraceDays` ahead: `purgeAfter` (or the last hold
+    /// lifted) plus the final grace. A later date replaces it at once; an
+    /// earlier one (a retention cut) never comes sooner than a full final grace
+    /// after the change. Absent while something blocks the purge (condition
+    /// PurgeBlocked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_purge_at: Option<DateTime<Utc>>,
+}
+
+/// What an entitlement's purge will delete.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EntitlementPurgePlan {
+    /// Kind -> how many bound objects of it the purge will delete.
+    #[serde(default)]
+    pub objects: BTreeMap<String, i64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
@@ -266,7 +298,23 @@ pub struct EffectiveValue {
     /// The value in force.
     #[schemars(schema_with = "any_value")]
     pub value: serde_json::Value,
-    /// `default`, `LifecyclePolicy/<name>` or `Entitlement`.
+    /// `default`, `LifecyclePolicy/<name>` or `Entitlement`: for a value a
+    /// locked policy raised, that locked policy.
+    pub from: String,
+    /// Set when a locked LifecyclePolicy (a retention lock) raised the value:
+    /// the lower value a more specific level asked for, and where it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_from: Option<RaisedFrom>,
+}
+
+/// The value a locked policy's minimum overruled.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RaisedFrom {
+    /// The value asked for.
+    #[schemars(schema_with = "any_value")]
+    pub value: serde_json::Value,
+    /// Where it was asked for: `default`, `LifecyclePolicy/<name>` or `Entitlement`.
     pub from: String,
 }
 

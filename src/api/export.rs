@@ -41,7 +41,9 @@ use serde::{Deserialize, Serialize};
     "!has(self.includeSecretValues) || !self.includeSecretValues || (has(self.includeSecrets) && self.includeSecrets)"
 ).message("spec.includeSecretValues requires spec.includeSecrets"))]
 pub struct DataExportSpec {
-    /// The Organization whose data is exported.
+    /// The Organization whose data is exported. A DataExport runs only in that
+    /// organization's tenant namespace; anywhere else it fails (condition
+    /// Stalled, reason WrongNamespace).
     #[schemars(length(min = 1))]
     pub organization: String,
     /// Which file formats the ZIP holds. Default: both.
@@ -88,7 +90,9 @@ pub struct DataExportStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// kstatus conditions: `Ready` always; `Reconciling` or `Stalled` while they apply.
+    /// kstatus conditions: `Ready` always; `Reconciling` or `Stalled` while they
+    /// apply; `Incomplete` when kinds tenure may not read were left out (such
+    /// an export does not count for `purge.requireExport`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// How many objects are in the ZIP: so far while Running, in all once done.
@@ -100,7 +104,8 @@ pub struct DataExportStatus {
     /// When the export finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
-    /// When the artifact is deleted.
+    /// When the artifact is deleted. Only an export whose artifact still exists
+    /// counts for `purge.requireExport`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
 }

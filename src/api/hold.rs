@@ -39,10 +39,12 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = kube::core::Rule::new("has(self.organization) != has(self.entitlement)")
     .message("a RetentionHold names exactly one target: spec.organization or spec.entitlement"))]
 pub struct RetentionHoldSpec {
-    /// The Organization held (with all its entitlements).
+    /// The Organization held: the organization, every object in its tenant
+    /// namespace, and every entitlement that names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization: Option<String>,
-    /// The Entitlement held.
+    /// The Entitlement held: it and the objects it binds. It also blocks the
+    /// purge of the organization whose namespace holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entitlement: Option<EntitlementRef>,
     /// Why deletion is frozen, e.g. `litigation`, `disputed offboarding`.
@@ -80,7 +82,10 @@ pub struct RetentionHoldStatus {
     /// kstatus conditions: `Ready` always.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The objects this hold matched, e.g. `Organization/acme`.
+    /// What this hold protects now, e.g. `Organization/acme`,
+    /// `Namespace/org-acme` (every object in it), `Entitlement/org-acme/seat`.
+    /// Empty while the target does not exist (Ready=False, TargetNotFound); it
+    /// is still protected the moment it appears.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub covers: Vec<String>,
 }

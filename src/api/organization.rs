@@ -203,18 +203,36 @@ pub struct OrganizationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purge_after: Option<DateTime<Utc>>,
     /// When the purge runs: the latest of `purgeAfter`, the confirmation and the
-    /// last hold lifted, plus `purge.finalGraceDays`. Once shown here it only
-    /// moves later, and it is never less than the final grace after it was
-    /// first shown, so that every purge can be reviewed (`purgePlan`).
+    /// last hold lifted, plus `purge.finalGraceDays`, and never less than the
+    /// final grace after it was first shown, so that every purge can be
+    /// reviewed (`purgePlan`). A later date replaces it at once; an earlier one
+    /// (a deliberate retention cut) never comes sooner than the change plus the
+    /// longer of the old and the new final grace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_purge_at: Option<DateTime<Utc>>,
+    /// The entitlement in the tenant namespace whose locked retention (the
+    /// minimum of a locked LifecyclePolicy) ends last, when that is after the
+    /// organization's own retention: `purgeAfter` waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_locked_by: Option<RetentionLock>,
+    /// When the purge asked the API server to delete the tenant namespace.
+    /// Purged and the tombstone are written only once a namespace deleted this
+    /// way is gone; cleared if the delete was not sent after all (a hold came
+    /// first, or the namespace lost tenure's label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_deleted_at: Option<DateTime<Utc>>,
+    /// Every resolved policy value that times the organization, with where it
+    /// came from (as on Entitlement).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub effective_policy: BTreeMap<String, crate::api::entitlement::EffectiveValue>,
     /// How many of the organization's entitlements are in each phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entitlements: Option<EntitlementCounts>,
     /// Names of succeeded DataExports, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exports: Vec<String>,
-    /// Names of the RetentionHolds in force on this organization.
+    /// Names of the RetentionHolds in force on this organization: on it, or on
+    /// an entitlement in its namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<String>,
     /// What the purge will delete: the review a person reads during the final grace.
@@ -243,10 +261,23 @@ pub struct EntitlementCounts {
     pub purged: i32,
 }
 
+/// A locked retention that keeps an organization's data longer than its own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionLock {
+    /// The entitlement, `<namespace>/<name>`.
+    pub entitlement: String,
+    /// The locked policy, `LifecyclePolicy/<name>`.
+    pub policy: String,
+    /// When its locked retention ends.
+    pub until: DateTime<Utc>,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PurgePlan {
-    /// Kind -> how many objects of it the purge will delete.
+    /// Kind -> how many objects of it the purge will delete; `ExportArtifact`
+    /// counts the organization's DataExport ZIPs (files or S3 objects).
     #[serde(default)]
     pub objects: BTreeMap<String, i64>,
     /// The namespaces the purge will delete.
@@ -281,7 +312,20 @@ pub struct Tombstone {
     pub export_provided: bool,
     /// When the purge completed.
     pub purged_at: DateTime<Utc>,
-    /// Kind -> how many objects of it the purge deleted.
+    /// Kind -> how many objects of it the purge deleted; `ExportArtifact`
+    /// counts the DataExport ZIPs it removed.
     #[serde(default)]
     pub deleted: BTreeMap<String, i64>,
+}
+
+impl Organization {
+    /// The namespace the organization owns: the one status recorded, else
+    /// `spec.namespace`, else `org-<name>`.
+    pub fn tenant_namespace(&self) -> String {
+        self.status
+            .as_ref()
+            .and_then(|s| s.namespace.clone())
+            .or_else(|| self.spec.namespace.clone())
+            .unwrap_or_else(|| format!("org-{}", self.metadata.name.as_deref().unwrap_or_default()))
+    }
 }

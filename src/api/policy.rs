@@ -187,6 +187,12 @@ pub struct PolicyScope {
 #[x_kube(validation = kube::core::Rule::new(
     "!has(oldSelf.locked) || !oldSelf.locked || !has(oldSelf.organization) || !has(oldSelf.organization.disabledRetentionDays) || (has(self.organization) && has(self.organization.disabledRetentionDays) && self.organization.disabledRetentionDays >= oldSelf.organization.disabledRetentionDays)"
 ).message("spec.organization.disabledRetentionDays of a locked policy can grow but never shrink"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(oldSelf.locked) || !oldSelf.locked || !has(oldSelf.purge) || !has(oldSelf.purge.finalGraceDays) || (has(self.purge) && has(self.purge.finalGraceDays) && self.purge.finalGraceDays >= oldSelf.purge.finalGraceDays)"
+).message("spec.purge.finalGraceDays of a locked policy can grow but never shrink"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(oldSelf.locked) || !oldSelf.locked || (has(self.scope) == has(oldSelf.scope) && (!has(self.scope) || self.scope == oldSelf.scope))"
+).message("spec.scope of a locked policy is immutable: a retention lock keeps applying to what it scoped"))]
 pub struct LifecyclePolicySpec {
     /// Which objects this policy applies to. Absent or empty: all of them (global).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,8 +200,13 @@ pub struct LifecyclePolicySpec {
     /// The rules; unset fields are inherited from less specific policies.
     #[serde(flatten)]
     pub rules: PolicyRules,
-    /// Retention lock: once true it cannot be unset, retention days can grow but
-    /// never shrink, and the policy cannot be deleted.
+    /// Retention lock: its `cancellation.dataRetentionDays`,
+    /// `organization.disabledRetentionDays` and `purge.finalGraceDays` are
+    /// minimums for everything it scopes (a more specific level, an
+    /// Entitlement's `spec.policy` included, may lengthen them, never shorten
+    /// them; `status.effectivePolicy` shows where a lock raised a value). Once
+    /// true it cannot be unset, its scope cannot change, those values can grow
+    /// but never shrink, and the policy cannot be deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locked: Option<bool>,
 }

@@ -1,6 +1,6 @@
-//! Entitlement reconciler: checks its references, resolves its policy, gives
-//! it a code, lets the pure core decide its lifecycle, writes status, records
-//! Events and requeues at the next deadline.
+//! Entitlement reconciler: checks its references, gives it a code (stored
+//! at once), lets the pure core decide its lifecycle, governs what it binds,
+//! writes status, records Events and requeues at the next deadline.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,35 +12,39 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
+use super::downstream::{Governing, Served};
+use super::reported::class_problem_of;
 use super::status::{
     apply_status, apply_status_if_unchanged, ensure_finalizer, is_conflict, remove_finalizer,
 };
 use super::{
-    Context, Result, codes, created_at, downstream, holds_where, log_outcomes, record,
-    record_history, requeue_at, retry_later,
+    Context, Result, as_hold, cached_holds, codes, created_at, downstream, live_holds,
+    log_outcomes, reconciled, record, record_history, requeue_at, retry_later,
 };
 use crate::api::class::DownstreamKind;
-use crate::api::entitlement::EntitlementStatus;
+use crate::api::entitlement::EntitlementPurgePlan;
 use crate::api::policy::PolicyScope;
 use crate::api::{
     ENTITLEMENT_LABEL, Entitlement, EntitlementClass, EntitlementPhase, LifecyclePolicy,
-    Organization, OrganizationLifecycle, RetentionHold,
+    Organization, OrganizationPhase, RetentionHold,
 };
 use crate::lifecycle::conditions::{Extra, Verdict, conditions, has_condition};
-use crate::lifecycle::entitlement::{Input, Standing, decide};
+use crate::lifecycle::downstream::{Desired, desired, outcome_conditions, selector_problem};
+use crate::lifecycle::entitlement::{Decision, Input, OrganizationPurge, Standing, decide};
 use crate::lifecycle::hold::Hold;
-use crate::lifecycle::policy::{Subject, keys, resolve, scope_matches};
+use crate::lifecycle::policy::{Effective, Subject, keys, resolve, scope_matches};
 
 pub async fn run(context: Arc<Context>) {
     let entitlements = Api::<Entitlement>::all(context.client.clone());
     let controller = Controller::new(entitlements, watcher::Config::default()).shutdown_on_signal();
     let store = controller.store();
-    // A class, an organization or a policy appearing, changing or going away
-    // re-decides exactly the entitlements it can affect.
+    // A class, an organization, a hold or a policy appearing, changing or
+    // going away re-decides exactly the entitlements it can affect.
     let by_class = store.clone();
     let by_organization = store.clone();
     let by_policy = store.clone();
     let by_hold = store;
+    let hold_context = context.clone();
     // A policy whose scope changed also affects what its old scope matched.
     let last_scopes: Mutex<HashMap<String, Option<PolicyScope>>> = Mutex::default();
     let controller = controller
@@ -53,8 +57,11 @@ pub async fn run(context: Arc<Context>) {
             Api::<Organization>::all(context.client.clone()),
             watcher::Config::default(),
             move |org| {
+                let name = org.name_any();
+                let namespace = org.tenant_namespace();
                 naming(&by_organization, |e| {
-                    e.spec.organization.as_deref() == Some(org.name_any().as_str())
+                    e.spec.organization.as_deref() == Some(name.as_str())
+                        || e.namespace().as_deref() == Some(namespace.as_str())
                 })
             },
         )
@@ -62,15 +69,8 @@ pub async fn run(context: Arc<Context>) {
             Api::<RetentionHold>::all(context.client.clone()),
             watcher::Config::default(),
             move |hold| {
-                naming(&by_hold, |e| {
-                    let on_it = hold.spec.entitlement.as_ref().is_some_and(|t| {
-                        Some(t.namespace.as_str()) == e.namespace().as_deref()
-                            && t.name == e.name_any()
-                    });
-                    on_it
-                        || (hold.spec.organization.is_some()
-                            && hold.spec.organization == e.spec.organization)
-                })
+                let hold = as_hold(&hold_context, &hold);
+                naming(&by_hold, |e| covered_by(&hold, e))
             },
         )
         .watches(
@@ -95,7 +95,17 @@ pub async fn run(context: Arc<Context>) {
     let controller = watch_bound_objects(controller, &context).await;
     log_outcomes(
         "Entitlement",
-        controller.run(reconcile, retry_later, context),
+        controller.run(
+            |entitlement, context| {
+                reconciled(
+                    entitlement.clone(),
+                    context.clone(),
+                    reconcile(entitlement, context),
+                )
+            },
+            retry_later,
+            context,
+        ),
     )
     .await;
 }
@@ -119,8 +129,8 @@ async fn watch_bound_objects(
     kinds.dedup_by(|a, b| a.api_version == b.api_version && a.kind == b.kind);
     for kind in kinds {
         let resource = match context.downstream_kinds.resolve(context, &kind).await {
-            Ok(Some(resource)) => resource,
-            Ok(None) => continue,
+            Ok(Served::Namespaced(resource)) => resource,
+            Ok(_) => continue,
             Err(error) => {
                 tracing::warn!(%error, kind = %kind.kind, "cannot watch a downstream kind");
                 continue;
@@ -160,6 +170,22 @@ fn subject_of(entitlement: &Entitlement) -> Subject<'_> {
     }
 }
 
+/// Whether `hold` covers `entitlement`.
+fn covered_by(hold: &Hold, entitlement: &Entitlement) -> bool {
+    hold.covers_entitlement(
+        &entitlement.namespace().unwrap_or_default(),
+        &entitlement.name_any(),
+        entitlement.spec.organization.as_deref(),
+    )
+}
+
+/// What the entitlement refers to, found and in order.
+struct References {
+    class: Arc<EntitlementClass>,
+    standing: Standing,
+    organization_purge: Option<OrganizationPurge>,
+}
+
 async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Result<Action> {
     let namespace = entitlement.namespace().unwrap_or_default();
     let api = Api::<Entitlement>::namespaced(context.client.clone(), &namespace);
@@ -181,43 +207,55 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
     // A code is assigned once: without one in the (possibly stale) copy from
     // the cache, read the entitlement afresh, and write the new code only if
     // it did not change meanwhile.
-    let (entitlement, guard_version) =
-        match entitlement.status.as_ref().and_then(|s| s.code.as_ref()) {
-            Some(_) => (entitlement, None),
-            None => {
-                let fresh = api.get(&name).await?;
-                let version = fresh.resource_version();
-                (Arc::new(fresh), version)
-            }
-        };
+    let entitlement = match entitlement.status.as_ref().and_then(|s| s.code.as_ref()) {
+        Some(_) => entitlement,
+        None => Arc::new(api.get(&name).await?),
+    };
     let now = context.clock.now();
-    let current = entitlement.status.clone();
-    let mut status = current.clone().unwrap_or_default();
-    status.observed_generation = entitlement.metadata.generation;
     let generation = entitlement.metadata.generation;
+    let mut current = entitlement.status.clone();
 
     // Stuck until a reference appears or spec changes: say why, and wait.
-    let stall = |mut status: EntitlementStatus, stalled: Verdict| {
-        status.conditions = conditions(&status.conditions, &stalled, &[], generation, now);
+    let stall = |verdict: Verdict| {
+        let mut status = current.clone().unwrap_or_default();
+        status.observed_generation = generation;
+        status.conditions = conditions(&status.conditions, &verdict, &[], generation, now);
         let (api, name, current) = (&api, &name, current.clone());
         async move {
             apply_status(api, name, current.as_ref(), &status).await?;
             Ok(Action::await_change())
         }
     };
-    let (class, standing) = match check_references(&context, &entitlement) {
+    let references = match check_references(&context, &entitlement).await? {
         Ok(found) => found,
-        Err(stalled) => return stall(status, stalled).await,
+        Err(verdict) => return stall(verdict).await,
     };
-    let guard_version = if status.code.is_some() {
-        None
-    } else {
-        match assign_code(&context, &entitlement).await? {
-            Ok(code) => status.code = Some(code),
-            Err(stalled) => return stall(status, stalled).await,
-        }
-        guard_version
-    };
+    if current.as_ref().and_then(|s| s.code.as_ref()).is_none() {
+        let code = match assign_code(&context, &entitlement).await? {
+            Ok(code) => code,
+            Err(verdict) => return stall(verdict).await,
+        };
+        // Stored before anything else is done: whatever fails later, a retry
+        // finds the code here and never takes another.
+        let mut with_code = current.clone().unwrap_or_default();
+        with_code.code = Some(code);
+        let version = entitlement.resource_version();
+        match apply_status_if_unchanged(
+            &api,
+            &name,
+            version.as_deref(),
+            current.as_ref(),
+            &with_code,
+        )
+        .await
+        {
+            // Changed since read: the new code is skipped (never reused), and
+            // the newer version is decided when the watch delivers it.
+            Err(error) if is_conflict(&error) => return Ok(Action::await_change()),
+            other => other?,
+        };
+        current = Some(with_code);
+    }
 
     let policies = context.policies.state();
     let policies: Vec<&LifecyclePolicy> = policies.iter().map(Arc::as_ref).collect();
@@ -227,34 +265,70 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         entitlement.spec.policy.as_ref(),
     );
     let created = created_at(&context, entitlement.as_ref());
-    let holds = holds_covering(&context, &entitlement);
-    let decision = decide(&Input {
-        spec: &entitlement.spec,
-        created,
-        organization: &standing,
-        holds: &holds,
-        recorded: current.as_ref(),
-        policy: &effective,
-        now,
-    });
+    let deciding = |holds: &[Hold]| {
+        decide(&Input {
+            spec: &entitlement.spec,
+            created,
+            organization: &references.standing,
+            organization_purge: references.organization_purge.as_ref(),
+            holds,
+            recorded: current.as_ref(),
+            policy: &effective,
+            now,
+        })
+    };
+    let cached = cached_holds(&context, |h| covered_by(h, &entitlement));
+    let mut decision = deciding(&cached);
+    let downstream = &references.class.spec.downstream;
+    if deletes(&decision, downstream, &effective) {
+        // A delete is decided on the holds as the API server has them now,
+        // not as the watch cache last saw them.
+        let live = live_holds(&context, |h| covered_by(h, &entitlement)).await?;
+        decision = deciding(&live);
+    }
 
     // What the entitlement governs follows its phase; a purge is recorded only
     // once the data is gone.
+    let recorded_purge = current
+        .as_ref()
+        .filter(|s| s.phase == Some(EntitlementPhase::Purged));
     let governed = downstream::govern(
         &context,
         &entitlement,
-        &class.spec.downstream,
-        decision.phase,
-        effective.flag(keys::DEPROVISION_ON_CANCEL),
-        current.as_ref().and_then(|s| s.resources.as_ref()),
+        downstream,
+        Governing {
+            phase: decision.phase,
+            deprovision_on_cancel: effective.flag(keys::DEPROVISION_ON_CANCEL),
+            held: !decision.holds.is_empty(),
+            purged_since: recorded_purge.and_then(|s| s.phase_since),
+            recorded: current.as_ref().and_then(|s| s.resources.as_ref()),
+        },
     )
     .await?;
+    let announced = decision.phase == EntitlementPhase::Cancelled
+        && decision
+            .deadlines
+            .as_ref()
+            .is_some_and(|d| d.final_purge_at.is_some());
+    let purge_plan = match (announced, recorded_purge) {
+        (true, _) => Some(EntitlementPurgePlan {
+            objects: downstream::purge_plan(&context, &entitlement, downstream).await?,
+        }),
+        (false, Some(purged)) => purged.purge_plan.clone(),
+        (false, None) => None,
+    };
     let mut extra = decision.extra.clone();
-    extra.extend(downstream_conditions(&governed, decision.phase));
+    extra.extend(outcome_conditions(
+        &governed,
+        decision.phase,
+        &decision.holds,
+    ));
 
+    let mut status = current.clone().unwrap_or_default();
+    status.observed_generation = generation;
     decision.write_to(&mut status);
-    status.effective_policy = effective.0.clone();
     status.resources = Some(governed.counts.clone());
+    status.purge_plan = purge_plan;
     status.conditions = conditions(
         &status.conditions,
         &decision.verdict,
@@ -270,17 +344,46 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
                 .is_some_and(|s| has_condition(&s.conditions, &extra.type_))
         })
         .collect();
-    let version = guard_version.as_deref();
-    match apply_status_if_unchanged(&api, &name, version, current.as_ref(), &status).await {
-        // Changed since read: the new code is skipped (never reused), and the
-        // newer version is decided when the watch delivers it.
-        Err(error) if is_conflict(&error) => return Ok(Action::await_change()),
-        other => other?,
-    };
+    apply_status(&api, &name, current.as_ref(), &status).await?;
 
     // Events follow the status write: a crash before it repeats them, never
     // loses them.
-    for change in &governed.changes {
+    report(
+        &context,
+        &entitlement,
+        &decision,
+        &governed.changes,
+        new_conditions,
+    )
+    .await;
+    Ok(match decision.wake_at {
+        Some(at) => requeue_at(&context.clock, at),
+        None => Action::await_change(),
+    })
+}
+
+/// Whether the decision deletes a bound object of some kind the class lists.
+fn deletes(decision: &Decision, downstream: &[DownstreamKind], effective: &Effective) -> bool {
+    let deprovision = effective.flag(keys::DEPROVISION_ON_CANCEL);
+    let held = !decision.holds.is_empty();
+    downstream.iter().any(|kind| {
+        matches!(
+            desired(decision.phase, kind, deprovision, held),
+            Desired::Deprovisioned | Desired::Deleted
+        )
+    })
+}
+
+/// Records an Event for each change to a bound object, lifecycle event,
+/// reminder and newly set condition.
+async fn report(
+    context: &Context,
+    entitlement: &Entitlement,
+    decision: &Decision,
+    changes: &[String],
+    new_conditions: Vec<&Extra>,
+) {
+    for change in changes {
         let reason = match change.split_whitespace().next() {
             Some("paused") => "Paused",
             Some("resumed") => "Resumed",
@@ -288,8 +391,8 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
             _ => "TornDown",
         };
         record(
-            &context,
-            entitlement.as_ref(),
+            context,
+            entitlement,
             EventType::Normal,
             reason,
             change.clone(),
@@ -297,16 +400,16 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         .await;
     }
     record_history(
-        &context,
-        entitlement.as_ref(),
+        context,
+        entitlement,
         &decision.history,
         &["Suspended", "Expired", "Cancelled"],
     )
     .await;
     if let Some(reminder) = &decision.reminder {
         record(
-            &context,
-            entitlement.as_ref(),
+            context,
+            entitlement,
             EventType::Normal,
             "RenewalReminder",
             reminder.message.clone(),
@@ -315,124 +418,136 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
     }
     for extra in new_conditions {
         record(
-            &context,
-            entitlement.as_ref(),
+            context,
+            entitlement,
             EventType::Warning,
             &extra.type_,
             extra.message.clone(),
         )
         .await;
     }
-
-    Ok(match decision.wake_at {
-        Some(at) => requeue_at(&context.clock, at),
-        None => Action::await_change(),
-    })
-}
-
-/// Conditions that tell what governing the downstream objects did, or could not do.
-fn downstream_conditions(governed: &downstream::Governed, phase: EntitlementPhase) -> Vec<Extra> {
-    let mut extra = Vec::new();
-    if !governed.overridden.is_empty() {
-        extra.push(Extra {
-            type_: "ManualOverride".into(),
-            status: true,
-            reason: "ChangedWhilePaused".into(),
-            message: format!(
-                "{} changed by hand while paused; tenure leaves them as they are and removes its annotation on resume",
-                governed.overridden.join(", ")
-            ),
-        });
-    }
-    if !governed.unserved.is_empty() {
-        extra.push(Extra {
-            type_: "KindNotServed".into(),
-            status: true,
-            reason: "NotServed".into(),
-            message: format!(
-                "the class lists {}, which the API server does not serve; objects of it are not governed",
-                governed.unserved.join(", ")
-            ),
-        });
-    }
-    if phase == EntitlementPhase::Cancelled && governed.counts.deprovisioned > 0 {
-        extra.push(Extra {
-            type_: "Deprovisioned".into(),
-            status: true,
-            reason: "OnCancelDelete".into(),
-            message: format!(
-                "{} bound objects deleted on cancellation (the class's onCancel: Delete)",
-                governed.counts.deprovisioned
-            ),
-        });
-    }
-    extra
-}
-
-/// The RetentionHolds on the entitlement itself or on its organization.
-fn holds_covering(context: &Context, entitlement: &Entitlement) -> Vec<Hold> {
-    let namespace = entitlement.namespace().unwrap_or_default();
-    let name = entitlement.name_any();
-    holds_where(context, |h| {
-        let on_it = h
-            .spec
-            .entitlement
-            .as_ref()
-            .is_some_and(|t| t.namespace == namespace && t.name == name);
-        let on_its_org =
-            h.spec.organization.is_some() && h.spec.organization == entitlement.spec.organization;
-        on_it || on_its_org
-    })
 }
 
 /// The entitlement's class and its organization's standing, or why they
-/// cannot be found.
-fn check_references(
+/// cannot be used: what spec asks for is checked first, then the class, then
+/// the organization and that the entitlement lives in its namespace.
+async fn check_references(
     context: &Context,
     entitlement: &Entitlement,
-) -> Result<(Arc<EntitlementClass>, Standing), Verdict> {
+) -> Result<Result<References, Verdict>> {
+    if let Some(problem) = entitlement
+        .spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.selector.as_ref())
+        .and_then(selector_problem)
+    {
+        return Ok(Err(Verdict::stalled("InvalidSelector", problem)));
+    }
     let Some(class) = context
         .classes
         .get(&ObjectRef::new(&entitlement.spec.class))
     else {
-        return Err(Verdict::stalled(
+        return Ok(Err(Verdict::stalled(
             "ClassNotFound",
             format!(
                 "spec.class names EntitlementClass {:?}, which does not exist",
                 entitlement.spec.class
             ),
-        ));
+        )));
     };
+    if let Some(problem) = class_problem_of(context, &class).await? {
+        return Ok(Err(Verdict::stalled(
+            "ClassNotUsable",
+            format!(
+                "spec.class names EntitlementClass {}, which cannot be used: {}",
+                entitlement.spec.class, problem.message
+            ),
+        )));
+    }
+    if let Some(problem) = entitlement
+        .spec
+        .code
+        .as_deref()
+        .and_then(|code| crate::lifecycle::codes::import_problem(code, &class.spec.code_prefix))
+    {
+        return Ok(Err(Verdict::stalled("CodePrefixMismatch", problem)));
+    }
     let Some(org_name) = entitlement.spec.organization.as_deref() else {
-        return Ok((class, Standing::Active));
+        return Ok(Ok(References {
+            class,
+            standing: Standing::Active,
+            organization_purge: None,
+        }));
     };
     let Some(org) = context.organizations.get(&ObjectRef::new(org_name)) else {
-        return Err(Verdict::stalled(
+        return Ok(Err(Verdict::stalled(
             "OrganizationNotFound",
             format!("spec.organization names Organization {org_name:?}, which does not exist"),
-        ));
+        )));
     };
-    let recorded = org.status.as_ref();
+    let tenant_namespace = org.tenant_namespace();
+    let namespace = entitlement.namespace().unwrap_or_default();
+    if namespace != tenant_namespace {
+        return Ok(Err(Verdict::stalled(
+            "WrongNamespace",
+            format!(
+                "spec.organization names Organization {org_name}, whose data lives in namespace {tenant_namespace}: its entitlements live there, not in {namespace}"
+            ),
+        )));
+    }
+    let Some((standing, organization_purge)) = standing_of(&org) else {
+        return Ok(Err(Verdict::reconciling(
+            "OrganizationNotObserved",
+            format!(
+                "waiting for Organization {org_name} to be observed: its standing decides this entitlement's"
+            ),
+        )));
+    };
+    Ok(Ok(References {
+        class,
+        standing,
+        organization_purge: Some(organization_purge),
+    }))
+}
+
+/// The organization's standing, from what its own reconciler observed and
+/// recorded (its status phase), never from its spec alone: an organization
+/// whose purge has started stays gone for its entitlements whatever its spec
+/// says now. None before it was first observed.
+fn standing_of(org: &Organization) -> Option<(Standing, OrganizationPurge)> {
+    use OrganizationPhase::*;
+    let status = org.status.as_ref()?;
+    let phase = status.phase?;
     let offboarding = org.spec.offboarding.as_ref();
-    // Until the organization's reconciler records when it happened, the
-    // offboarding's own date stands in; it is re-decided once recorded.
-    let since = |recorded_at: Option<chrono::DateTime<chrono::Utc>>| {
-        recorded_at
-            .or(offboarding.and_then(|o| o.effective_at))
-            .unwrap_or_else(|| context.clock.now())
+    let archived = |since| Standing::Archived {
+        since,
+        reason: offboarding.map_or(crate::api::common::OffboardingReason::Other, |o| o.reason),
+        ticket: offboarding.and_then(|o| o.ticket.clone()),
     };
-    let standing = match org.spec.lifecycle {
-        OrganizationLifecycle::Active => Standing::Active,
-        OrganizationLifecycle::Disabled => Standing::Disabled {
-            since: since(recorded.and_then(|s| s.disabled_at)),
+    let disabled_at = status.disabled_at;
+    let offboarded_at = status.archived_at.or(disabled_at);
+    let standing = match phase {
+        Active => Standing::Active,
+        Disabled => Standing::Disabled {
+            since: disabled_at?,
         },
-        OrganizationLifecycle::Archived => Standing::Archived {
-            since: since(recorded.and_then(|s| s.archived_at)),
-            reason: offboarding.map_or(crate::api::common::OffboardingReason::Other, |o| o.reason),
-            ticket: offboarding.and_then(|o| o.ticket.clone()),
+        Archived => archived(status.archived_at?),
+        PurgeScheduled => match status.archived_at {
+            Some(since) => archived(since),
+            None => Standing::Disabled {
+                since: disabled_at?,
+            },
         },
+        Purging | Purged => archived(offboarded_at?),
     };
-    Ok((class, standing))
+    let purge = OrganizationPurge {
+        name: org.name_any(),
+        phase,
+        extend_until: org.spec.retention.as_ref().and_then(|r| r.extend_until),
+        final_purge_at: status.final_purge_at,
+    };
+    Some((standing, purge))
 }
 
 /// The entitlement's code: `spec.code` for an import (unless another

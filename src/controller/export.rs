@@ -1,7 +1,8 @@
 //! DataExport reconciler: writes the organization's data as a ZIP to the
 //! export directory, reports it in status, and deletes it when it expires.
-//! Refused once the organization's purge has started: there is nothing left
-//! that the customer could be sure is complete.
+//! It runs only in the organization's own namespace, and is refused (or, if
+//! still running, failed) once the organization's purge has started: there is
+//! nothing left that the customer could be sure is complete.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -17,14 +18,19 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use super::status::apply_status;
-use super::{Context, Error, Result, log_outcomes, purge, record, requeue_at, retry_later};
+use super::{
+    Context, Error, Result, log_outcomes, purge, reconciled, record, requeue_at, retry_later,
+};
 use crate::api::export::{Artifact, DataExportStatus, ExportFormat, ExportPhase};
-use crate::api::{DataExport, OrganizationPhase};
+use crate::api::{DataExport, Organization};
 use crate::export::{Options, ZipExport, digest};
-use crate::lifecycle::conditions::{Verdict, conditions};
+use crate::lifecycle::conditions::{Extra, Verdict, conditions};
+use crate::lifecycle::export::{
+    ArtifactLocation, ArtifactStore, ExportedOrganization, INCOMPLETE, artifact_location, may_run,
+};
 
 /// Where ZIPs go and how long they are kept.
 #[derive(Clone, Debug)]
@@ -62,8 +68,14 @@ impl Bucket {
     }
 
     fn key(&self, namespace: &str, name: &str) -> ObjectPath {
-        let key = format!("{}/{namespace}/{name}.zip", self.prefix);
-        ObjectPath::from(key.trim_start_matches('/'))
+        ObjectPath::from(format!("{}/{name}.zip", self.namespace_prefix(namespace)))
+    }
+
+    /// Where the artifacts of one namespace's exports go.
+    fn namespace_prefix(&self, namespace: &str) -> String {
+        format!("{}/{namespace}", self.prefix)
+            .trim_start_matches('/')
+            .to_string()
     }
 
     /// Uploads the file in parts, never all of it in memory.
@@ -95,9 +107,92 @@ pub async fn run(context: Arc<Context>) {
     let controller = Controller::new(api, watcher::Config::default()).shutdown_on_signal();
     log_outcomes(
         "DataExport",
-        controller.run(reconcile, retry_later, context),
+        controller.run(
+            |export, context| {
+                reconciled(export.clone(), context.clone(), reconcile(export, context))
+            },
+            retry_later,
+            context,
+        ),
     )
     .await;
+}
+
+impl ExportSettings {
+    /// Where artifacts may be deleted: the export directory (absolute) and the
+    /// bucket and prefix.
+    fn store(&self) -> Result<(PathBuf, Option<(String, String)>)> {
+        let dir = std::path::absolute(&self.dir).map_err(|e| Error::Export(e.to_string()))?;
+        let bucket = self
+            .bucket
+            .as_ref()
+            .map(|b| (b.name.clone(), b.prefix.clone()));
+        Ok((dir, bucket))
+    }
+}
+
+/// Every artifact of `namespace`'s exports, finished or partial: what a purge
+/// of the organization removes.
+pub async fn artifacts_of(context: &Context, namespace: &str) -> Result<Vec<ArtifactLocation>> {
+    let mut artifacts = Vec::new();
+    let dir = context.exports.dir.join(namespace);
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::Export(e.to_string()))?;
+                if entry.file_type().is_ok_and(|t| t.is_file()) {
+                    artifacts.push(ArtifactLocation::File(entry.path()));
+                }
+            }
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(Error::Export(format!("{}: {error}", dir.display()))),
+    }
+    if let Some(bucket) = &context.exports.bucket {
+        use futures::TryStreamExt;
+        let prefix = ObjectPath::from(bucket.namespace_prefix(namespace));
+        let listed: Vec<_> = bucket
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| Error::Export(e.to_string()))?;
+        artifacts.extend(listed.into_iter().map(|object| ArtifactLocation::Object {
+            key: object.location.to_string(),
+        }));
+    }
+    artifacts.sort_by_key(|a| format!("{a:?}"));
+    Ok(artifacts)
+}
+
+/// Deletes one artifact; one already gone is fine.
+pub async fn delete_artifact(context: &Context, artifact: &ArtifactLocation) -> Result<()> {
+    match artifact {
+        ArtifactLocation::File(path) => match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(Error::Export(format!("{}: {error}", path.display()))),
+        },
+        ArtifactLocation::Object { key } => {
+            let Some(bucket) = &context.exports.bucket else {
+                return Ok(());
+            };
+            match bucket.store.delete(&ObjectPath::from(key.as_str())).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(error) => Err(Error::Export(error.to_string())),
+            }
+        }
+    }
+}
+
+/// A file removed when dropped unless it was renamed away first: an export
+/// cut short (an error, its DataExport deleted) leaves no partial file.
+struct PartialFile(PathBuf);
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Action> {
@@ -109,9 +204,9 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
     let mut status = current.clone().unwrap_or_default();
     status.observed_generation = export.metadata.generation;
     let generation = export.metadata.generation;
-    let set = |status: &mut DataExportStatus, phase, verdict: Verdict| {
+    let set = |status: &mut DataExportStatus, phase, verdict: Verdict, extra: &[Extra]| {
         status.phase = Some(phase);
-        status.conditions = conditions(&status.conditions, &verdict, &[], generation, now);
+        status.conditions = conditions(&status.conditions, &verdict, extra, generation, now);
     };
 
     match status.phase {
@@ -122,38 +217,26 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
             if expires_at > now {
                 return Ok(requeue_at(&context.clock, expires_at));
             }
-            let uri = status
-                .artifact
-                .as_ref()
-                .map(|a| a.uri.clone())
-                .unwrap_or_default();
-            if let Some(path) = uri.strip_prefix("file://") {
-                match std::fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(error) => return Err(Error::Export(error.to_string())),
+            let incomplete: Vec<Extra> = incomplete_condition(&status).into_iter().collect();
+            let verdict = match status.artifact.as_ref() {
+                Some(artifact) => {
+                    let (dir, bucket) = context.exports.store()?;
+                    match artifact_location(&artifact.uri, &artifact_store(&dir, &bucket)) {
+                        Ok(location) => {
+                            delete_artifact(&context, &location).await?;
+                            expired(expires_at)
+                        }
+                        Err(why) => Verdict::stalled(
+                            "ArtifactOutsideExportStore",
+                            format!(
+                                "status.artifact.uri: {why}; tenure deletes artifacts only where it writes them, so this one is left as it is"
+                            ),
+                        ),
+                    }
                 }
-            }
-            // The key is the one recorded, whatever the prefix is now.
-            let uploaded = uri
-                .strip_prefix("s3://")
-                .and_then(|rest| rest.split_once('/'));
-            if let (Some(bucket), Some((bucket_name, key))) = (&context.exports.bucket, uploaded)
-                && bucket_name == bucket.name
-            {
-                match bucket.store.delete(&ObjectPath::from(key)).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(error) => return Err(Error::Export(error.to_string())),
-                }
-            }
-            set(
-                &mut status,
-                ExportPhase::Succeeded,
-                Verdict::ready(
-                    "ArtifactExpired",
-                    format!("the ZIP was deleted at {expires_at}, when it expired"),
-                ),
-            );
+                None => expired(expires_at),
+            };
+            set(&mut status, ExportPhase::Succeeded, verdict, &incomplete);
             apply_status(&api, &name, current.as_ref(), &status).await?;
             return Ok(Action::await_change());
         }
@@ -162,37 +245,14 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
     }
 
     let org_name = &export.spec.organization;
-    let Some(organization) = context.organizations.get(&ObjectRef::new(org_name)) else {
-        set(
-            &mut status,
-            ExportPhase::Pending,
-            Verdict::stalled(
-                "OrganizationNotFound",
-                format!("spec.organization names Organization {org_name:?}, which does not exist"),
-            ),
-        );
-        apply_status(&api, &name, current.as_ref(), &status).await?;
-        return Ok(Action::await_change());
-    };
-    let org_phase = organization.status.as_ref().and_then(|s| s.phase);
-    if matches!(
-        org_phase,
-        Some(OrganizationPhase::Purging | OrganizationPhase::Purged)
-    ) {
-        set(
-            &mut status,
-            ExportPhase::Failed,
-            Verdict::stalled(
-                "OrganizationPurged",
-                format!(
-                    "organization {org_name} is {:?}: its data is being or has been deleted, so no export can be complete",
-                    org_phase.unwrap_or_default()
-                ),
-            ),
-        );
+    let organization = context.organizations.get(&ObjectRef::new(org_name));
+    let found = organization.as_deref().map(exported);
+    if let Err((phase, verdict)) = may_run(&namespace, org_name, found.as_ref()) {
+        set(&mut status, phase, verdict, &[]);
         apply_status(&api, &name, current.as_ref(), &status).await?;
         return Ok(Action::await_change());
     }
+    let organization = organization.expect("may_run found it");
 
     // Recorded before the work starts: a controller killed meanwhile starts
     // the export again from the beginning, overwriting the partial file.
@@ -203,18 +263,18 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
             "Exporting",
             "listing and writing the organization's objects",
         ),
+        &[],
     );
     status.objects_exported = Some(0);
     apply_status(&api, &name, current.as_ref(), &status).await?;
     let mut reported = status.clone();
 
-    let tenant_namespace = super::organization::tenant_namespace(&organization);
     let dir = context.exports.dir.join(&namespace);
     std::fs::create_dir_all(&dir).map_err(|e| Error::Export(format!("{}: {e}", dir.display())))?;
     let path = dir.join(format!("{name}.zip"));
-    let partial = dir.join(format!("{name}.zip.partial"));
-    let file = std::fs::File::create(&partial)
-        .map_err(|e| Error::Export(format!("{}: {e}", partial.display())))?;
+    let partial = PartialFile(dir.join(format!("{name}.zip.partial")));
+    let file = std::fs::File::create(&partial.0)
+        .map_err(|e| Error::Export(format!("{}: {e}", partial.0.display())))?;
     let options = Options {
         json: export.spec.formats.contains(&ExportFormat::Json),
         csv: export.spec.formats.contains(&ExportFormat::Csv),
@@ -230,8 +290,10 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
     )
     .map_err(io)?;
     zip.finish_kind("Organization").map_err(io)?;
+    // The organization's entitlements are those in its namespace: one
+    // elsewhere naming it is not its data (and stalls).
     for entitlement in context.entitlements.state() {
-        if entitlement.spec.organization.as_deref() == Some(org_name.as_str()) {
+        if entitlement.namespace().as_deref() == Some(namespace.as_str()) {
             zip.add(
                 "Entitlement",
                 serde_json::to_value(entitlement.as_ref()).unwrap_or_default(),
@@ -240,20 +302,23 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
         }
     }
     zip.finish_kind("Entitlement").map_err(io)?;
+    let mut unreadable = Vec::new();
     for resource in purge::namespaced_kinds(&context).await? {
         if resource.kind == "Secret" && !options.include_secrets {
             continue;
         }
-        let objects = Api::<DynamicObject>::namespaced_with(
-            context.client.clone(),
-            &tenant_namespace,
-            &resource,
-        );
+        let objects =
+            Api::<DynamicObject>::namespaced_with(context.client.clone(), &namespace, &resource);
         let mut params = ListParams::default().limit(PAGE);
         loop {
             let page = match objects.list(&params).await {
                 Ok(page) => page,
-                Err(kube::Error::Api(status)) if matches!(status.code, 403..=405) => break,
+                Err(kube::Error::Api(status)) if status.code == 403 => {
+                    unreadable.push(resource.kind.clone());
+                    break;
+                }
+                // Served for discovery but not listable (a virtual resource).
+                Err(kube::Error::Api(status)) if matches!(status.code, 404 | 405) => break,
                 Err(error) => return Err(error.into()),
             };
             for object in page.items {
@@ -269,7 +334,9 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
             }
         }
         zip.finish_kind(&resource.kind).map_err(io)?;
-        // Progress for people watching a long export, a kind at a time.
+        // Progress for people watching a long export, a kind at a time. A
+        // DataExport deleted meanwhile ends the export here (404), and the
+        // partial file goes with it.
         status.objects_exported = Some(zip.objects());
         apply_status(&api, &name, Some(&reported), &status).await?;
         reported = status.clone();
@@ -280,19 +347,42 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
         .map_err(|e| Error::Export(e.to_string()))?
         .sync_all()
         .map_err(io)?;
-    std::fs::rename(&partial, &path).map_err(io)?;
+
+    // Overtaken by the purge: the ZIP may lack what was deleted meanwhile.
+    let live = Api::<Organization>::all(context.client.clone())
+        .get_opt(org_name)
+        .await?;
+    if let Err((_, verdict)) = may_run(&namespace, org_name, live.as_ref().map(exported).as_ref()) {
+        let verdict = Verdict::stalled(
+            verdict.reason,
+            format!(
+                "overtaken while it ran, so it is not complete and no ZIP is kept: {}",
+                verdict.message
+            ),
+        );
+        set(&mut status, ExportPhase::Failed, verdict, &[]);
+        apply_status(&api, &name, Some(&reported), &status).await?;
+        return Ok(Action::await_change());
+    }
+    std::fs::rename(&partial.0, &path).map_err(io)?;
+    let finished = PartialFile(path.clone());
     let (sha256, size_bytes) = digest(std::fs::File::open(&path).map_err(io)?).map_err(io)?;
 
-    let uri = match &context.exports.bucket {
+    let (uri, uploaded) = match &context.exports.bucket {
         Some(bucket) => {
             let key = bucket.key(&namespace, &name);
             bucket.upload(&path, &key).await?;
-            std::fs::remove_file(&path).map_err(io)?;
-            format!("s3://{}/{key}", bucket.name)
+            let uploaded = ArtifactLocation::Object {
+                key: key.to_string(),
+            };
+            (format!("s3://{}/{key}", bucket.name), Some(uploaded))
         }
-        None => format!(
-            "file://{}",
-            std::path::absolute(&path).map_err(io)?.display()
+        None => (
+            format!(
+                "file://{}",
+                std::path::absolute(&path).map_err(io)?.display()
+            ),
+            None,
         ),
     };
     let completed_at = context.clock.now();
@@ -305,15 +395,42 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
     });
     status.completed_at = Some(completed_at);
     status.expires_at = Some(expires_at);
-    let message =
+    let mut message =
         format!("{objects} objects in {files} files, {size_bytes} bytes; kept until {expires_at}");
+    let incomplete: Vec<Extra> = (!unreadable.is_empty())
+        .then(|| Extra {
+            type_: INCOMPLETE.into(),
+            status: true,
+            reason: "KindsNotReadable".into(),
+            message: format!(
+                "tenure may not read {} in namespace {namespace}: the ZIP lacks them, so it does not count for purge.requireExport; grant tenure read access and export again",
+                unreadable.join(", ")
+            ),
+        })
+        .into_iter()
+        .collect();
+    if !unreadable.is_empty() {
+        message.push_str(&format!("; incomplete: without {}", unreadable.join(", ")));
+    }
     set(
         &mut status,
         ExportPhase::Succeeded,
         Verdict::ready("Succeeded", message.clone()),
+        &incomplete,
     );
     status.objects_exported = Some(objects);
-    apply_status(&api, &name, Some(&reported), &status).await?;
+    if let Err(error) = apply_status(&api, &name, Some(&reported), &status).await {
+        // Deleted while it ran (404): the artifact goes with it (the file
+        // by `finished`).
+        if let Some(uploaded) = &uploaded {
+            delete_artifact(&context, uploaded).await?;
+        }
+        return Err(error);
+    }
+    if context.exports.bucket.is_none() {
+        // The file is the artifact now: keep it.
+        std::mem::forget(finished);
+    }
     record(
         &context,
         export.as_ref(),
@@ -323,4 +440,45 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
     )
     .await;
     Ok(requeue_at(&context.clock, expires_at))
+}
+
+fn expired(at: DateTime<Utc>) -> Verdict {
+    Verdict::ready(
+        "ArtifactExpired",
+        format!("the ZIP was deleted at {at}, when it expired"),
+    )
+}
+
+/// The export's organization as `may_run` reads it.
+fn exported(organization: &Organization) -> ExportedOrganization {
+    ExportedOrganization {
+        phase: organization.status.as_ref().and_then(|s| s.phase),
+        tenant_namespace: organization.tenant_namespace(),
+    }
+}
+
+fn artifact_store<'a>(
+    dir: &'a std::path::Path,
+    bucket: &'a Option<(String, String)>,
+) -> ArtifactStore<'a> {
+    ArtifactStore {
+        dir,
+        bucket: bucket
+            .as_ref()
+            .map(|(name, prefix)| (name.as_str(), prefix.as_str())),
+    }
+}
+
+/// The Incomplete condition an export already carries, kept as it is.
+fn incomplete_condition(status: &DataExportStatus) -> Option<Extra> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == INCOMPLETE)
+        .map(|c| Extra {
+            type_: c.type_.clone(),
+            status: c.status == "True",
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        })
 }

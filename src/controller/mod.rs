@@ -10,13 +10,14 @@ mod purge;
 mod reported;
 mod status;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -26,7 +27,7 @@ use crate::api::common::HistoryEntry;
 use crate::api::{Entitlement, EntitlementClass, LifecyclePolicy, Organization, RetentionHold};
 use crate::clock::Clock;
 use crate::lifecycle::conditions::from_time;
-use crate::lifecycle::hold::Hold;
+use crate::lifecycle::hold::{Hold, HoldTarget};
 
 /// The one field manager every status write uses.
 pub const FIELD_MANAGER: &str = "tenure";
@@ -42,6 +43,35 @@ pub enum Error {
     /// Something tenure was about to change turned out not to be its own.
     #[error("refusing to touch what tenure does not own: {0}")]
     NotOwned(String),
+    /// A RetentionHold the cache had not shown yet turned up in the live
+    /// re-read right before a delete: nothing was deleted, decide again.
+    #[error("RetentionHold {0} appeared right before a delete; nothing was deleted")]
+    HoldAppeared(String),
+}
+
+impl Error {
+    /// For an error that retrying will not fix (tenure is not allowed to do
+    /// something, or the object is refused): the Stalled reason and message.
+    pub fn permanent(&self) -> Option<(&'static str, String)> {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 403 => Some((
+                "Forbidden",
+                format!(
+                    "tenure is not allowed to do what this needs ({}); grant it in tenure's ClusterRole (the chart's rbac values)",
+                    status.message
+                ),
+            )),
+            Error::Kube(kube::Error::Api(status)) if status.code == 422 => Some((
+                "Invalid",
+                format!("the API server refused a write: {}", status.message),
+            )),
+            Error::NotOwned(what) => Some((
+                "NotOwned",
+                format!("refusing to touch what tenure does not own: {what}"),
+            )),
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -64,6 +94,26 @@ pub struct Context {
     pub downstream_kinds: downstream::Kinds,
     /// Serialises code allocation per class in this process (see `codes`).
     pub code_allocation: codes::Allocation,
+    /// Consecutive failures per object, for exponential backoff.
+    pub failures: Failures,
+}
+
+/// Consecutive reconcile failures per object (kind/namespace/name).
+#[derive(Default)]
+pub struct Failures(Mutex<HashMap<String, u32>>);
+
+impl Failures {
+    /// Counts one more failure of `key`; returns how many in a row.
+    fn fail(&self, key: String) -> u32 {
+        let mut failures = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = failures.entry(key).or_default();
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    fn succeed(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
 }
 
 /// The longest single wait: kube-runtime's scheduler cannot hold timers much
@@ -76,10 +126,73 @@ fn requeue_at(clock: &Clock, at: chrono::DateTime<chrono::Utc>) -> Action {
     Action::requeue(clock.real_duration_until(at).min(LONGEST_WAIT))
 }
 
-/// Transient errors retry with a short delay; the next success resets it.
-fn retry_later<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
-    warn!(%error, "reconcile failed, retrying");
-    Action::requeue(Duration::from_secs(5))
+/// The first retry after a failure, doubled on each failure in a row.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// The longest wait between retries.
+const LONGEST_RETRY: Duration = Duration::from_secs(300);
+
+fn failure_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    let meta = object.meta();
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// How long to wait before the `failures`-th retry in a row.
+fn backoff(failures: u32) -> Duration {
+    let doubled = FIRST_RETRY.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)));
+    doubled.min(LONGEST_RETRY)
+}
+
+/// Transient errors retry with exponential backoff per object, from a few
+/// seconds up to minutes; the next success resets it.
+fn retry_later<K: Resource<DynamicType = ()>>(
+    object: Arc<K>,
+    error: &Error,
+    context: Arc<Context>,
+) -> Action {
+    let failures = context.failures.fail(failure_key(object.as_ref()));
+    let wait = backoff(failures);
+    warn!(
+        kind = %K::kind(&()),
+        name = object.meta().name.as_deref(),
+        namespace = object.meta().namespace.as_deref(),
+        %error,
+        failures,
+        retry_in = ?wait,
+        "reconcile failed"
+    );
+    Action::requeue(wait)
+}
+
+/// Runs `reconcile`, resets the object's backoff when it succeeds, and turns
+/// an error retrying cannot fix into condition Stalled with its reason
+/// instead of retrying it forever (it is tried again after the longest
+/// backoff, in case what it needed was granted meanwhile).
+async fn reconciled<K, F>(object: Arc<K>, context: Arc<Context>, reconcile: F) -> Result<Action>
+where
+    K: status::WithStatus,
+    F: std::future::Future<Output = Result<Action>>,
+{
+    let key = failure_key(object.as_ref());
+    match reconcile.await {
+        Ok(action) => {
+            context.failures.succeed(&key);
+            Ok(action)
+        }
+        Err(error) => match error.permanent() {
+            Some((reason, message)) => {
+                warn!(kind = %K::kind(&()), name = object.meta().name.as_deref(), %error, "stalled");
+                let verdict = crate::lifecycle::conditions::Verdict::stalled(reason, message);
+                status::write_verdict(object.as_ref(), &context, &verdict).await?;
+                Ok(Action::requeue(LONGEST_RETRY))
+            }
+            None => Err(error),
+        },
+    }
 }
 
 /// A reflector store fed by a watch of every object of `K`, for lookups.
@@ -105,7 +218,12 @@ where
     )
     .default_backoff()
     .touched_objects()
-    .for_each(|_| futures::future::ready(()));
+    .for_each(|event| {
+        if let Err(error) = event {
+            warn!(kind = %K::kind(&()), %error, "watch failed; it is retried with backoff");
+        }
+        futures::future::ready(())
+    });
     (reader, stream)
 }
 
@@ -135,6 +253,7 @@ pub async fn run(
         policies,
         holds,
         code_allocation: codes::Allocation::default(),
+        failures: Failures::default(),
         downstream_kinds: downstream::Kinds::default(),
         exports,
     });
@@ -170,18 +289,23 @@ pub async fn run(
     Ok(())
 }
 
-/// Logs the outcome of one reconcile of a controller's stream.
+/// Logs the outcome of one reconcile of a controller's stream; a failing
+/// watch at warn, with its kind (a failed reconcile is logged by `retry_later`).
 async fn log_outcomes<S, T, E>(kind: impl AsRef<str>, stream: S)
 where
-    S: futures::Stream<Item = Result<T, E>>,
+    S: futures::Stream<Item = Result<T, kube::runtime::controller::Error<Error, E>>>,
     T: std::fmt::Debug,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
+    use kube::runtime::controller::Error as ControllerError;
     let kind = kind.as_ref();
     stream
         .for_each(|outcome| async move {
             match outcome {
                 Ok(object) => tracing::debug!(kind, ?object, "reconciled"),
+                Err(ControllerError::QueueError(error)) => {
+                    warn!(kind, %error, "watch failed; it is retried with backoff")
+                }
                 Err(error) => tracing::debug!(kind, %error, "reconcile error"),
             }
         })
@@ -245,18 +369,77 @@ async fn record_history<K: Resource<DynamicType = ()>>(
     }
 }
 
-/// The RetentionHolds that `covers` says apply, as the lifecycle reads them.
-fn holds_where(context: &Context, covers: impl Fn(&RetentionHold) -> bool) -> Vec<Hold> {
+/// A RetentionHold as the lifecycle reads it: the organization it names is
+/// looked up for its tenant namespace.
+fn as_hold(context: &Context, hold: &RetentionHold) -> Hold {
+    let target = match (&hold.spec.organization, &hold.spec.entitlement) {
+        (Some(organization), _) => HoldTarget::Organization {
+            name: organization.clone(),
+            namespace: context
+                .organizations
+                .get(&ObjectRef::new(organization))
+                .map(|o| o.tenant_namespace()),
+        },
+        (None, Some(entitlement)) => HoldTarget::Entitlement {
+            namespace: entitlement.namespace.clone(),
+            name: entitlement.name.clone(),
+        },
+        // The API server refuses a hold without a target.
+        (None, None) => HoldTarget::Entitlement {
+            namespace: String::new(),
+            name: String::new(),
+        },
+    };
+    Hold {
+        name: hold.metadata.name.clone().unwrap_or_default(),
+        reason: hold.spec.reason.clone(),
+        ticket: hold.spec.ticket.clone(),
+        until: hold.spec.until,
+        target,
+    }
+}
+
+/// The RetentionHolds in the cache that `covers` says apply.
+fn cached_holds(context: &Context, covers: impl Fn(&Hold) -> bool) -> Vec<Hold> {
     context
         .holds
         .state()
         .iter()
-        .filter(|h| h.metadata.deletion_timestamp.is_none() && covers(h))
-        .map(|h| Hold {
-            name: h.metadata.name.clone().unwrap_or_default(),
-            reason: h.spec.reason.clone(),
-            ticket: h.spec.ticket.clone(),
-            until: h.spec.until,
-        })
+        .filter(|h| h.metadata.deletion_timestamp.is_none())
+        .map(|h| as_hold(context, h))
+        .filter(|h| covers(h))
         .collect()
+}
+
+/// The RetentionHolds that `covers` says apply, read live from the API server:
+/// what every delete checks right before it is sent, since a watch cache can
+/// lag behind a hold just placed.
+async fn live_holds(context: &Context, covers: impl Fn(&Hold) -> bool) -> Result<Vec<Hold>> {
+    let holds = Api::<RetentionHold>::all(context.client.clone())
+        .list(&kube::api::ListParams::default())
+        .await?;
+    Ok(holds
+        .items
+        .iter()
+        .filter(|h| h.metadata.deletion_timestamp.is_none())
+        .map(|h| as_hold(context, h))
+        .filter(|h| covers(h))
+        .collect())
+}
+
+/// Fails with [`Error::HoldAppeared`] if a hold in force at `now` covers what
+/// is about to be deleted, read live right before the delete.
+async fn no_live_hold(
+    context: &Context,
+    now: chrono::DateTime<chrono::Utc>,
+    covers: impl Fn(&Hold) -> bool,
+) -> Result<()> {
+    match live_holds(context, covers)
+        .await?
+        .into_iter()
+        .find(|h| h.in_force(now))
+    {
+        Some(hold) => Err(Error::HoldAppeared(hold.describe())),
+        None => Ok(()),
+    }
 }

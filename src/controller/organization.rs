@@ -1,8 +1,9 @@
-//! Organization reconciler: the tenant namespace, the finalizer that keeps an
-//! unpurged organization from being deleted, and status.
+//! Organization reconciler: the tenant namespace, access, the finalizer that
+//! keeps an unpurged organization from being deleted, the purge, and status.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
@@ -10,31 +11,35 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
-use super::status::{apply_status, ensure_finalizer, remove_finalizer};
+use super::status::{apply_status_if_unchanged, ensure_finalizer, is_conflict, remove_finalizer};
 use super::{
-    Context, Result, created_at, holds_where, log_outcomes, purge, record, record_history,
-    requeue_at, retry_later,
+    Context, Result, as_hold, cached_holds, created_at, live_holds, log_outcomes, purge,
+    reconciled, record, record_history, requeue_at, retry_later,
 };
-use crate::api::export::ExportPhase;
-use crate::api::{DataExport, LifecyclePolicy, RetentionHold};
 use crate::api::{
-    Entitlement, EntitlementPhase, ORGANIZATION_LABEL, Organization, OrganizationPhase,
-    organization::EntitlementCounts,
+    DataExport, Entitlement, EntitlementPhase, LifecyclePolicy, ORGANIZATION_LABEL, Organization,
+    OrganizationLifecycle, OrganizationPhase, RetentionHold, organization::EntitlementCounts,
 };
-use crate::lifecycle::conditions::{Extra, Verdict, conditions, has_condition};
-use crate::lifecycle::organization::{Hold, Input, PurgeStep, decide};
-use crate::lifecycle::policy::{Subject, resolve, scope_matches};
+use crate::lifecycle::conditions::{Extra, conditions, has_condition};
+use crate::lifecycle::export::available;
+use crate::lifecycle::hold::Hold;
+use crate::lifecycle::organization::{
+    EntitlementLock, Input, LockedRetention, Namespace as NamespaceState, PurgeStep, decide,
+};
+use crate::lifecycle::policy::{Subject, keys, locked_floor, resolve, scope_matches};
 
 pub async fn run(context: Arc<Context>) {
     let organizations = Api::<Organization>::all(context.client.clone());
     let namespaces = Api::<Namespace>::all(context.client.clone());
-    let entitlements = Api::<Entitlement>::all(context.client.clone());
     let controller = Controller::new(organizations, watcher::Config::default());
     let by_policy = controller.store();
+    let by_namespace = controller.store();
+    let by_export = controller.store();
+    let hold_context = context.clone();
     let controller = controller
         // A tenant namespace changing (or vanishing) wakes its organization.
         .watches(
@@ -47,28 +52,43 @@ pub async fn run(context: Arc<Context>) {
                     .map(|org| ObjectRef::new(org))
             },
         )
-        // Entitlement counts in status follow the entitlements' phases.
-        .watches(entitlements, watcher::Config::default(), |entitlement| {
-            entitlement.spec.organization.as_deref().map(ObjectRef::new)
-        })
-        // An export succeeding counts for the purge and the tombstone.
+        // Entitlement counts and locked retentions follow the entitlements.
+        .watches(
+            Api::<Entitlement>::all(context.client.clone()),
+            watcher::Config::default(),
+            move |entitlement| owner_of(&by_namespace, &entitlement.namespace()?),
+        )
+        // An export succeeding or expiring counts for the purge and the tombstone.
         .watches(
             Api::<DataExport>::all(context.client.clone()),
             watcher::Config::default(),
-            |export| Some(ObjectRef::new(&export.spec.organization)),
+            move |export| owner_of(&by_export, &export.namespace()?),
         )
-        // A hold placed, lifted or lapsing re-decides its organization.
+        // A hold placed, lifted or lapsing re-decides the organization it covers.
         .watches(
             Api::<RetentionHold>::all(context.client.clone()),
             watcher::Config::default(),
-            |hold| hold.spec.organization.as_deref().map(ObjectRef::new),
+            move |hold| {
+                let hold = as_hold(&hold_context, &hold);
+                hold_context
+                    .organizations
+                    .state()
+                    .iter()
+                    .filter(|org| {
+                        hold.covers_organization(&org.name_any(), &org.tenant_namespace())
+                    })
+                    .map(|org| ObjectRef::from_obj(org.as_ref()))
+                    .collect::<Vec<_>>()
+            },
         )
-        // A policy change re-decides the organizations it applies to.
+        // A policy change re-decides the organizations it applies to; a locked
+        // one every organization, since it sets minimums for their entitlements.
         .watches(
             Api::<LifecyclePolicy>::all(context.client.clone()),
             watcher::Config::default(),
             move |policy| {
                 let scope = policy.spec.scope.clone();
+                let locked = policy.spec.locked == Some(true);
                 by_policy
                     .state()
                     .iter()
@@ -78,7 +98,7 @@ pub async fn run(context: Arc<Context>) {
                             organization: Some(&name),
                             ..Subject::default()
                         };
-                        scope_matches(scope.as_ref(), &subject)
+                        locked || scope_matches(scope.as_ref(), &subject)
                     })
                     .map(|org| ObjectRef::from_obj(org.as_ref()))
                     .collect::<Vec<_>>()
@@ -87,38 +107,55 @@ pub async fn run(context: Arc<Context>) {
         .shutdown_on_signal();
     log_outcomes(
         "Organization",
-        controller.run(reconcile, retry_later, context),
+        controller.run(
+            |organization, context| {
+                reconciled(
+                    organization.clone(),
+                    context.clone(),
+                    reconcile(organization, context),
+                )
+            },
+            retry_later,
+            context,
+        ),
     )
     .await;
 }
 
-/// The namespace an organization owns: the one already recorded, else
-/// `spec.namespace`, else `org-<name>`.
-pub fn tenant_namespace(organization: &Organization) -> String {
-    organization
-        .status
-        .as_ref()
-        .and_then(|s| s.namespace.clone())
-        .or_else(|| organization.spec.namespace.clone())
-        .unwrap_or_else(|| format!("org-{}", organization.name_any()))
+/// The organization whose tenant namespace is `namespace`, if any.
+fn owner_of(store: &Store<Organization>, namespace: &str) -> Option<ObjectRef<Organization>> {
+    store
+        .state()
+        .iter()
+        .find(|org| org.tenant_namespace() == namespace)
+        .map(|org| ObjectRef::from_obj(org.as_ref()))
 }
 
 async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Result<Action> {
     let api = Api::<Organization>::all(context.client.clone());
     let name = organization.name_any();
-    let current = organization.status.clone();
     let deleting = organization.metadata.deletion_timestamp.is_some();
-    if deleting && current.as_ref().and_then(|s| s.phase) == Some(OrganizationPhase::Purged) {
+    let recorded_phase = organization.status.as_ref().and_then(|s| s.phase);
+    if deleting && recorded_phase == Some(OrganizationPhase::Purged) {
         remove_finalizer(&api, organization.as_ref()).await?;
         return Ok(Action::await_change());
     }
     if !deleting {
         ensure_finalizer(&api, organization.as_ref()).await?;
     }
-
+    // The purge's writes (Purging, the tombstone) must never come from a
+    // stale copy: once offboarding is under way, decide on a fresh one and
+    // write with its resourceVersion as a precondition.
+    let offboarding = organization.spec.lifecycle != OrganizationLifecycle::Active
+        || recorded_phase.is_some_and(|p| p != OrganizationPhase::Active);
+    let organization = match offboarding {
+        true => Arc::new(api.get(&name).await?),
+        false => organization,
+    };
+    let current = organization.status.clone();
     let now = context.clock.now();
-    let namespace = tenant_namespace(&organization);
-    let mut namespace_state = observe_namespace(&context, &name, &namespace).await?;
+    let namespace = organization.tenant_namespace();
+    let namespace_state = observe_namespace(&context, &name, &namespace).await?;
     let policies = context.policies.state();
     let policies: Vec<&LifecyclePolicy> = policies.iter().map(Arc::as_ref).collect();
     let subject = Subject {
@@ -126,86 +163,84 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
         ..Subject::default()
     };
     let effective = resolve(&policies, &subject, None);
-    let holds = holds_on(&context, &name);
-    // Succeeded exports are facts the purge and the tombstone depend on: the
-    // core reads them as part of what status records.
-    // Once the purge started they are kept as they were: the namespace
-    // holding them is going.
-    let mut observed = current.clone().unwrap_or_default();
+    let floor = |key| {
+        locked_floor(&policies, &subject, key)
+            .map(|(minimum, policy)| LockedRetention { minimum, policy })
+    };
+    let (locked_archived, locked_disabled) = (
+        floor(keys::DATA_RETENTION_DAYS),
+        floor(keys::DISABLED_RETENTION_DAYS),
+    );
+    let entitlement_locks = entitlement_locks(&context, &policies, &namespace);
+    // Once the purge started, the exports are kept as they were: the
+    // namespace holding them is going.
     let purge_started = matches!(
-        observed.phase,
+        recorded_phase,
         Some(OrganizationPhase::Purging | OrganizationPhase::Purged)
     );
-    if !purge_started {
-        observed.exports = succeeded_exports(&context, &name, &namespace).await?;
-    }
-    let created = created_at(&context, organization.as_ref());
-    let decision = decide(&Input {
-        name: &name,
-        spec: &organization.spec,
-        created,
-        recorded: Some(&observed),
-        policy: &effective,
-        holds: &holds,
-        namespace_exists: matches!(
-            namespace_state,
-            NamespaceState::Owned | NamespaceState::Terminating
+    let (exports, export_available) = match purge_started {
+        true => (
+            current
+                .as_ref()
+                .map(|s| s.exports.clone())
+                .unwrap_or_default(),
+            false,
         ),
-        now,
-    });
+        false => exports_of(&context, &namespace, now).await?,
+    };
+    let mut recorded = current.clone().unwrap_or_default();
+    recorded.exports = exports;
+    let created = created_at(&context, organization.as_ref());
+    let deciding = |holds: &[Hold]| {
+        decide(&Input {
+            name: &name,
+            spec: &organization.spec,
+            created,
+            recorded: Some(&recorded),
+            policy: &effective,
+            locked_archived: locked_archived.as_ref(),
+            locked_disabled: locked_disabled.as_ref(),
+            entitlement_locks: &entitlement_locks,
+            holds,
+            namespace_name: &namespace,
+            namespace: &namespace_state,
+            export_available,
+            now,
+        })
+    };
+    let covers = |h: &Hold| h.covers_organization(&name, &namespace);
+    let mut decision = deciding(&cached_holds(&context, covers));
+    if matches!(decision.purge, PurgeStep::DeleteNamespace { .. }) {
+        // Recording Purging and deleting are decided on the holds as the API
+        // server has them now, not as the watch cache last saw them.
+        decision = deciding(&live_holds(&context, covers).await?);
+    }
 
-    // The namespace is provisioned while the organization lives, never again
-    // once its purge has started.
-    let purge_started = matches!(
+    if decision.provision_namespace {
+        create_namespace(&context, &organization, &namespace).await?;
+    }
+    let purging = matches!(
         decision.phase,
         OrganizationPhase::Purging | OrganizationPhase::Purged
     );
-    if namespace_state == NamespaceState::Missing && !purge_started {
-        create_namespace(&context, &organization, &namespace).await?;
-        namespace_state = NamespaceState::Owned;
-    }
-    if namespace_state == NamespaceState::Owned && !purge_started {
+    if namespace_state == NamespaceState::Owned && !purging {
         set_access(&context, &organization, &namespace, decision.access_revoked).await?;
     }
 
-    let mut status = current.clone().unwrap_or_default();
-    status.exports = observed.exports.clone();
+    let mut status = recorded.clone();
     status.namespace = Some(namespace.clone());
     status.observed_generation = organization.metadata.generation;
-    status.entitlements = Some(count_entitlements(&context, &name));
+    status.entitlements = Some(count_entitlements(&context, &namespace));
     decision.write_to(&mut status);
-    let starting_purge = decision.phase == OrganizationPhase::Purging
-        && current.as_ref().and_then(|s| s.phase) != Some(OrganizationPhase::Purging);
-    match &decision.purge {
-        PurgeStep::Plan => status.purge_plan = Some(purge::plan(&context, &namespace).await?),
-        // What the purge deletes is counted once, as it starts, and recorded
-        // before anything is deleted: that count is what the tombstone says.
-        PurgeStep::DeleteNamespace if starting_purge => {
-            status.purge_plan = Some(purge::plan(&context, &namespace).await?)
-        }
-        _ => {}
+    // What the purge deletes is counted during its final grace, and once more
+    // as it starts, recorded before anything is deleted: that count is what
+    // the tombstone says.
+    if matches!(
+        decision.purge,
+        PurgeStep::Plan | PurgeStep::DeleteNamespace { freeze_plan: true }
+    ) {
+        status.purge_plan = Some(purge::plan(&context, &name, &namespace).await?);
     }
-
-    let verdict = match &namespace_state {
-        NamespaceState::NotOwned(owner) => Verdict::stalled(
-            "NamespaceNotOwned",
-            match owner {
-                Some(other) => format!(
-                    "namespace {namespace} belongs to organization {other} (label {ORGANIZATION_LABEL}); set spec.namespace to another name"
-                ),
-                None => format!(
-                    "namespace {namespace} exists without label {ORGANIZATION_LABEL}={name}; tenure never adopts a namespace it did not create: label it, or set spec.namespace to another name"
-                ),
-            },
-        ),
-        NamespaceState::Terminating if !purge_started => Verdict::reconciling(
-            "NamespaceTerminating",
-            format!(
-                "tenant namespace {namespace} is being deleted; it is created again once it is gone"
-            ),
-        ),
-        _ => decision.verdict.clone(),
-    };
     let mut extra = decision.extra.clone();
     let deletion_blocked = deleting.then(|| Extra {
         type_: "DeletionBlocked".into(),
@@ -219,15 +254,28 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
     extra.extend(deletion_blocked.clone());
     status.conditions = conditions(
         &status.conditions,
-        &verdict,
+        &decision.verdict,
         &extra,
         organization.metadata.generation,
         now,
     );
-    let written = apply_status(&api, &name, current.as_ref(), &status).await?;
+    let version = offboarding
+        .then(|| organization.resource_version())
+        .flatten();
+    let written =
+        match apply_status_if_unchanged(&api, &name, version.as_deref(), current.as_ref(), &status)
+            .await
+        {
+            // Changed since it was read: decide again on a fresh copy.
+            Err(error) if is_conflict(&error) => {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            other => other?,
+        };
 
     // Recorded first, done second: a purge resumed after a crash starts here.
-    if decision.purge == PurgeStep::DeleteNamespace {
+    if matches!(decision.purge, PurgeStep::DeleteNamespace { .. }) {
+        purge::delete_artifacts(&context, &name, &namespace).await?;
         purge::delete_namespace(&context, &name, &namespace).await?;
     }
     record_history(
@@ -261,38 +309,77 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
 /// `status.exports` keeps at most this many names.
 const EXPORTS_LIMIT: usize = 20;
 
-/// Names of the organization's succeeded DataExports, newest first.
-async fn succeeded_exports(
+/// Names of the DataExports of the tenant namespace that succeeded, newest
+/// first, and whether one of them still has its artifact (what
+/// `purge.requireExport` waits for).
+async fn exports_of(
     context: &Context,
-    organization: &str,
     namespace: &str,
-) -> Result<Vec<String>> {
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(Vec<String>, bool)> {
     let exports = Api::<DataExport>::namespaced(context.client.clone(), namespace)
         .list(&ListParams::default())
         .await?;
+    let export_available = exports
+        .items
+        .iter()
+        .filter_map(|e| e.status.as_ref())
+        .any(|status| available(status, now));
     let mut succeeded: Vec<(Option<chrono::DateTime<chrono::Utc>>, String)> = exports
         .items
         .iter()
-        .filter(|e| e.spec.organization == organization)
         .filter_map(|e| {
             let status = e.status.as_ref()?;
-            (status.phase == Some(ExportPhase::Succeeded))
+            (status.phase == Some(crate::api::export::ExportPhase::Succeeded))
                 .then(|| (status.completed_at, e.name_any()))
         })
         .collect();
     succeeded.sort_by(|a, b| b.cmp(a));
-    Ok(succeeded
+    let names = succeeded
         .into_iter()
         .take(EXPORTS_LIMIT)
         .map(|(_, name)| name)
-        .collect())
+        .collect();
+    Ok((names, export_available))
 }
 
-/// The RetentionHolds naming the organization.
-fn holds_on(context: &Context, organization: &str) -> Vec<Hold> {
-    holds_where(context, |h| {
-        h.spec.organization.as_deref() == Some(organization)
-    })
+/// The locked retention of every entitlement in the tenant namespace: a
+/// locked policy's data retention is a legal minimum the organization's purge
+/// waits for too.
+fn entitlement_locks(
+    context: &Context,
+    policies: &[&LifecyclePolicy],
+    namespace: &str,
+) -> Vec<EntitlementLock> {
+    context
+        .entitlements
+        .state()
+        .iter()
+        .filter(|e| e.namespace().as_deref() == Some(namespace))
+        .filter_map(|e| {
+            let subject = Subject {
+                class: Some(&e.spec.class),
+                organization: e.spec.organization.as_deref(),
+                product: Some(&e.spec.product),
+            };
+            let (minimum, policy) = locked_floor(policies, &subject, keys::DATA_RETENTION_DAYS)?;
+            let status = e.status.as_ref();
+            let cancelled = status.is_some_and(|s| {
+                matches!(
+                    s.phase,
+                    Some(EntitlementPhase::Cancelled | EntitlementPhase::Purged)
+                )
+            });
+            Some(EntitlementLock {
+                entitlement: format!("{namespace}/{}", e.name_any()),
+                cancelled_at: status
+                    .and_then(|s| s.cancelled.as_ref())
+                    .filter(|_| cancelled)
+                    .map(|c| c.at),
+                lock: LockedRetention { minimum, policy },
+            })
+        })
+        .collect()
 }
 
 /// The deny-all NetworkPolicy that revokes access to a Disabled or Archived
@@ -366,16 +453,6 @@ async fn set_access(
     Ok(())
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum NamespaceState {
-    Missing,
-    Owned,
-    /// Ours, but being deleted.
-    Terminating,
-    /// The namespace exists without our label, or with another organization's.
-    NotOwned(Option<String>),
-}
-
 async fn observe_namespace(
     context: &Context,
     organization: &str,
@@ -426,10 +503,12 @@ async fn create_namespace(
     Ok(())
 }
 
-fn count_entitlements(context: &Context, organization: &str) -> EntitlementCounts {
+/// How many of the entitlements in the tenant namespace are in each phase
+/// (one elsewhere that names the organization stalls and is not counted).
+fn count_entitlements(context: &Context, namespace: &str) -> EntitlementCounts {
     let mut counts = EntitlementCounts::default();
     for entitlement in context.entitlements.state() {
-        if entitlement.spec.organization.as_deref() != Some(organization) {
+        if entitlement.namespace().as_deref() != Some(namespace) {
             continue;
         }
         match entitlement.status.as_ref().and_then(|s| s.phase) {

@@ -9,15 +9,20 @@ use kube::core::{ApiResource, DynamicObject};
 use kube::discovery::{Discovery, Scope, verbs};
 use kube::{Api, ResourceExt};
 
-use super::{Context, Error, Result};
+use super::{Context, Error, Result, export, no_live_hold};
 use crate::api::ORGANIZATION_LABEL;
 use crate::api::organization::PurgePlan;
 
-/// Counts, by kind, every object in `namespace` that deleting it deletes.
-pub async fn plan(context: &Context, namespace: &str) -> Result<PurgePlan> {
+/// Counts, by kind, every object in `namespace` that deleting it deletes,
+/// and the organization's export artifacts (`ExportArtifact`), which the
+/// purge removes as well. Only a namespace tenure owns is counted.
+pub async fn plan(context: &Context, organization: &str, namespace: &str) -> Result<PurgePlan> {
     let mut objects = BTreeMap::new();
     let namespaces = Api::<Namespace>::all(context.client.clone());
-    if namespaces.get_opt(namespace).await?.is_none() {
+    let owned = namespaces.get_opt(namespace).await?.is_some_and(|ns| {
+        ns.labels().get(ORGANIZATION_LABEL).map(String::as_str) == Some(organization)
+    });
+    if !owned {
         return Ok(PurgePlan::default());
     }
     for resource in namespaced_kinds(context).await? {
@@ -33,10 +38,38 @@ pub async fn plan(context: &Context, namespace: &str) -> Result<PurgePlan> {
             *objects.entry(resource.kind.clone()).or_insert(0) += count;
         }
     }
+    let artifacts = export::artifacts_of(context, namespace).await?.len() as i64;
+    if artifacts > 0 {
+        objects.insert(ARTIFACT_KIND.into(), artifacts);
+    }
     Ok(PurgePlan {
         objects,
         namespaces: vec![namespace.to_string()],
     })
+}
+
+/// How purge plans and tombstones count export ZIPs.
+pub const ARTIFACT_KIND: &str = "ExportArtifact";
+
+/// Deletes every export artifact of the tenant namespace (files and S3
+/// objects, partial ones included), after a live look for holds.
+pub async fn delete_artifacts(
+    context: &Context,
+    organization: &str,
+    namespace: &str,
+) -> Result<()> {
+    let artifacts = export::artifacts_of(context, namespace).await?;
+    if artifacts.is_empty() {
+        return Ok(());
+    }
+    no_live_hold(context, context.clock.now(), |h| {
+        h.covers_organization(organization, namespace)
+    })
+    .await?;
+    for artifact in &artifacts {
+        export::delete_artifact(context, artifact).await?;
+    }
+    Ok(())
 }
 
 /// Every namespaced kind the API server lets tenure list, Events left out:
@@ -56,7 +89,8 @@ pub async fn namespaced_kinds(context: &Context) -> Result<Vec<ApiResource>> {
 }
 
 /// Deletes the tenant namespace if it is still there and still labelled for
-/// `organization`: read afresh, deleted only with that exact object's uid.
+/// `organization`, and no hold covers it: the namespace and the holds read
+/// afresh, deleted only with that exact object's uid.
 pub async fn delete_namespace(
     context: &Context,
     organization: &str,
@@ -74,6 +108,10 @@ pub async fn delete_namespace(
     if live.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
+    no_live_hold(context, context.clock.now(), |h| {
+        h.covers_organization(organization, namespace)
+    })
+    .await?;
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: live.uid(),

@@ -1,44 +1,44 @@
-//! The kinds whose status (so far) only reports whether the controller accepted
-//! them: EntitlementClass, LifecyclePolicy and RetentionHold. One
-//! generic reconciler writes their observedGeneration and conditions.
+//! The kinds whose status reports whether the controller accepted them and
+//! what they apply to: EntitlementClass, LifecyclePolicy and RetentionHold.
+//! One generic reconciler writes their observedGeneration and conditions.
 
-use std::fmt::Debug;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use futures::future::BoxFuture;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use kube::{Api, ResourceExt};
 
-use super::status::{apply_status_if_unchanged, is_conflict};
-use super::{Context, Result, log_outcomes, requeue_at, retry_later};
+use super::status::{WithStatus, apply_status_if_unchanged, is_conflict};
+use super::{Context, Result, log_outcomes, reconciled, requeue_at, retry_later};
 use crate::api::{
-    EntitlementClass, LifecyclePolicy, LifecyclePolicyStatus, RetentionHold, RetentionHoldStatus,
-    class::EntitlementClassStatus,
+    Entitlement, EntitlementClass, LifecyclePolicy, Organization, RetentionHold,
+    RetentionHoldStatus,
 };
+use crate::lifecycle::codes::{ClassPrefix, prefix_taken_by};
 use crate::lifecycle::conditions::{Extra, Verdict, conditions};
+use crate::lifecycle::downstream::class_problem;
 use crate::lifecycle::policy;
 
-pub trait Reported:
-    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
-{
-    type Status: Default + Clone + PartialEq + Serialize + Send + Sync;
-    fn status(&self) -> Option<&Self::Status>;
-    /// The API to write this object's status through.
-    fn api(&self, client: Client) -> Api<Self>;
-    fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>);
+pub trait Reported: WithStatus {
     /// What the conditions say at `now`, and when that next changes by itself.
-    fn verdict(&self, now: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>);
+    fn verdict(&self, context: &Context, now: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>);
+    /// A verdict that needs the API server (discovery), overriding `verdict`.
+    fn check<'a>(&'a self, _context: &'a Context) -> BoxFuture<'a, Result<Option<Verdict>>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Conditions besides the kstatus ones, which may depend on other objects.
     fn extra(&self, _context: &Context) -> Vec<Extra> {
         Vec::new()
     }
     /// Fills status fields besides the conditions from what the controller sees.
     fn observe(&self, _context: &Context, _status: &mut Self::Status) {}
+    /// Other kinds whose changes re-decide objects of this one.
+    fn related(controller: Controller<Self>, _context: &Context) -> Controller<Self> {
+        controller
+    }
     /// Whether the status holds state of its own (not only conditions), so
     /// that a write from a stale copy must be refused.
     const GUARDED: bool = false;
@@ -60,9 +60,16 @@ pub async fn run<K: Reported>(context: Arc<Context>) {
                 .collect::<Vec<_>>()
         });
     }
+    let controller = K::related(controller, &context);
     log_outcomes(
         K::kind(&()).into_owned(),
-        controller.run(reconcile::<K>, retry_later, context),
+        controller.run(
+            |object, context| {
+                reconciled(object.clone(), context.clone(), reconcile(object, context))
+            },
+            retry_later,
+            context,
+        ),
     )
     .await;
 }
@@ -70,7 +77,10 @@ pub async fn run<K: Reported>(context: Arc<Context>) {
 async fn reconcile<K: Reported>(object: Arc<K>, context: Arc<Context>) -> Result<Action> {
     let api = object.api(context.client.clone());
     let now = context.clock.now();
-    let (verdict, wake_at) = object.verdict(now);
+    let (verdict, wake_at) = match object.check(&context).await? {
+        Some(problem) => (problem, None),
+        None => object.verdict(&context, now),
+    };
     let generation = object.meta().generation;
     let current = object.status().cloned();
     let mut status = current.clone().unwrap_or_default();
@@ -99,34 +109,59 @@ async fn reconcile<K: Reported>(object: Arc<K>, context: Arc<Context>) -> Result
     })
 }
 
-/// Every status here keeps its own `observedGeneration` and `conditions`.
-macro_rules! status_accessors {
-    ($status:ty) => {
-        type Status = $status;
-        fn status(&self) -> Option<&Self::Status> {
-            self.status.as_ref()
-        }
-        fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>) {
-            (&mut status.observed_generation, &mut status.conditions)
-        }
-    };
+/// Why `class` cannot hand out codes or govern its kinds, if it cannot: its
+/// prefix belongs to an older class, or it lists a cluster-scoped kind. Its
+/// entitlements stall on it too, before taking a code.
+pub async fn class_problem_of(
+    context: &Context,
+    class: &EntitlementClass,
+) -> Result<Option<Verdict>> {
+    let classes = context.classes.state();
+    let prefixes: Vec<ClassPrefix> = classes.iter().map(|c| class_prefix(c)).collect();
+    if let Some(owner) = prefix_taken_by(&class_prefix(class), &prefixes) {
+        return Ok(Some(Verdict::stalled(
+            "PrefixInUse",
+            format!(
+                "spec.codePrefix {} is already the prefix of EntitlementClass {owner}: codes are unique across classes, so this class hands out none; choose another prefix",
+                class.spec.code_prefix
+            ),
+        )));
+    }
+    let scopes = context
+        .downstream_kinds
+        .scopes(context, &class.spec.downstream)
+        .await?;
+    Ok(class_problem(&class.spec.downstream, &scopes)
+        .map(|message| Verdict::stalled("ClusterScopedKind", message)))
+}
+
+fn class_prefix(class: &EntitlementClass) -> ClassPrefix<'_> {
+    ClassPrefix {
+        name: class.metadata.name.as_deref().unwrap_or_default(),
+        prefix: &class.spec.code_prefix,
+        created: class
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(crate::lifecycle::conditions::from_time),
+    }
 }
 
 impl Reported for EntitlementClass {
-    status_accessors!(EntitlementClassStatus);
     // Status keeps the code sequences, written by the code allocator too.
     const GUARDED: bool = true;
-    fn api(&self, client: Client) -> Api<Self> {
-        Api::all(client)
-    }
-    fn verdict(&self, _: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
+    // Another class taking or giving up a prefix changes this one's verdict.
+    const SIBLINGS_MATTER: bool = true;
+    fn verdict(&self, _: &Context, _: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
         let message = format!("codes of this class start with {}-", self.spec.code_prefix);
         (Verdict::ready("Accepted", message), None)
+    }
+    fn check<'a>(&'a self, context: &'a Context) -> BoxFuture<'a, Result<Option<Verdict>>> {
+        Box::pin(class_problem_of(context, self))
     }
 }
 
 impl Reported for LifecyclePolicy {
-    status_accessors!(LifecyclePolicyStatus);
     const SIBLINGS_MATTER: bool = true;
     fn extra(&self, context: &Context) -> Vec<Extra> {
         let policies = context.policies.state();
@@ -155,10 +190,7 @@ impl Reported for LifecyclePolicy {
             ),
         }]
     }
-    fn api(&self, client: Client) -> Api<Self> {
-        Api::all(client)
-    }
-    fn verdict(&self, _: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
+    fn verdict(&self, _: &Context, _: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
         let scope = self.spec.scope.clone().unwrap_or_default();
         let applies_to = match (scope.class, scope.organization, scope.product) {
             (Some(class), _, _) => format!("entitlements of class {class}"),
@@ -168,38 +200,103 @@ impl Reported for LifecyclePolicy {
             (_, _, Some(product)) => format!("entitlements of product {product}"),
             _ => "every organization and entitlement (global)".into(),
         };
+        let locked = if self.spec.locked == Some(true) {
+            "; locked: its retention and final grace are minimums for all of them"
+        } else {
+            ""
+        };
         (
-            Verdict::ready("Accepted", format!("applies to {applies_to}")),
+            Verdict::ready("Accepted", format!("applies to {applies_to}{locked}")),
             None,
         )
     }
 }
 
+impl RetentionHold {
+    /// The organization this hold names and finds, if any.
+    fn organization(&self, context: &Context) -> Option<Arc<Organization>> {
+        let name = self.spec.organization.as_deref()?;
+        context.organizations.get(&ObjectRef::new(name))
+    }
+
+    /// The entitlement this hold names and finds, if any.
+    fn entitlement(&self, context: &Context) -> Option<Arc<Entitlement>> {
+        let target = self.spec.entitlement.as_ref()?;
+        context
+            .entitlements
+            .get(&ObjectRef::new(&target.name).within(&target.namespace))
+    }
+}
+
+/// The holds whose target `matches` says an object change concerns.
+fn holds_naming(
+    store: &Store<RetentionHold>,
+    matches: impl Fn(&RetentionHold) -> bool,
+) -> Vec<ObjectRef<RetentionHold>> {
+    store
+        .state()
+        .iter()
+        .filter(|h| matches(h))
+        .map(|h| ObjectRef::from_obj(h.as_ref()))
+        .collect()
+}
+
 impl Reported for RetentionHold {
-    status_accessors!(RetentionHoldStatus);
     fn observe(&self, context: &Context, status: &mut RetentionHoldStatus) {
+        let hold = super::as_hold(context, self);
         let mut covers = Vec::new();
-        if let Some(org) = self.spec.organization.as_deref()
-            && let Some(organization) = context.organizations.get(&ObjectRef::new(org))
-        {
-            covers.push(format!("Organization/{org}"));
-            let namespace = super::organization::tenant_namespace(&organization);
+        if let Some(organization) = self.organization(context) {
+            let name = organization.name_any();
+            let namespace = organization.tenant_namespace();
+            covers.push(format!("Organization/{name}"));
             covers.push(format!("Namespace/{namespace}"));
         }
-        if let Some(target) = &self.spec.entitlement
-            && context
+        if self.organization(context).is_some() || self.entitlement(context).is_some() {
+            let mut entitlements: Vec<String> = context
                 .entitlements
-                .get(&ObjectRef::new(&target.name).within(&target.namespace))
-                .is_some()
-        {
-            covers.push(format!("Entitlement/{}/{}", target.namespace, target.name));
+                .state()
+                .iter()
+                .filter(|e| {
+                    hold.covers_entitlement(
+                        &e.namespace().unwrap_or_default(),
+                        &e.name_any(),
+                        e.spec.organization.as_deref(),
+                    )
+                })
+                .map(|e| {
+                    format!(
+                        "Entitlement/{}/{}",
+                        e.namespace().unwrap_or_default(),
+                        e.name_any()
+                    )
+                })
+                .collect();
+            entitlements.sort();
+            covers.extend(entitlements);
         }
         status.covers = covers;
     }
-    fn api(&self, client: Client) -> Api<Self> {
-        Api::all(client)
-    }
-    fn verdict(&self, now: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
+    fn verdict(&self, context: &Context, now: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
+        let missing = match (&self.spec.organization, &self.spec.entitlement) {
+            (Some(name), _) if self.organization(context).is_none() => Some(format!(
+                "spec.organization names Organization {name}, which does not exist"
+            )),
+            (None, Some(target)) if self.entitlement(context).is_none() => Some(format!(
+                "spec.entitlement names Entitlement {}/{}, which does not exist",
+                target.namespace, target.name
+            )),
+            _ => None,
+        };
+        let lapse = self.spec.until.filter(|until| *until > now);
+        if let Some(missing) = missing {
+            return (
+                Verdict::not_ready(
+                    "TargetNotFound",
+                    format!("{missing}; the hold protects it the moment it appears"),
+                ),
+                lapse,
+            );
+        }
         match self.spec.until {
             Some(until) if until <= now => (
                 Verdict::ready("Lapsed", format!("the hold lapsed at {until}")),
@@ -214,5 +311,45 @@ impl Reported for RetentionHold {
                 None,
             ),
         }
+    }
+    fn related(controller: Controller<Self>, context: &Context) -> Controller<Self> {
+        let by_organization = controller.store();
+        let by_entitlement = controller.store();
+        let organizations = context.organizations.clone();
+        controller
+            .watches(
+                Api::<Organization>::all(context.client.clone()),
+                watcher::Config::default(),
+                move |organization| {
+                    let name = organization.name_any();
+                    holds_naming(&by_organization, |h| {
+                        h.spec.organization.as_deref() == Some(name.as_str())
+                    })
+                },
+            )
+            .watches(
+                Api::<Entitlement>::all(context.client.clone()),
+                watcher::Config::default(),
+                move |entitlement| {
+                    let namespace = entitlement.namespace().unwrap_or_default();
+                    let name = entitlement.name_any();
+                    let named = entitlement.spec.organization.clone();
+                    // Holds on it, and on the organization it names or lives in
+                    // (whose coverage lists it).
+                    holds_naming(&by_entitlement, |h| match &h.spec.organization {
+                        Some(organization) => {
+                            named.as_deref() == Some(organization.as_str())
+                                || organizations
+                                    .get(&ObjectRef::new(organization))
+                                    .is_some_and(|o| o.tenant_namespace() == namespace)
+                        }
+                        None => h
+                            .spec
+                            .entitlement
+                            .as_ref()
+                            .is_some_and(|t| t.namespace == namespace && t.name == name),
+                    })
+                },
+            )
     }
 }

@@ -1,12 +1,92 @@
 //! Status writing: server-side apply of the whole status with one field
 //! manager, and only when it changed.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{FIELD_MANAGER, Result};
+use super::{Context, FIELD_MANAGER, Result};
+use crate::api::class::EntitlementClassStatus;
+use crate::api::entitlement::EntitlementStatus;
+use crate::api::{
+    DataExport, DataExportStatus, Entitlement, EntitlementClass, LifecyclePolicy,
+    LifecyclePolicyStatus, Organization, OrganizationStatus, RetentionHold, RetentionHoldStatus,
+};
+use crate::lifecycle::conditions::{Verdict, conditions};
+
+/// A kind whose status keeps `observedGeneration` and kstatus `conditions`:
+/// every kind of tenure's.
+pub trait WithStatus:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+    type Status: Default + Clone + PartialEq + Serialize + Send + Sync;
+    fn status(&self) -> Option<&Self::Status>;
+    fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>);
+    /// The API to write this object's status through.
+    fn api(&self, client: Client) -> Api<Self>;
+}
+
+/// Every status here keeps its own `observedGeneration` and `conditions`.
+macro_rules! with_status {
+    ($($kind:ty => $status:ty, $api:ident;)*) => {$(
+        impl WithStatus for $kind {
+            type Status = $status;
+            fn status(&self) -> Option<&Self::Status> {
+                self.status.as_ref()
+            }
+            fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>) {
+                (&mut status.observed_generation, &mut status.conditions)
+            }
+            fn api(&self, client: Client) -> Api<Self> {
+                with_status!(@api $api, self, client)
+            }
+        }
+    )*};
+    (@api cluster, $self:ident, $client:ident) => { Api::all($client) };
+    (@api namespaced, $self:ident, $client:ident) => {
+        Api::namespaced($client, &$self.namespace().unwrap_or_default())
+    };
+}
+
+with_status! {
+    Organization => OrganizationStatus, cluster;
+    Entitlement => EntitlementStatus, namespaced;
+    EntitlementClass => EntitlementClassStatus, cluster;
+    LifecyclePolicy => LifecyclePolicyStatus, cluster;
+    RetentionHold => RetentionHoldStatus, cluster;
+    DataExport => DataExportStatus, namespaced;
+}
+
+/// Writes `verdict` into the object's conditions, the rest of its status as it
+/// is (e.g. Stalled for an error retrying cannot fix).
+pub async fn write_verdict<K: WithStatus>(
+    object: &K,
+    context: &Context,
+    verdict: &Verdict,
+) -> Result<()> {
+    let generation = object.meta().generation;
+    let current = object.status().cloned();
+    let mut status = current.clone().unwrap_or_default();
+    let (observed_generation, status_conditions) = K::observed(&mut status);
+    *observed_generation = generation;
+    *status_conditions = conditions(
+        status_conditions,
+        verdict,
+        &[],
+        generation,
+        context.clock.now(),
+    );
+    apply_status(
+        &object.api(context.client.clone()),
+        &object.name_any(),
+        current.as_ref(),
+        &status,
+    )
+    .await?;
+    Ok(())
+}
 
 /// Applies `status` to the object `name` unless it equals `current`. The whole
 /// status is sent: fields left out are removed, as the field manager owns them.

@@ -35,6 +35,17 @@ impl Verdict {
         }
     }
 
+    /// Not ready, for a reason that may resolve by itself (e.g. a target that
+    /// does not exist yet): neither Reconciling nor Stalled.
+    pub fn not_ready(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            ready: false,
+            progress: Progress::Done,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
     pub fn reconciling(reason: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             ready: false,

@@ -13,8 +13,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Value, json};
 
-use crate::api::EntitlementPhase;
+use super::conditions::Extra;
 use crate::api::class::{CancelAction, DownstreamKind, PurgeAction, SuspendAction};
+use crate::api::entitlement::ResourceCounts;
+use crate::api::{ENTITLEMENT_LABEL, EntitlementPhase};
 
 /// Annotation keeping a paused workload's former replica count.
 pub const PAUSED_REPLICAS: &str = "tenure.dev/paused-replicas";
@@ -28,18 +30,29 @@ pub enum Desired {
     /// As its owners made it: resumed if tenure had paused it.
     Running,
     Paused,
+    /// Left exactly as it is: a delete a hold turned into retain.
+    Retained,
     /// Deleted when the entitlement is cancelled (deprovisioned).
     Deprovisioned,
     /// Deleted at the purge.
     Deleted,
 }
 
-/// What the class wants for objects of `kind` in `phase`.
+/// What the class wants for objects of `kind` in `phase`. While a hold is in
+/// force (`held`), every delete becomes retain.
 pub fn desired(
     phase: EntitlementPhase,
     kind: &DownstreamKind,
     deprovision_on_cancel: bool,
+    held: bool,
 ) -> Desired {
+    match wanted(phase, kind, deprovision_on_cancel) {
+        Desired::Deprovisioned | Desired::Deleted if held => Desired::Retained,
+        wanted => wanted,
+    }
+}
+
+fn wanted(phase: EntitlementPhase, kind: &DownstreamKind, deprovision_on_cancel: bool) -> Desired {
     use EntitlementPhase::*;
     let on_suspend = match kind.on_suspend {
         SuspendAction::Pause => Desired::Paused,
@@ -60,6 +73,117 @@ pub fn desired(
             PurgeAction::Retain => Desired::Running,
         },
     }
+}
+
+/// What governing the downstream objects did, for status, conditions and Events.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub counts: ResourceCounts,
+    /// One line per change made, e.g. `paused Deployment web`.
+    pub changes: Vec<String>,
+    /// Workloads changed by hand while paused, left as they are.
+    pub overridden: Vec<String>,
+    /// Kinds the class lists that the API server does not serve.
+    pub unserved: Vec<String>,
+    /// Bound objects a hold kept from being deleted.
+    pub retained: Vec<String>,
+    /// Bound objects created after the entitlement was purged: never deleted.
+    pub after_purge: Vec<String>,
+}
+
+/// The conditions that tell what governing the downstream objects did, or
+/// could not do; `holds` are the holds in force.
+pub fn outcome_conditions(
+    outcome: &Outcome,
+    phase: EntitlementPhase,
+    holds: &[String],
+) -> Vec<Extra> {
+    let mut extra = Vec::new();
+    let mut set = |type_: &str, reason: &str, message: String| {
+        extra.push(Extra {
+            type_: type_.into(),
+            status: true,
+            reason: reason.into(),
+            message,
+        })
+    };
+    if !outcome.overridden.is_empty() {
+        set(
+            "ManualOverride",
+            "ChangedWhilePaused",
+            format!(
+                "{} changed by hand while paused; tenure leaves them as they are and removes its annotation on resume",
+                outcome.overridden.join(", ")
+            ),
+        );
+    }
+    if !outcome.unserved.is_empty() {
+        set(
+            "KindNotServed",
+            "NotServed",
+            format!(
+                "the class lists {}, which the API server does not serve; objects of it are not governed",
+                outcome.unserved.join(", ")
+            ),
+        );
+    }
+    if phase == EntitlementPhase::Cancelled && outcome.counts.deprovisioned > 0 {
+        set(
+            "Deprovisioned",
+            "OnCancelDelete",
+            format!(
+                "{} bound objects deleted on cancellation (the class's onCancel: Delete)",
+                outcome.counts.deprovisioned
+            ),
+        );
+    }
+    if !outcome.retained.is_empty() {
+        set(
+            "DeletionHeld",
+            "Held",
+            format!(
+                "{} kept: RetentionHold {} is in force, so what the class would delete is retained",
+                outcome.retained.join(", "),
+                holds.join(", ")
+            ),
+        );
+    }
+    if !outcome.after_purge.is_empty() {
+        set(
+            "CreatedAfterPurge",
+            "NotDeleted",
+            format!(
+                "{} appeared after the purge: a purged entitlement never deletes what was created after it (for example data restored from a backup); delete it yourself if it should go",
+                outcome.after_purge.join(", ")
+            ),
+        );
+    }
+    extra
+}
+
+/// How the API server serves a kind a class lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KindScope {
+    Namespaced,
+    Cluster,
+    NotServed,
+}
+
+/// Why a class cannot govern what it lists, if it cannot: an entry names a
+/// cluster-scoped kind (an entitlement governs only its own namespace). Kinds
+/// not served yet are not a problem of the class: they may be installed later.
+pub fn class_problem(downstream: &[DownstreamKind], scopes: &[KindScope]) -> Option<String> {
+    downstream
+        .iter()
+        .zip(scopes)
+        .enumerate()
+        .find(|(_, (_, scope))| **scope == KindScope::Cluster)
+        .map(|(i, (kind, _))| {
+            format!(
+                "spec.downstream[{i}] ({} {}) is cluster-scoped: an entitlement governs only objects in its own namespace; remove the entry",
+                kind.api_version, kind.kind
+            )
+        })
 }
 
 /// How a kind is paused, if it can be.
@@ -177,6 +301,50 @@ pub fn resume_patch(object: &Value, how: Pausing) -> Option<Value> {
             "metadata": {"annotations": {PAUSED_SUSPEND: null}},
         })),
     }
+}
+
+/// Whether the entitlement `entitlement` with `selector` binds an object
+/// labelled `labels`: labelled with its name, or matched by its selector and
+/// not labelled for another entitlement.
+pub fn binds(
+    entitlement: &str,
+    selector: Option<&LabelSelector>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    match labels.get(ENTITLEMENT_LABEL) {
+        Some(named) => named == entitlement,
+        None => selector.is_some_and(|s| selector_matches(s, labels)),
+    }
+}
+
+/// Why `selector` cannot bind objects, if it cannot: it is malformed, or it
+/// requires no label to be present and so could match every object.
+pub fn selector_problem(selector: &LabelSelector) -> Option<String> {
+    let field = "spec.resources.selector";
+    let mut requires_a_label = selector
+        .match_labels
+        .as_ref()
+        .is_some_and(|labels| !labels.is_empty());
+    for (i, e) in selector.match_expressions.iter().flatten().enumerate() {
+        let values = e.values.as_deref().unwrap_or_default();
+        let at = format!("{field}.matchExpressions[{i}]");
+        match e.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => {
+                return Some(format!("{at}: operator {} needs values", e.operator));
+            }
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                return Some(format!("{at}: operator {} takes no values", e.operator));
+            }
+            "In" | "Exists" => requires_a_label = true,
+            "NotIn" | "DoesNotExist" => {}
+            other => return Some(format!("{at}: unknown operator {other:?}")),
+        }
+    }
+    (!requires_a_label).then(|| {
+        format!(
+            "{field} requires no label (matchLabels, In or Exists), so it could match every object in the namespace; name at least one label a bound object carries"
+        )
+    })
 }
 
 /// Whether `labels` match a label selector, as the API server matches them.
@@ -301,21 +469,117 @@ mod tests {
             on_cancel: CancelAction::Delete,
             on_purge: PurgeAction::Delete,
         };
-        assert_eq!(desired(Active, &environment, true), Desired::Running);
-        assert_eq!(desired(Suspended, &environment, true), Desired::Paused);
+        assert_eq!(desired(Active, &environment, true, false), Desired::Running);
         assert_eq!(
-            desired(Cancelled, &environment, true),
+            desired(Suspended, &environment, true, false),
+            Desired::Paused
+        );
+        assert_eq!(
+            desired(Cancelled, &environment, true, false),
             Desired::Deprovisioned
         );
-        assert_eq!(desired(Cancelled, &environment, false), Desired::Paused);
-        assert_eq!(desired(Purged, &environment, true), Desired::Deleted);
+        assert_eq!(
+            desired(Cancelled, &environment, false, false),
+            Desired::Paused
+        );
+        assert_eq!(desired(Purged, &environment, true, false), Desired::Deleted);
         let retained = DownstreamKind {
             on_suspend: SuspendAction::Retain,
             on_cancel: CancelAction::Retain,
             on_purge: PurgeAction::Retain,
             ..environment
         };
-        assert_eq!(desired(Suspended, &retained, true), Desired::Running);
-        assert_eq!(desired(Purged, &retained, true), Desired::Running);
+        assert_eq!(desired(Suspended, &retained, true, false), Desired::Running);
+        assert_eq!(desired(Purged, &retained, true, false), Desired::Running);
+    }
+
+    #[test]
+    fn a_hold_in_force_turns_every_delete_into_retain() {
+        use EntitlementPhase::*;
+        let environment = DownstreamKind {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            on_suspend: SuspendAction::Pause,
+            on_cancel: CancelAction::Delete,
+            on_purge: PurgeAction::Delete,
+        };
+        assert_eq!(
+            desired(Cancelled, &environment, true, true),
+            Desired::Retained
+        );
+        assert_eq!(desired(Purged, &environment, true, true), Desired::Retained);
+        assert_eq!(
+            desired(Suspended, &environment, true, true),
+            Desired::Paused
+        );
+    }
+
+    fn selector(labels: &[(&str, &str)], expressions: Value) -> LabelSelector {
+        LabelSelector {
+            match_labels: (!labels.is_empty()).then(|| {
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            }),
+            match_expressions: serde_json::from_value(expressions).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_selector_that_could_match_every_object_or_is_malformed_is_refused() {
+        for (broad, expressions) in [
+            ("empty", json!(null)),
+            (
+                "DoesNotExist",
+                json!([{"key": "x", "operator": "DoesNotExist"}]),
+            ),
+            (
+                "NotIn",
+                json!([{"key": "x", "operator": "NotIn", "values": ["a"]}]),
+            ),
+            ("In without values", json!([{"key": "x", "operator": "In"}])),
+            (
+                "NotIn without values",
+                json!([{"key": "x", "operator": "NotIn", "values": []}]),
+            ),
+            (
+                "unknown operator",
+                json!([{"key": "x", "operator": "Near", "values": ["a"]}]),
+            ),
+        ] {
+            let problem = selector_problem(&selector(&[], expressions));
+            assert!(
+                problem
+                    .as_deref()
+                    .is_some_and(|p| p.contains("spec.resources.selector")),
+                "{broad}: {problem:?}"
+            );
+        }
+        assert_eq!(
+            selector_problem(&selector(&[("team", "blue")], json!(null))),
+            None
+        );
+        let narrowed = json!([{"key": "team", "operator": "Exists"}, {"key": "x", "operator": "DoesNotExist"}]);
+        assert_eq!(selector_problem(&selector(&[], narrowed)), None);
+    }
+
+    #[test]
+    fn an_object_labelled_for_another_entitlement_is_never_bound_by_a_selector() {
+        let blue = selector(&[("team", "blue")], json!(null));
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(binds("a", Some(&blue), &labels(&[("team", "blue")])));
+        assert!(!binds(
+            "a",
+            Some(&blue),
+            &labels(&[("team", "blue"), (ENTITLEMENT_LABEL, "b")])
+        ));
+        assert!(binds("a", None, &labels(&[(ENTITLEMENT_LABEL, "a")])));
+        assert!(!binds("a", Some(&blue), &labels(&[("team", "red")])));
     }
 }

@@ -9,16 +9,20 @@
 //! happened even if its cause is removed later (only a reactivation lifts it),
 //! and a Purged entitlement never comes back.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::conditions::{Extra, Verdict};
 use super::hold::{Hold, HoldState, hold_state};
-use super::policy::{Effective, keys};
+use super::policy::{Effective, keys, recorded_days};
+use super::purge::{Announced, final_purge_at};
 use crate::api::common::{HistoryEntry, OffboardingReason, append_history};
 use crate::api::entitlement::{
-    CancellationRecord, CancelledBy, Deadlines, EntitlementPhase, EntitlementSpec,
+    CancellationRecord, CancelledBy, Deadlines, EffectiveValue, EntitlementPhase, EntitlementSpec,
     EntitlementStatus, NextTransition,
 };
+use crate::api::organization::OrganizationPhase;
 
 type Time = DateTime<Utc>;
 
@@ -36,6 +40,20 @@ pub enum Standing {
     },
 }
 
+/// What the entitlement's organization says about purging its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrganizationPurge {
+    pub name: String,
+    /// The organization's phase. Anything but Active means it is offboarded:
+    /// the data of its entitlements is then purged with the organization's,
+    /// never on its own.
+    pub phase: OrganizationPhase,
+    /// `spec.retention.extendUntil`: nothing is purged before it.
+    pub extend_until: Option<Time>,
+    /// The organization's announced purge, if any.
+    pub final_purge_at: Option<Time>,
+}
+
 /// Everything the lifecycle depends on.
 #[derive(Clone, Debug)]
 pub struct Input<'a> {
@@ -43,6 +61,8 @@ pub struct Input<'a> {
     /// When the entitlement was created (on the controller's clock).
     pub created: Time,
     pub organization: &'a Standing,
+    /// The organization's guards on the purge (None: standalone).
+    pub organization_purge: Option<&'a OrganizationPurge>,
     /// Every RetentionHold covering the entitlement or its organization.
     pub holds: &'a [Hold],
     pub recorded: Option<&'a EntitlementStatus>,
@@ -67,9 +87,12 @@ pub struct Decision {
     /// Names of the holds in force, and when the last one was lifted.
     pub holds: Vec<String>,
     pub last_hold_lifted_at: Option<Time>,
+    /// Every resolved policy value with its source (`status.effectivePolicy`).
+    pub effective_policy: BTreeMap<String, EffectiveValue>,
     pub verdict: Verdict,
     /// `ReactivationRefused` when a reactivation request is not honoured,
-    /// `PurgeBlocked` while a hold keeps a due purge from running.
+    /// `PurgeBlocked` while a hold or the organization keeps the purge from
+    /// being scheduled.
     pub extra: Vec<Extra>,
     /// When to decide again: the next transition or reminder.
     pub wake_at: Option<Time>,
@@ -88,6 +111,7 @@ impl Decision {
         status.reactivated_at = self.reactivated_at;
         status.holds = self.holds.clone();
         status.last_hold_lifted_at = self.last_hold_lifted_at;
+        status.effective_policy = self.effective_policy.clone();
         append_history(&mut status.history, &self.history);
     }
 }
@@ -128,12 +152,57 @@ struct Timeline {
     /// A cancellation lifted by an honoured reactivation, and when it was lifted.
     lifted: Option<(Cancel, Time)>,
     cancel: Option<Cancel>,
+    purge: PurgeTiming,
+    /// When the purge of `cancel` runs: None while something blocks it.
+    purge_at: Option<Time>,
+}
+
+/// What times the purge of a cancellation.
+#[derive(Clone, Debug)]
+struct PurgeTiming {
     retention: TimeDelta,
-    /// Whether a hold is in force: then nothing is purged.
-    held: bool,
+    final_grace: TimeDelta,
+    /// Nothing is purged before it (the organization's `extendUntil`).
+    not_before: Option<Time>,
     /// The purge waits a full final grace after the last hold was lifted.
     hold_lifted_at: Option<Time>,
-    final_grace: TimeDelta,
+    /// Why the purge cannot be scheduled, if something keeps it.
+    blocked: Option<PurgeBlocker>,
+    /// The purge as status announced it last.
+    announced: Option<Announced>,
+    now: Time,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PurgeBlocker {
+    Held(Vec<String>),
+    /// The organization is offboarded: the data goes with its purge.
+    Organization(OrganizationPurge),
+}
+
+impl PurgeTiming {
+    /// The end of the retention of a cancellation at `cancelled_at`.
+    fn purge_after(&self, cancelled_at: Time) -> Time {
+        let after_retention = cancelled_at + self.retention;
+        self.not_before
+            .map_or(after_retention, |t| t.max(after_retention))
+    }
+
+    /// When the purge of a cancellation at `cancelled_at` runs: announced a
+    /// full final grace ahead (see [`final_purge_at`]); None while blocked.
+    fn final_purge_at(&self, cancelled_at: Time) -> Option<Time> {
+        if self.blocked.is_some() {
+            return None;
+        }
+        let due = self.purge_after(cancelled_at);
+        let due = self.hold_lifted_at.map_or(due, |lifted| lifted.max(due));
+        Some(final_purge_at(
+            due,
+            self.final_grace,
+            self.announced,
+            self.now,
+        ))
+    }
 }
 
 impl Timeline {
@@ -145,7 +214,7 @@ impl Timeline {
             cancel: cancel.cloned(),
         };
         if let Some(cancel) = self.cancel.as_ref().filter(|c| c.at <= t) {
-            return if self.purge_at(cancel).is_some_and(|at| t >= at) {
+            return if self.purge_at.is_some_and(|at| t >= at) {
                 state(Purged, "RetentionEnded", Some(cancel))
             } else {
                 state(Cancelled, &cancel.reason, Some(cancel))
@@ -171,14 +240,6 @@ impl Timeline {
         }
     }
 
-    /// When the data of a cancellation is purged: after retention, and a full
-    /// final grace after the last hold was lifted; never while one is in force.
-    fn purge_at(&self, cancel: &Cancel) -> Option<Time> {
-        let after_retention = cancel.at + self.retention;
-        let after_hold = self.hold_lifted_at.map(|at| at + self.final_grace);
-        (!self.held).then(|| after_hold.map_or(after_retention, |at| at.max(after_retention)))
-    }
-
     /// Every instant at which the phase may change.
     fn boundaries(&self) -> Vec<Time> {
         let mut at = vec![self.start];
@@ -190,7 +251,7 @@ impl Timeline {
         }
         if let Some(cancel) = &self.cancel {
             at.push(cancel.at);
-            at.extend(self.purge_at(cancel));
+            at.extend(self.purge_at);
         }
         at.sort();
         at.dedup();
@@ -216,15 +277,15 @@ impl Timeline {
 /// Decides the entitlement's lifecycle at `input.now`.
 pub fn decide(input: &Input) -> Decision {
     let recorded = input.recorded;
-    if let Some(purged) = recorded.filter(|s| s.phase == Some(EntitlementPhase::Purged)) {
-        return stay_purged(purged, input.now);
-    }
     let holds = hold_state(
         input.holds,
         recorded.map(|s| s.holds.as_slice()).unwrap_or_default(),
         recorded.and_then(|s| s.last_hold_lifted_at),
         input.now,
     );
+    if let Some(purged) = recorded.filter(|s| s.phase == Some(EntitlementPhase::Purged)) {
+        return stay_purged(purged, input, holds);
+    }
     let Layout {
         timeline,
         refusal,
@@ -302,16 +363,10 @@ pub fn decide(input: &Input) -> Decision {
     let mut history = history;
     history.extend(holds.history.iter().cloned());
     let mut extra: Vec<Extra> = refusal.into_iter().collect();
-    if timeline.held && current.phase == EntitlementPhase::Cancelled {
-        extra.push(Extra {
-            type_: "PurgeBlocked".into(),
-            status: true,
-            reason: "Held".into(),
-            message: format!(
-                "RetentionHold {} in force: nothing is purged while a hold covers the entitlement; once the last is lifted the final grace runs in full",
-                holds.in_force.join(", ")
-            ),
-        });
+    if let Some(blocker) = timeline.purge.blocked.as_ref()
+        && current.phase == EntitlementPhase::Cancelled
+    {
+        extra.push(purge_blocked(blocker));
     }
     Decision {
         phase: current.phase,
@@ -335,26 +390,60 @@ pub fn decide(input: &Input) -> Decision {
         reactivated_at,
         holds: holds.in_force,
         last_hold_lifted_at: holds.last_lifted_at,
+        effective_policy: input.policy.0.clone(),
         verdict: Verdict::ready(current.reason.clone(), message(current.phase, &current)),
         extra,
         wake_at,
     }
 }
 
-fn stay_purged(recorded: &EntitlementStatus, now: Time) -> Decision {
-    let purged_at = recorded.phase_since.unwrap_or(now);
+fn purge_blocked(blocker: &PurgeBlocker) -> Extra {
+    let (reason, message) = match blocker {
+        PurgeBlocker::Held(holds) => (
+            "Held",
+            format!(
+                "RetentionHold {} in force: nothing is purged while a hold covers the entitlement; once the last is lifted the final grace runs in full",
+                holds.join(", ")
+            ),
+        ),
+        PurgeBlocker::Organization(organization) => (
+            "OrganizationOffboarded",
+            format!(
+                "organization {} is {:?}: the data of its entitlements is kept until its own purge, {}",
+                organization.name,
+                organization.phase,
+                match organization.final_purge_at {
+                    Some(at) => format!("announced for {at} (Organization status.finalPurgeAt)"),
+                    None => "which is not scheduled yet (see the Organization's status)".into(),
+                }
+            ),
+        ),
+    };
+    Extra {
+        type_: "PurgeBlocked".into(),
+        status: true,
+        reason: reason.into(),
+        message,
+    }
+}
+
+/// Purged: nothing changes any more but the holds noted (a hold placed now
+/// still keeps whatever is left from being deleted).
+fn stay_purged(recorded: &EntitlementStatus, input: &Input, holds: HoldState) -> Decision {
+    let purged_at = recorded.phase_since.unwrap_or(input.now);
     Decision {
         phase: EntitlementPhase::Purged,
         phase_since: purged_at,
         deadlines: recorded.deadlines.clone(),
         next: None,
         cancelled: recorded.cancelled.clone(),
-        history: Vec::new(),
+        history: holds.history,
         reminder: None,
         last_reminder_at: recorded.last_reminder_at,
         reactivated_at: recorded.reactivated_at,
-        holds: recorded.holds.clone(),
-        last_hold_lifted_at: recorded.last_hold_lifted_at,
+        holds: holds.in_force,
+        last_hold_lifted_at: holds.last_lifted_at,
+        effective_policy: input.policy.0.clone(),
         verdict: Verdict::ready(
             "RetentionEnded",
             format!("purged at {purged_at}; a purged entitlement stays purged"),
@@ -487,7 +576,7 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
         .min_by_key(|c| c.at);
         (cancel, payment_failed_at, ends_at)
     };
-    let retention = policy.days(keys::DATA_RETENTION_DAYS);
+    let purge = purge_timing(input, holds);
     let timeline = |lifted_at: Option<Time>, lifted: Option<Cancel>| {
         let (cancel, payment_failed_at, ends_at) = facts(lifted_at);
         Timeline {
@@ -496,11 +585,9 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
             payment_failed_at,
             ends_at,
             lifted: lifted.zip(lifted_at),
+            purge_at: cancel.as_ref().and_then(|c| purge.final_purge_at(c.at)),
             cancel,
-            retention,
-            held: !holds.in_force.is_empty(),
-            hold_lifted_at: holds.last_lifted_at,
-            final_grace: policy.days(keys::FINAL_GRACE_DAYS),
+            purge: purge.clone(),
         }
     };
 
@@ -560,10 +647,13 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
                 cancel.at
             ),
         ))
-    } else if requested_at >= cancel.at + retention {
+    } else if requested_at >= purge.purge_after(cancel.at) {
         Some(refused(
             "AlreadyPurged",
-            format!("the data was purged at {}", cancel.at + retention),
+            format!(
+                "the data retention ended at {}: the data is purged",
+                purge.purge_after(cancel.at)
+            ),
         ))
     } else {
         None
@@ -578,6 +668,45 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
             refusal: None,
             reactivated_at: Some(requested_at).filter(|at| *at <= input.now).or(earlier),
         },
+    }
+}
+
+/// What times the purge: retention, final grace, the organization's guards,
+/// holds, and the purge status announced last.
+fn purge_timing(input: &Input, holds: &HoldState) -> PurgeTiming {
+    let policy = input.policy;
+    let final_grace = policy.days(keys::FINAL_GRACE_DAYS);
+    let organization = input.organization_purge;
+    let blocked = if holds.held() {
+        Some(PurgeBlocker::Held(holds.described.clone()))
+    } else {
+        organization
+            .filter(|o| o.phase != OrganizationPhase::Active)
+            .map(|o| PurgeBlocker::Organization(o.clone()))
+    };
+    let announced = input.recorded.and_then(|recorded| {
+        let deadlines = recorded.deadlines.as_ref()?;
+        let at = deadlines.final_purge_at?;
+        let grace = recorded_days(&recorded.effective_policy, keys::FINAL_GRACE_DAYS)
+            .unwrap_or(final_grace);
+        let due = [deadlines.purge_after, recorded.last_hold_lifted_at]
+            .into_iter()
+            .flatten()
+            .max()?;
+        Some(Announced {
+            due_plus_grace: due + grace,
+            grace,
+            at,
+        })
+    });
+    PurgeTiming {
+        retention: policy.days(keys::DATA_RETENTION_DAYS),
+        final_grace,
+        not_before: organization.and_then(|o| o.extend_until),
+        hold_lifted_at: holds.last_lifted_at,
+        blocked,
+        announced,
+        now: input.now,
     }
 }
 
@@ -613,7 +742,8 @@ fn deadlines(input: &Input, timeline: &Timeline, current: &State) -> Option<Dead
             deadlines.reactivation_deadline = (policy.flag(keys::ALLOW_REACTIVATION)
                 && cancel.by != CancelledBy::Organization)
                 .then(|| cancel.at + policy.days(keys::REACTIVATION_WINDOW_DAYS));
-            deadlines.purge_after = Some(cancel.at + timeline.retention);
+            deadlines.purge_after = Some(timeline.purge.purge_after(cancel.at));
+            deadlines.final_purge_at = timeline.purge_at;
         }
         Pending | Active => {}
     }
@@ -714,21 +844,29 @@ fn describe(input: &Input, timeline: &Timeline, phase: EntitlementPhase, state: 
                 ends + days(keys::EXPIRY_GRACE_DAYS)
             )
         }
-        (Cancelled, Some(cancel)) => match timeline.purge_at(cancel) {
-            Some(purge_at) => format!(
-                "{} at {}; data is kept until {purge_at}",
-                cancel.message, cancel.at
-            ),
-            None => format!(
-                "{} at {}; data is kept while a RetentionHold is in force",
-                cancel.message, cancel.at
-            ),
-        },
+        (Cancelled, Some(cancel)) => {
+            let kept_until = timeline.purge.purge_after(cancel.at);
+            match (&timeline.purge.blocked, timeline.purge_at) {
+                (None, Some(purge_at)) => format!(
+                    "{} at {}; data is kept until {kept_until} and purged at {purge_at} (review status.purgePlan)",
+                    cancel.message, cancel.at
+                ),
+                (Some(PurgeBlocker::Organization(organization)), _) => format!(
+                    "{} at {}; data is kept until organization {} is purged",
+                    cancel.message, cancel.at, organization.name
+                ),
+                _ => format!(
+                    "{} at {}; data is kept while a RetentionHold is in force",
+                    cancel.message, cancel.at
+                ),
+            }
+        }
         (Purged, Some(cancel)) => format!(
-            "retention of {} days after the cancellation at {} ended at {}",
-            timeline.retention.num_days(),
+            "retention of {} days after the cancellation at {} ended at {}; the downstream data was deleted at {}",
+            timeline.purge.retention.num_days(),
             cancel.at,
-            cancel.at + timeline.retention
+            timeline.purge.purge_after(cancel.at),
+            timeline.purge_at.unwrap_or(input.now)
         ),
         (Cancelled | Purged, None) => format!("{phase:?}"),
     }

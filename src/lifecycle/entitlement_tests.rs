@@ -12,7 +12,9 @@ use proptest::test_runner::Config;
 use serde_json::{Value, json};
 
 use crate::api::entitlement::{Cancellation, Payment, Reactivation};
+use crate::api::organization::OrganizationPhase;
 use crate::api::policy::PolicyRules;
+use crate::lifecycle::hold::HoldTarget;
 use crate::lifecycle::policy::{self, Subject};
 use EntitlementPhase::{Active, Cancelled, Expired, Pending, Purged, Suspended};
 
@@ -67,6 +69,7 @@ struct World {
     spec: EntitlementSpec,
     created: Time,
     organization: Standing,
+    organization_purge: Option<OrganizationPurge>,
     holds: Vec<Hold>,
     policy: Effective,
     status: Option<EntitlementStatus>,
@@ -79,6 +82,7 @@ impl World {
             spec,
             created: day(0),
             organization: Standing::Active,
+            organization_purge: None,
             holds: Vec::new(),
             policy: effective(rules),
             status: None,
@@ -90,6 +94,7 @@ impl World {
             spec: &self.spec,
             created: self.created,
             organization: &self.organization,
+            organization_purge: self.organization_purge.as_ref(),
             holds: &self.holds,
             recorded: self.status.as_ref(),
             policy: &self.policy,
@@ -359,6 +364,8 @@ fn a_cancellation_sets_portal_reactivation_and_purge_deadlines_from_the_defaults
             portal_visible_until: Some(day(100)),
             reactivation_deadline: Some(day(100)),
             purge_after: Some(day(375)),
+            // Retention, then the final grace of 7 days for review.
+            final_purge_at: Some(day(382)),
             ..Default::default()
         }
     );
@@ -366,10 +373,10 @@ fn a_cancellation_sets_portal_reactivation_and_purge_deadlines_from_the_defaults
         cancelled.next,
         Some(NextTransition {
             phase: Purged,
-            at: day(375)
+            at: day(382)
         })
     );
-    assert_eq!(cancelled.wake_at, Some(day(375)));
+    assert_eq!(cancelled.wake_at, Some(day(382)));
 }
 
 #[test]
@@ -411,10 +418,15 @@ fn past_purge_after_it_is_purged_and_stays_purged_whatever_the_spec_says() {
         json!({}),
     );
     world.reconcile(day(11));
-    let purged = world.reconcile(day(375));
+    assert_eq!(
+        world.reconcile(day(375)).phase,
+        Cancelled,
+        "the final grace runs"
+    );
+    let purged = world.reconcile(day(382));
     assert_eq!(purged.phase, Purged);
     assert_eq!(purged.verdict.reason, "RetentionEnded");
-    assert_eq!(events(&purged.history), vec![(day(375), "Purged")]);
+    assert_eq!(events(&purged.history), vec![(day(382), "Purged")]);
     assert_eq!(purged.next, None);
     assert_eq!(purged.wake_at, None);
     let deadlines = world.deadlines();
@@ -427,7 +439,7 @@ fn past_purge_after_it_is_purged_and_stays_purged_whatever_the_spec_says() {
     for now in [day(381), day(1000), day(5000)] {
         let again = world.reconcile(now);
         assert_eq!(again.phase, Purged);
-        assert_eq!(again.phase_since, day(375));
+        assert_eq!(again.phase_since, day(382));
         assert!(again.history.is_empty());
         assert_eq!(refusal_of(&again), None);
         assert_eq!(again.wake_at, None);
@@ -436,7 +448,8 @@ fn past_purge_after_it_is_purged_and_stays_purged_whatever_the_spec_says() {
 }
 
 #[test]
-fn a_cancellation_backdated_beyond_retention_is_purged_on_first_sight_with_its_whole_story() {
+fn a_cancellation_backdated_beyond_retention_is_announced_on_first_sight_and_purged_a_full_final_grace_later()
+ {
     // The controller sees this entitlement for the first time today (day 0); it
     // exists since day -500 and was cancelled 400 days ago.
     let mut world = World::new(
@@ -447,20 +460,115 @@ fn a_cancellation_backdated_beyond_retention_is_purged_on_first_sight_with_its_w
         json!({}),
     );
     world.created = day(-500);
+    let announced = world.reconcile(day(0));
+    assert_eq!(announced.phase, Cancelled);
+    assert_eq!(
+        events(&announced.history),
+        vec![(day(-500), "Activated"), (day(-400), "Cancelled")]
+    );
+    assert_eq!(announced.history[1].reason, "BusinessClosure");
+    assert_eq!(world.deadlines().purge_after, Some(day(-35)));
+    assert_eq!(world.deadlines().final_purge_at, Some(day(7)));
+    assert_eq!(
+        announced.next,
+        Some(NextTransition {
+            phase: Purged,
+            at: day(7)
+        })
+    );
+    assert_eq!(world.reconcile(day(7) - hours(1)).phase, Cancelled);
+    let purged = world.reconcile(day(7));
+    assert_eq!(purged.phase, Purged);
+    assert_eq!(events(&purged.history), vec![(day(7), "Purged")]);
+    assert_eq!(purged.next, None);
+}
+
+#[test]
+fn without_a_final_grace_a_cancellation_backdated_beyond_retention_is_purged_on_first_sight() {
+    let mut world = World::new(
+        EntitlementSpec {
+            cancellation: cancellation(OffboardingReason::BusinessClosure, Some(day(-400))),
+            ..entitlement()
+        },
+        json!({"purge": {"finalGraceDays": 0}}),
+    );
+    world.created = day(-500);
     let decision = world.reconcile(day(0));
     assert_eq!(decision.phase, Purged);
-    assert_eq!(decision.phase_since, day(-35));
     assert_eq!(
         events(&decision.history),
         vec![
             (day(-500), "Activated"),
             (day(-400), "Cancelled"),
-            (day(-400 + 365), "Purged"),
+            (day(0), "Purged"),
         ]
     );
-    assert_eq!(decision.history[1].reason, "BusinessClosure");
-    assert_eq!(world.deadlines().purge_after, Some(day(-35)));
-    assert_eq!(decision.next, None);
+}
+
+#[test]
+fn a_retention_cut_never_purges_sooner_than_the_change_plus_the_longer_final_grace() {
+    let mut world = World::new(
+        EntitlementSpec {
+            cancellation: cancellation(OffboardingReason::CustomerRequest, Some(day(0))),
+            ..entitlement()
+        },
+        json!({"purge": {"finalGraceDays": 30}}),
+    );
+    world.reconcile(day(1));
+    assert_eq!(world.deadlines().final_purge_at, Some(day(395)));
+    // On day 100 one edit cuts the retention to 10 days and the grace to 0.
+    world.policy = effective(
+        json!({"cancellation": {"dataRetentionDays": 10}, "purge": {"finalGraceDays": 0}}),
+    );
+    let cut = world.reconcile(day(100));
+    assert_eq!(cut.phase, Cancelled, "not purged at once");
+    assert_eq!(world.deadlines().final_purge_at, Some(day(130)));
+    assert_eq!(world.reconcile(day(129)).phase, Cancelled);
+    assert_eq!(
+        world.deadlines().final_purge_at,
+        Some(day(130)),
+        "it stands"
+    );
+    assert_eq!(world.reconcile(day(130)).phase, Purged);
+}
+
+#[test]
+fn an_entitlement_of_an_offboarded_organization_waits_for_the_organizations_purge() {
+    let mut world = World::new(
+        EntitlementSpec {
+            organization: Some("acme".into()),
+            cancellation: cancellation(OffboardingReason::CustomerRequest, Some(day(0))),
+            ..entitlement()
+        },
+        json!({"cancellation": {"dataRetentionDays": 10}}),
+    );
+    world.organization_purge = Some(OrganizationPurge {
+        name: "acme".into(),
+        phase: OrganizationPhase::Archived,
+        extend_until: None,
+        final_purge_at: None,
+    });
+    let waiting = world.reconcile(day(100));
+    assert_eq!(waiting.phase, Cancelled);
+    assert_eq!(waiting.next, None);
+    assert_eq!(world.deadlines().final_purge_at, None);
+    let blocked = waiting
+        .extra
+        .iter()
+        .find(|e| e.type_ == "PurgeBlocked")
+        .unwrap();
+    assert_eq!(blocked.reason, "OrganizationOffboarded");
+    assert!(blocked.message.contains("acme"), "{}", blocked.message);
+
+    // Back to Active, but with retention extended: never before extendUntil.
+    world.organization_purge = Some(OrganizationPurge {
+        phase: OrganizationPhase::Active,
+        extend_until: Some(day(200)),
+        ..world.organization_purge.clone().unwrap()
+    });
+    world.reconcile(day(101));
+    assert_eq!(world.deadlines().purge_after, Some(day(200)));
+    assert_eq!(world.deadlines().final_purge_at, Some(day(207)));
 }
 
 #[test]
@@ -522,6 +630,10 @@ fn a_hold_keeps_a_cancelled_entitlement_from_its_purge_and_its_lifting_restarts_
         reason: "court order".into(),
         ticket: Some("LEGAL-2".into()),
         until: None,
+        target: HoldTarget::Entitlement {
+            namespace: "org-acme".into(),
+            name: "seat".into(),
+        },
     }];
     let held = world.reconcile(day(11));
     assert_eq!(events(&held.history), vec![(day(11), "HoldPlaced")]);
@@ -959,9 +1071,10 @@ fn rules() -> impl Strategy<Value = Value> {
         prop::bool::weighted(0.85),
         prop_oneof![1 => days(), 2 => 60i64..400],
         prop::collection::vec(0i64..60, 0..4),
+        days(),
     )
         .prop_map(
-            |(payment, expiry, portal, retention, allow, window, reminders)| {
+            |(payment, expiry, portal, retention, allow, window, reminders, grace)| {
                 json!({
                     "payment": {"graceDays": payment},
                     "expiry": {"graceDays": expiry},
@@ -972,6 +1085,7 @@ fn rules() -> impl Strategy<Value = Value> {
                         "reactivationWindowDays": window,
                     },
                     "notifications": {"reminderDays": reminders},
+                    "purge": {"finalGraceDays": grace},
                 })
             },
         )
@@ -1087,6 +1201,7 @@ impl Case {
             spec: self.spec.clone(),
             created: self.created,
             organization: self.organization.clone(),
+            organization_purge: None,
             holds: Vec::new(),
             policy: effective(self.rules.clone()),
             status: None,
@@ -1179,6 +1294,28 @@ proptest! {
                 prop_assert!(last.is_some(), "{from:?} -> {to:?} without a history entry");
                 prop_assert_eq!(last.map(|e| e.at), Some(step.decision.phase_since));
             }
+        }
+    }
+
+    /// 2b. Nothing is purged before a full final grace after its purge was
+    /// announced in status (`deadlines.finalPurgeAt`), nor before that date.
+    #[test]
+    fn purged_only_a_full_final_grace_after_the_announcement(case in case()) {
+        let (world, steps) = case.run();
+        let grace = world.policy.days(keys::FINAL_GRACE_DAYS);
+        let mut announced_since: Option<Time> = None;
+        for step in &steps {
+            let decision = &step.decision;
+            let announced = decision.deadlines.as_ref().and_then(|d| d.final_purge_at);
+            if decision.phase == Purged && step.before.as_ref().and_then(|s| s.phase) != Some(Purged) {
+                let since = announced_since.unwrap_or(step.now);
+                prop_assert!(step.now >= since + grace, "purged at {}, announced at {since}", step.now);
+                prop_assert!(announced.is_some_and(|at| step.now >= at));
+            }
+            announced_since = match announced {
+                Some(_) => announced_since.or(Some(step.now)),
+                None => None,
+            };
         }
     }
 
@@ -1302,15 +1439,26 @@ proptest! {
     }
 
     /// 8. Re-applying the manifest (status lost, facts dated in spec) lands in
-    /// the same phase, with the same deadlines.
+    /// the same phase, with the same deadlines; except that the purge is
+    /// announced anew (status kept when it was first shown), so a restore
+    /// never purges sooner, only later.
     #[test]
     fn a_restore_without_status_lands_in_the_same_phase(case in dated(case())) {
         let (world, steps) = case.run();
+        let final_purge_at = |d: &Decision| d.deadlines.as_ref().and_then(|d| d.final_purge_at);
+        let without_final = |d: &Decision| d.deadlines.clone().map(|d| Deadlines { final_purge_at: None, ..d });
         for step in &steps {
             let fresh = decide(&Input { recorded: None, ..world.input(step.now) });
-            prop_assert_eq!(fresh.phase, step.decision.phase, "at {}", step.now);
-            prop_assert_eq!(&fresh.deadlines, &step.decision.deadlines);
-            prop_assert_eq!(&fresh.cancelled, &step.decision.cancelled);
+            let was = &step.decision;
+            match was.phase {
+                Purged => prop_assert!(matches!(fresh.phase, Purged | Cancelled), "at {}", step.now),
+                _ => prop_assert_eq!(fresh.phase, was.phase, "at {}", step.now),
+            }
+            if was.phase != Purged {
+                prop_assert_eq!(without_final(&fresh), without_final(was));
+                prop_assert!(final_purge_at(&fresh) >= final_purge_at(was), "a restore purges sooner");
+            }
+            prop_assert_eq!(&fresh.cancelled, &was.cancelled);
         }
     }
 

@@ -1,6 +1,12 @@
-//! RetentionHolds as the lifecycle sees them: which are in force, which were
-//! placed or lifted since the last decision, and when the last was lifted
-//! (the final grace runs again in full from then).
+//! RetentionHolds as the lifecycle sees them: what each covers, which are in
+//! force, which were placed or lifted since the last decision, and when the
+//! last was lifted (the final grace runs again in full from then).
+//!
+//! Coverage is one rule, used for the cached view and for the live re-read
+//! right before a delete alike: a hold on an organization covers it, every
+//! object in its tenant namespace and every entitlement that names it; a hold
+//! on an entitlement covers it and the objects it binds, and blocks the purge
+//! of the organization whose namespace holds it.
 
 use chrono::{DateTime, Utc};
 
@@ -8,7 +14,21 @@ use crate::api::common::HistoryEntry;
 
 type Time = DateTime<Utc>;
 
-/// A RetentionHold covering the object decided.
+/// What a RetentionHold names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HoldTarget {
+    Organization {
+        name: String,
+        /// Its tenant namespace, when the organization exists.
+        namespace: Option<String>,
+    },
+    Entitlement {
+        namespace: String,
+        name: String,
+    },
+}
+
+/// A RetentionHold, read from the cache or live.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hold {
     pub name: String,
@@ -16,11 +36,57 @@ pub struct Hold {
     pub ticket: Option<String>,
     /// The hold lapses by itself then.
     pub until: Option<Time>,
+    pub target: HoldTarget,
 }
 
 impl Hold {
     pub fn in_force(&self, now: Time) -> bool {
         self.until.is_none_or(|until| until > now)
+    }
+
+    /// Whether it covers the organization `name` whose tenant namespace is
+    /// `namespace`: a hold on it, or on an entitlement in its namespace.
+    pub fn covers_organization(&self, name: &str, namespace: &str) -> bool {
+        match &self.target {
+            HoldTarget::Organization { name: held, .. } => held == name,
+            HoldTarget::Entitlement {
+                namespace: held, ..
+            } => held == namespace,
+        }
+    }
+
+    /// Whether it covers the entitlement `namespace/name`, which names
+    /// `organization` (if any): a hold on it, on the organization it names, or
+    /// on the organization whose namespace it lives in.
+    pub fn covers_entitlement(
+        &self,
+        namespace: &str,
+        name: &str,
+        organization: Option<&str>,
+    ) -> bool {
+        match &self.target {
+            HoldTarget::Entitlement {
+                namespace: held_namespace,
+                name: held,
+            } => held_namespace == namespace && held == name,
+            HoldTarget::Organization {
+                name: held,
+                namespace: held_namespace,
+            } => {
+                organization == Some(held.as_str()) || held_namespace.as_deref() == Some(namespace)
+            }
+        }
+    }
+
+    /// The hold's name, and its target when that is not the object decided
+    /// (an entitlement's hold blocking its organization's purge).
+    pub fn describe(&self) -> String {
+        match &self.target {
+            HoldTarget::Entitlement { namespace, name } => {
+                format!("{} (on Entitlement {namespace}/{name})", self.name)
+            }
+            HoldTarget::Organization { .. } => self.name.clone(),
+        }
     }
 }
 
@@ -29,12 +95,20 @@ impl Hold {
 pub struct HoldState {
     /// Names of the holds in force, sorted.
     pub in_force: Vec<String>,
+    /// The holds in force described for messages, in the same order.
+    pub described: Vec<String>,
     /// HoldPlaced and HoldLifted entries since the last decision.
     pub history: Vec<HistoryEntry>,
     /// When the last hold in force was lifted.
     pub last_lifted_at: Option<Time>,
     /// When the next hold in force lapses by itself.
     pub next_lapse: Option<Time>,
+}
+
+impl HoldState {
+    pub fn held(&self) -> bool {
+        !self.in_force.is_empty()
+    }
 }
 
 /// `holds` are every hold covering the object now (in force or lapsed);
@@ -47,6 +121,7 @@ pub fn hold_state(
 ) -> HoldState {
     let mut in_force: Vec<&Hold> = holds.iter().filter(|h| h.in_force(now)).collect();
     in_force.sort_by(|a, b| a.name.cmp(&b.name));
+    in_force.dedup_by(|a, b| a.name == b.name);
     let names: Vec<String> = in_force.iter().map(|h| h.name.clone()).collect();
     let entry = |event: &str, message: String| HistoryEntry {
         at: now,
@@ -65,7 +140,8 @@ pub fn hold_state(
             "HoldPlaced",
             format!(
                 "RetentionHold {} placed: {}{ticket}",
-                hold.name, hold.reason
+                hold.describe(),
+                hold.reason
             ),
         ));
     }
@@ -87,7 +163,59 @@ pub fn hold_state(
             last_lifted_at
         },
         next_lapse: in_force.iter().filter_map(|h| h.until).min(),
+        described: in_force.iter().map(|h| h.describe()).collect(),
         in_force: names,
         history,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_organization(name: &str, namespace: Option<&str>) -> Hold {
+        Hold {
+            name: "legal".into(),
+            reason: "litigation".into(),
+            ticket: None,
+            until: None,
+            target: HoldTarget::Organization {
+                name: name.into(),
+                namespace: namespace.map(Into::into),
+            },
+        }
+    }
+
+    fn on_entitlement(namespace: &str, name: &str) -> Hold {
+        Hold {
+            target: HoldTarget::Entitlement {
+                namespace: namespace.into(),
+                name: name.into(),
+            },
+            ..on_organization("x", None)
+        }
+    }
+
+    #[test]
+    fn a_hold_on_an_entitlement_blocks_the_purge_of_the_organization_whose_namespace_holds_it() {
+        let hold = on_entitlement("org-acme", "seat");
+        assert!(hold.covers_organization("acme", "org-acme"));
+        assert!(!hold.covers_organization("globex", "org-globex"));
+        assert!(hold.covers_entitlement("org-acme", "seat", Some("acme")));
+        assert!(!hold.covers_entitlement("org-acme", "other", Some("acme")));
+        assert_eq!(hold.describe(), "legal (on Entitlement org-acme/seat)");
+    }
+
+    #[test]
+    fn an_organizations_hold_covers_every_entitlement_in_its_namespace_and_every_one_naming_it() {
+        let hold = on_organization("acme", Some("org-acme"));
+        assert!(hold.covers_organization("acme", "org-acme"));
+        assert!(hold.covers_entitlement("org-acme", "standalone", None));
+        assert!(hold.covers_entitlement("org-acme", "mislabelled", Some("globex")));
+        assert!(hold.covers_entitlement("elsewhere", "named", Some("acme")));
+        assert!(!hold.covers_entitlement("elsewhere", "other", Some("globex")));
+        // Before the organization exists, it still covers what names it.
+        let early = on_organization("acme", None);
+        assert!(early.covers_entitlement("anywhere", "seat", Some("acme")));
     }
 }

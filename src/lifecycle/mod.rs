@@ -6,8 +6,10 @@ pub mod codes;
 pub mod conditions;
 pub mod downstream;
 pub mod entitlement;
+pub mod export;
 pub mod hold;
 pub mod organization;
 pub mod policy;
+pub mod purge;
 #[cfg(test)]
 mod scenario;

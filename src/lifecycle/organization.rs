@@ -3,24 +3,64 @@
 //! final grace and the purge, to the tombstone.
 //!
 //! The purge is where data is destroyed, so the rules are strict: it is never
-//! due before `purgeAfter` (never before `retention.extendUntil`), never while
-//! a hold is in force, never without confirmation when policy asks for one,
-//! and always after a full final grace counted from the last of those. Each
-//! step is recorded in status before it is carried out, so that a controller
-//! killed at any point resumes where it was.
+//! due before `purgeAfter` (never before `retention.extendUntil`, nor before
+//! the locked retention of any entitlement in the namespace), never while a
+//! hold covers the organization or anything in its namespace, never without
+//! confirmation or an export when policy asks for one, and always after a
+//! full final grace counted from the last of those (see [`super::purge`]).
+//! Each step is recorded in status before it is carried out, so that a
+//! controller killed at any point resumes where it was; the tombstone is
+//! written only once a namespace tenure itself deleted is gone.
 
-use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::conditions::{Extra, Verdict};
 pub use super::hold::Hold;
-use super::hold::hold_state;
-use super::policy::{Effective, keys};
+use super::hold::{HoldState, hold_state};
+use super::policy::{Effective, keys, recorded_days};
+use super::purge::{Announced, final_purge_at};
+use crate::api::ORGANIZATION_LABEL;
 use crate::api::common::{HistoryEntry, append_history};
+use crate::api::entitlement::EffectiveValue;
 use crate::api::organization::{
-    OrganizationLifecycle, OrganizationPhase, OrganizationSpec, OrganizationStatus, Tombstone,
+    OrganizationLifecycle, OrganizationPhase, OrganizationSpec, OrganizationStatus, RetentionLock,
+    Tombstone,
 };
 
 type Time = DateTime<Utc>;
+
+/// The tenant namespace as the controller found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Namespace {
+    Missing,
+    /// Labelled for this organization.
+    Owned,
+    /// Ours, and being deleted.
+    Terminating,
+    /// It exists without our label, or with another organization's (named).
+    NotOwned(Option<String>),
+}
+
+/// A locked retention: a minimum a locked LifecyclePolicy sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockedRetention {
+    pub minimum: TimeDelta,
+    /// `LifecyclePolicy/<name>`.
+    pub policy: String,
+}
+
+/// The locked retention of an entitlement in the tenant namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntitlementLock {
+    /// `<namespace>/<name>`.
+    pub entitlement: String,
+    /// When it was cancelled; None: it ends with the organization, so its
+    /// retention runs from the offboarding.
+    pub cancelled_at: Option<Time>,
+    pub lock: LockedRetention,
+}
 
 /// Everything the organization lifecycle depends on.
 #[derive(Clone, Debug)]
@@ -31,10 +71,22 @@ pub struct Input<'a> {
     pub created: Time,
     pub recorded: Option<&'a OrganizationStatus>,
     pub policy: &'a Effective,
-    /// Every RetentionHold naming this organization, in force or lapsed.
+    /// The locked minimums of the organization's own retention, archived
+    /// (`cancellation.dataRetentionDays`) and disabled
+    /// (`organization.disabledRetentionDays`): `skipRetention` cannot skip them.
+    pub locked_archived: Option<&'a LockedRetention>,
+    pub locked_disabled: Option<&'a LockedRetention>,
+    /// Locked retentions of the entitlements in the tenant namespace.
+    pub entitlement_locks: &'a [EntitlementLock],
+    /// Every RetentionHold covering the organization (on it, or on an
+    /// entitlement in its namespace), in force or lapsed.
     pub holds: &'a [Hold],
-    /// Whether the tenant namespace (one tenure owns) still exists.
-    pub namespace_exists: bool,
+    /// The tenant namespace's name, and what the controller found there.
+    pub namespace_name: &'a str,
+    pub namespace: &'a Namespace,
+    /// Whether a DataExport of the organization succeeded whose artifact
+    /// still exists: what `purge.requireExport` waits for.
+    pub export_available: bool,
     pub now: Time,
 }
 
@@ -45,10 +97,13 @@ pub enum PurgeStep {
     None,
     /// The final grace runs: keep `status.purgePlan` up to date for review.
     Plan,
-    /// Purging: delete the tenant namespace (again, if a previous attempt was
-    /// cut short) and wait until it is gone.
-    DeleteNamespace,
-    /// The namespace is gone: write this tombstone and phase Purged, once.
+    /// Purging: delete the organization's export artifacts and the tenant
+    /// namespace (again, if a previous attempt was cut short), each after a
+    /// live look for holds. `freeze_plan`: the purge starts now, so count what
+    /// it deletes once more and record that before anything is deleted.
+    DeleteNamespace { freeze_plan: bool },
+    /// The namespace tenure deleted is gone: write this tombstone and phase
+    /// Purged, once.
     WriteTombstone(Tombstone),
 }
 
@@ -64,10 +119,16 @@ pub struct Decision {
     pub reactivation_deadline: Option<Time>,
     pub purge_after: Option<Time>,
     pub final_purge_at: Option<Time>,
+    pub retention_locked_by: Option<RetentionLock>,
+    pub namespace_deleted_at: Option<Time>,
+    pub effective_policy: BTreeMap<String, EffectiveValue>,
     /// Names of the holds in force.
     pub holds: Vec<String>,
     /// Whether access to the tenant namespace is revoked (deny-all NetworkPolicy).
     pub access_revoked: bool,
+    /// Whether to create the tenant namespace: it is missing and the purge has
+    /// not started.
+    pub provision_namespace: bool,
     pub purge: PurgeStep,
     /// New history entries, oldest first; each also becomes an Event.
     pub history: Vec<HistoryEntry>,
@@ -90,6 +151,9 @@ impl Decision {
         status.reactivation_deadline = self.reactivation_deadline;
         status.purge_after = self.purge_after;
         status.final_purge_at = self.final_purge_at;
+        status.retention_locked_by = self.retention_locked_by.clone();
+        status.namespace_deleted_at = self.namespace_deleted_at;
+        status.effective_policy = self.effective_policy.clone();
         status.holds = self.holds.clone();
         if matches!(
             self.phase,
@@ -113,171 +177,120 @@ enum Blocker {
 
 /// Decides the organization's lifecycle at `input.now`.
 pub fn decide(input: &Input) -> Decision {
+    let recorded = input.recorded;
+    let holds = hold_state(
+        input.holds,
+        recorded.map(|s| s.holds.as_slice()).unwrap_or_default(),
+        recorded.and_then(|s| s.last_hold_lifted_at),
+        input.now,
+    );
+    let recorded_phase = recorded.and_then(|s| s.phase);
+    // Once the purge started it runs to its end: a tombstone is final.
+    if recorded.is_some_and(|s| s.tombstone.is_some())
+        || recorded_phase == Some(OrganizationPhase::Purged)
+    {
+        return finished(input, holds);
+    }
+    match recorded {
+        // A hold that came before the namespace delete was sent stops the
+        // purge: back to before it, blocked, as any held purge.
+        Some(recorded)
+            if recorded_phase == Some(OrganizationPhase::Purging)
+                && !(holds.held() && *input.namespace == Namespace::Owned) =>
+        {
+            purging(input, recorded, holds)
+        }
+        _ => scheduled(input, holds),
+    }
+}
+
+/// The offboarding facts: when the organization was disabled and archived.
+/// `offboarding.effectiveAt` is a fact in spec: a correction of it moves the
+/// dates (and every deadline after them), later or earlier.
+fn standing_dates(input: &Input) -> (Option<Time>, Option<Time>) {
+    let spec = input.spec;
+    let recorded = input.recorded;
+    let effective_at = spec.offboarding.as_ref().and_then(|o| o.effective_at);
+    let since = |recorded_at: Option<Time>| effective_at.or(recorded_at).or(Some(input.now));
+    match spec.lifecycle {
+        OrganizationLifecycle::Active => (None, None),
+        OrganizationLifecycle::Disabled => (since(recorded.and_then(|s| s.disabled_at)), None),
+        OrganizationLifecycle::Archived => (
+            recorded.and_then(|s| s.disabled_at),
+            since(recorded.and_then(|s| s.archived_at)),
+        ),
+    }
+}
+
+/// The decision before the purge starts (or after a hold stopped it).
+fn scheduled(input: &Input, holds: HoldState) -> Decision {
     use OrganizationPhase::*;
     let now = input.now;
     let spec = input.spec;
     let recorded = input.recorded;
-    let recorded_phase = recorded.and_then(|s| s.phase);
-    let offboarding = spec.offboarding.as_ref();
-    let reason = offboarding.map(|o| format!("{:?}", o.reason));
-    let ticket = offboarding.and_then(|o| o.ticket.clone());
-    let with_ticket = |text: String| match &ticket {
-        Some(ticket) => format!("{text} (ticket {ticket})"),
-        None => text,
-    };
-
-    // Holds: which are in force, which were placed or lifted since last time.
-    let hold_state = hold_state(
-        input.holds,
-        recorded.map(|s| s.holds.as_slice()).unwrap_or_default(),
-        recorded.and_then(|s| s.last_hold_lifted_at),
-        now,
-    );
-    let in_force = hold_state.in_force;
-    let last_hold_lifted_at = hold_state.last_lifted_at;
-    let mut history = hold_state.history;
-    let mut note = |event: &str, reason: &str, message: String, at: Time| {
-        history.push(HistoryEntry {
-            at,
-            event: event.into(),
-            reason: reason.into(),
-            message,
-        })
-    };
-
-    // Once the purge started it runs to its end: a tombstone is final.
-    if recorded.is_some_and(|s| s.tombstone.is_some()) || recorded_phase == Some(Purged) {
-        return finished(input, in_force, history);
-    }
-    let standing_since = offboarding.and_then(|o| o.effective_at).unwrap_or(now);
-    let (disabled_at, archived_at) = match spec.lifecycle {
-        OrganizationLifecycle::Active => (None, None),
-        OrganizationLifecycle::Disabled => (
-            recorded
-                .and_then(|s| s.disabled_at)
-                .or(Some(standing_since)),
-            None,
-        ),
-        OrganizationLifecycle::Archived => (
-            recorded.and_then(|s| s.disabled_at),
-            recorded
-                .and_then(|s| s.archived_at)
-                .or(Some(standing_since)),
-        ),
-    };
+    let policy = input.policy;
+    let (disabled_at, archived_at) = standing_dates(input);
     let deletion_confirmed_at = spec.deletion.as_ref().map(|_| {
         recorded
             .and_then(|s| s.deletion_confirmed_at)
             .unwrap_or(now)
     });
-    let policy = input.policy;
     let mut decision = Decision {
         phase: Active,
         disabled_at,
         archived_at,
         deletion_confirmed_at,
-        last_hold_lifted_at,
+        last_hold_lifted_at: holds.last_lifted_at,
         portal_visible_until: None,
         reactivation_deadline: None,
         purge_after: None,
         final_purge_at: None,
-        holds: in_force.clone(),
+        retention_locked_by: None,
+        namespace_deleted_at: None,
+        effective_policy: policy.0.clone(),
+        holds: holds.in_force.clone(),
         access_revoked: false,
+        provision_namespace: *input.namespace == Namespace::Missing,
         purge: PurgeStep::None,
-        history: Vec::new(),
+        history: holds.history.clone(),
         verdict: Verdict::ready("Active", "the organization is active"),
         extra: Vec::new(),
-        wake_at: hold_state.next_lapse,
-    };
-
-    if recorded_phase == Some(Purging) {
-        decision.phase = Purging;
-        decision.access_revoked = true;
-        let recorded = recorded.expect("Purging was recorded");
-        if brings_back(spec, recorded) {
-            decision.extra.push(refused_after_purge_started());
-        }
-        decision.disabled_at = recorded.disabled_at;
-        decision.archived_at = recorded.archived_at;
-        (
-            decision.purge_after,
-            decision.final_purge_at,
-            decision.portal_visible_until,
-        ) = (
-            recorded.purge_after,
-            recorded.final_purge_at,
-            recorded.portal_visible_until,
-        );
-        if input.namespace_exists {
-            decision.purge = PurgeStep::DeleteNamespace;
-            decision.verdict = Verdict::reconciling(
-                "Purging",
-                "deleting the tenant namespace and everything in it; the tombstone is written once it is gone",
-            );
-        } else {
-            decision.phase = Purged;
-            decision.purge = PurgeStep::WriteTombstone(tombstone(input, recorded));
-            decision.verdict =
-                Verdict::ready("Purged", "purged; status.tombstone keeps the record");
-            note(
-                "Purged",
-                reason.as_deref().unwrap_or("Purged"),
-                with_ticket("the tenant namespace and everything in it were deleted".into()),
-                now,
-            );
-        }
-        decision.history = history;
-        return decision;
-    }
-
-    let lifecycle_phase = match spec.lifecycle {
-        OrganizationLifecycle::Active => Active,
-        OrganizationLifecycle::Disabled => Disabled,
-        OrganizationLifecycle::Archived => Archived,
+        wake_at: holds.next_lapse,
     };
     let Some(offboarded_at) = archived_at.or(disabled_at) else {
-        // Active.
-        if recorded_phase.is_some_and(|p| p != Active) {
-            // From Disabled, Archived or a PurgeScheduled of either.
+        if recorded.and_then(|s| s.phase).is_some_and(|p| p != Active) {
+            // From Disabled, Archived, or a purge of either not yet begun.
             let event = if recorded.is_some_and(|s| s.archived_at.is_some()) {
                 "Unarchived"
             } else {
                 "Enabled"
             };
-            note(
+            decision.history.push(entry(
                 event,
                 "Active",
                 "the organization is active again".into(),
                 now,
-            );
+            ));
         }
-        decision.history = history;
+        decision.verdict = namespace_verdict(input, false).unwrap_or(decision.verdict);
         return decision;
     };
 
+    let lifecycle_phase = match spec.lifecycle {
+        OrganizationLifecycle::Disabled => Disabled,
+        _ => Archived,
+    };
     decision.access_revoked = true;
     decision.portal_visible_until = Some(offboarded_at + policy.days(keys::PORTAL_VISIBILITY_DAYS));
-    let retention = match spec.lifecycle {
-        OrganizationLifecycle::Archived => policy.days(keys::DATA_RETENTION_DAYS),
-        _ => policy.days(keys::DISABLED_RETENTION_DAYS),
-    };
-    let skip_retention = spec
-        .deletion
-        .as_ref()
-        .is_some_and(|d| d.skip_retention == Some(true) && d.approval.is_some());
-    let retention_end = match (skip_retention, deletion_confirmed_at) {
-        (true, Some(confirmed)) => confirmed,
-        _ => offboarded_at + retention,
-    };
-    let extend_until = spec.retention.as_ref().and_then(|r| r.extend_until);
-    let purge_after = extend_until.map_or(retention_end, |until| retention_end.max(until));
+    let (purge_after, locked_by) = retention_end(input, offboarded_at, deletion_confirmed_at);
     decision.purge_after = Some(purge_after);
+    decision.retention_locked_by = locked_by;
 
-    let blocker = if !in_force.is_empty() {
-        Some(Blocker::Held(in_force.clone()))
+    let blocker = if holds.held() {
+        Some(Blocker::Held(holds.described.clone()))
     } else if policy.flag(keys::REQUIRE_CONFIRMATION) && spec.deletion.is_none() {
         Some(Blocker::AwaitingConfirmation)
-    } else if policy.flag(keys::REQUIRE_EXPORT) && recorded.is_none_or(|s| s.exports.is_empty()) {
+    } else if policy.flag(keys::REQUIRE_EXPORT) && !input.export_available {
         Some(Blocker::AwaitingExport)
     } else {
         None
@@ -285,92 +298,220 @@ pub fn decide(input: &Input) -> Decision {
     let due_at = [
         Some(purge_after),
         deletion_confirmed_at,
-        last_hold_lifted_at,
+        holds.last_lifted_at,
     ]
     .into_iter()
     .flatten()
     .max()
     .unwrap_or(purge_after);
-    // Every purge can be reviewed for the whole final grace: a purge date is
-    // never earlier than a final grace after status first announced it, also
-    // when backdated facts made it due long ago. An announced date only moves
-    // later.
     let final_grace = policy.days(keys::FINAL_GRACE_DAYS);
-    let final_purge_at = match recorded.and_then(|s| s.final_purge_at) {
-        Some(announced) => announced.max(due_at + final_grace),
-        None => (due_at + final_grace).max(now + final_grace),
-    };
+    let final_purge_at = final_purge_at(due_at, final_grace, announced(recorded), now);
 
+    // The purge starts only on a namespace tenure owns and finds in place.
+    let namespace_ready = *input.namespace == Namespace::Owned;
     let phase = match &blocker {
         Some(_) => lifecycle_phase,
         None if now < due_at => lifecycle_phase,
-        None if now < final_purge_at => PurgeScheduled,
+        None if now < final_purge_at || !namespace_ready => PurgeScheduled,
         None => Purging,
     };
     decision.phase = phase;
     if blocker.is_none() {
         decision.final_purge_at = Some(final_purge_at);
         decision.reactivation_deadline = Some(final_purge_at);
-        let next = if now < due_at { due_at } else { final_purge_at };
-        decision.wake_at = decision.wake_at.into_iter().chain([next]).min();
+        // Past both, the purge waits only for the namespace: its watch wakes us.
+        let next = [due_at, final_purge_at].into_iter().find(|at| now < *at);
+        decision.wake_at = decision.wake_at.into_iter().chain(next).min();
     }
+    if phase == Purging {
+        decision.namespace_deleted_at = Some(now);
+    }
+    let recorded_phase = recorded.and_then(|s| s.phase).unwrap_or(Active);
+    decision.history.extend(offboarding_history(
+        input,
+        recorded_phase,
+        phase,
+        offboarded_at,
+        purge_after,
+        due_at,
+        final_purge_at,
+    ));
+    // Newest last: a backdated event goes before the holds noted now.
+    decision.history.sort_by_key(|entry| entry.at);
+    decision.verdict = namespace_verdict(input, false)
+        .unwrap_or_else(|| offboarded_verdict(input, phase, purge_after, final_purge_at));
+    decision.purge = match phase {
+        Purging => PurgeStep::DeleteNamespace { freeze_plan: true },
+        PurgeScheduled => PurgeStep::Plan,
+        _ => PurgeStep::None,
+    };
+    if let Some(blocker) = blocker {
+        decision.extra.push(blocked(blocker, purge_after));
+    }
+    decision
+}
 
-    // History: how the phase moved since the last decision.
-    let offboarding_reason = reason.clone().unwrap_or_else(|| "Other".into());
-    let previous = recorded_phase.unwrap_or(Active);
-    let standing_event = |event: &str, at: Time| (event.to_string(), at);
-    let mut steps = Vec::new();
+/// `purgeAfter`: the end of the retention (or the confirmation, when an
+/// approved `skipRetention` skips it, but never a locked retention), never
+/// before `retention.extendUntil`, nor before the locked retention of any
+/// entitlement in the namespace; with the entitlement that holds it there.
+fn retention_end(
+    input: &Input,
+    offboarded_at: Time,
+    deletion_confirmed_at: Option<Time>,
+) -> (Time, Option<RetentionLock>) {
+    let spec = input.spec;
+    let (retention, locked) = match spec.lifecycle {
+        OrganizationLifecycle::Archived => (
+            input.policy.days(keys::DATA_RETENTION_DAYS),
+            input.locked_archived,
+        ),
+        _ => (
+            input.policy.days(keys::DISABLED_RETENTION_DAYS),
+            input.locked_disabled,
+        ),
+    };
+    let skip_retention = spec
+        .deletion
+        .as_ref()
+        .is_some_and(|d| d.skip_retention == Some(true) && d.approval.is_some());
+    let own = match (skip_retention, deletion_confirmed_at) {
+        (true, Some(confirmed)) => {
+            let locked_end = locked.map(|l| offboarded_at + l.minimum);
+            locked_end.map_or(confirmed, |end| end.max(confirmed))
+        }
+        _ => offboarded_at + retention,
+    };
+    let extend_until = spec.retention.as_ref().and_then(|r| r.extend_until);
+    let own = extend_until.map_or(own, |until| own.max(until));
+    let latest_lock = input
+        .entitlement_locks
+        .iter()
+        .map(|e| RetentionLock {
+            entitlement: e.entitlement.clone(),
+            policy: e.lock.policy.clone(),
+            until: e.cancelled_at.unwrap_or(offboarded_at) + e.lock.minimum,
+        })
+        .filter(|lock| lock.until > own)
+        .max_by(|a, b| {
+            a.until
+                .cmp(&b.until)
+                .then_with(|| b.entitlement.cmp(&a.entitlement))
+        });
+    match latest_lock {
+        Some(lock) => (lock.until, Some(lock)),
+        None => (own, None),
+    }
+}
+
+/// The purge as the last decision announced it, if it did.
+fn announced(recorded: Option<&OrganizationStatus>) -> Option<Announced> {
+    let recorded = recorded?;
+    let at = recorded.final_purge_at?;
+    let grace = recorded_days(&recorded.effective_policy, keys::FINAL_GRACE_DAYS)?;
+    let due = [
+        recorded.purge_after,
+        recorded.deletion_confirmed_at,
+        recorded.last_hold_lifted_at,
+    ]
+    .into_iter()
+    .flatten()
+    .max()?;
+    Some(Announced {
+        due_plus_grace: due + grace,
+        grace,
+        at,
+    })
+}
+
+/// History entries for how the phase moved since the last decision.
+fn offboarding_history(
+    input: &Input,
+    previous: OrganizationPhase,
+    phase: OrganizationPhase,
+    offboarded_at: Time,
+    purge_after: Time,
+    due_at: Time,
+    final_purge_at: Time,
+) -> Vec<HistoryEntry> {
+    use OrganizationPhase::*;
+    let now = input.now;
+    let lifecycle_phase = match input.spec.lifecycle {
+        OrganizationLifecycle::Disabled => Disabled,
+        _ => Archived,
+    };
+    let reason = offboarding_reason(input.spec);
+    let mut steps: Vec<(&str, Time)> = Vec::new();
     // Archived is told whenever it is new, also from Disabled or from a
     // PurgeScheduled of a Disabled organization.
     let newly_offboarded = match lifecycle_phase {
-        Archived => recorded.and_then(|s| s.archived_at).is_none(),
+        Archived => input.recorded.and_then(|s| s.archived_at).is_none(),
         _ => previous == Active,
     };
     if newly_offboarded {
-        steps.push(match lifecycle_phase {
-            Archived => standing_event("Archived", offboarded_at),
-            _ => standing_event("Disabled", offboarded_at),
-        });
+        steps.push((
+            if lifecycle_phase == Archived {
+                "Archived"
+            } else {
+                "Disabled"
+            },
+            offboarded_at,
+        ));
     }
     if previous != phase {
-        if matches!(previous, PurgeScheduled) && matches!(phase, Disabled | Archived) {
-            steps.push(standing_event("PurgeDeferred", now));
+        if matches!(previous, PurgeScheduled | Purging) && matches!(phase, Disabled | Archived) {
+            steps.push(("PurgeDeferred", now));
         }
         if matches!(phase, PurgeScheduled | Purging) && !matches!(previous, PurgeScheduled) {
-            steps.push(standing_event("PurgeScheduled", due_at));
+            steps.push(("PurgeScheduled", due_at));
         }
         if phase == Purging {
-            steps.push(standing_event("Purging", final_purge_at));
+            steps.push(("Purging", final_purge_at));
         }
     }
-    for (event, at) in steps {
-        let message = match event.as_str() {
-            "Archived" => with_ticket(format!(
-                "offboarded ({offboarding_reason}); data is kept until {purge_after}"
-            )),
-            "Disabled" => with_ticket(format!(
-                "access revoked ({offboarding_reason}); data is kept until {purge_after}"
-            )),
-            "PurgeDeferred" => {
-                "the purge is on hold; the final grace runs again in full once nothing blocks it"
-                    .into()
-            }
-            "PurgeScheduled" => {
-                format!("the purge runs at {final_purge_at}; review status.purgePlan")
-            }
-            _ => "the purge started".into(),
-        };
-        note(&event, &offboarding_reason, message, at.min(now));
-    }
-    // Newest last: a backdated event goes before the holds noted now.
-    history.sort_by_key(|entry| entry.at);
-    decision.history = history;
+    steps
+        .into_iter()
+        .map(|(event, at)| {
+            let message = match event {
+                "Archived" => with_ticket(
+                    input.spec,
+                    format!("offboarded ({reason}); data is kept until {purge_after}"),
+                ),
+                "Disabled" => with_ticket(
+                    input.spec,
+                    format!("access revoked ({reason}); data is kept until {purge_after}"),
+                ),
+                "PurgeDeferred" => {
+                    "the purge is on hold; the final grace runs again in full once nothing blocks it"
+                        .into()
+                }
+                "PurgeScheduled" => {
+                    format!("the purge runs at {final_purge_at}; review status.purgePlan")
+                }
+                _ => "the purge started".into(),
+            };
+            entry(event, &reason, message, at.min(now))
+        })
+        .collect()
+}
 
-    let to_stop = match lifecycle_phase {
-        Disabled => "set spec.lifecycle to Active, or place a RetentionHold",
-        _ => "unarchive (spec.lifecycle: Active), or place a RetentionHold",
+/// What the conditions say of an offboarded organization not yet purging, or
+/// starting to.
+fn offboarded_verdict(
+    input: &Input,
+    phase: OrganizationPhase,
+    purge_after: Time,
+    final_purge_at: Time,
+) -> Verdict {
+    use OrganizationPhase::*;
+    let disabled = input.spec.lifecycle == OrganizationLifecycle::Disabled;
+    let to_stop = if disabled {
+        "set spec.lifecycle to Active, or place a RetentionHold"
+    } else {
+        "unarchive (spec.lifecycle: Active), or place a RetentionHold"
     };
-    decision.verdict = match phase {
+    let reason = offboarding_reason(input.spec);
+    match phase {
         Purging => Verdict::reconciling(
             "Purging",
             "deleting the tenant namespace and everything in it",
@@ -382,34 +523,162 @@ pub fn decide(input: &Input) -> Decision {
             ),
         ),
         _ => Verdict::ready(
-            format!("{lifecycle_phase:?}"),
-            with_ticket(format!(
-                "{} ({offboarding_reason}); data is kept until {purge_after}",
-                match lifecycle_phase {
-                    Disabled => "access revoked",
-                    _ => "offboarded",
-                }
-            )),
+            format!("{phase:?}"),
+            with_ticket(
+                input.spec,
+                format!(
+                    "{} ({reason}); data is kept until {purge_after}",
+                    if disabled {
+                        "access revoked"
+                    } else {
+                        "offboarded"
+                    }
+                ),
+            ),
         ),
-    };
-    if phase == Purging {
-        decision.purge = PurgeStep::DeleteNamespace;
-    } else if phase == PurgeScheduled {
-        decision.purge = PurgeStep::Plan;
     }
-    if let Some(blocker) = blocker {
-        decision.extra.push(blocked(blocker, purge_after));
+}
+
+/// What the conditions say when the tenant namespace is not as it should be
+/// (before the purge: `purging` says it once the purge started).
+fn namespace_verdict(input: &Input, purge_started: bool) -> Option<Verdict> {
+    let namespace = input.namespace_name;
+    let name = input.name;
+    match input.namespace {
+        Namespace::NotOwned(owner) => Some(Verdict::stalled(
+            "NamespaceNotOwned",
+            match owner {
+                Some(other) => format!(
+                    "namespace {namespace} belongs to organization {other} (label {ORGANIZATION_LABEL}); set spec.namespace to another name"
+                ),
+                None if purge_started => format!(
+                    "namespace {namespace} lost its label {ORGANIZATION_LABEL}={name}: tenure deletes only what it owns, so the purge waits; label it again to let the purge finish"
+                ),
+                None => format!(
+                    "namespace {namespace} exists without label {ORGANIZATION_LABEL}={name}; tenure never adopts a namespace it did not create: label it, or set spec.namespace to another name"
+                ),
+            },
+        )),
+        Namespace::Terminating if !purge_started => Some(Verdict::reconciling(
+            "NamespaceTerminating",
+            format!(
+                "tenant namespace {namespace} is being deleted; it is created again once it is gone"
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// The decision while Purging: the namespace is deleted, then the tombstone
+/// is written, once, when the namespace tenure deleted is gone.
+fn purging(input: &Input, recorded: &OrganizationStatus, holds: HoldState) -> Decision {
+    let now = input.now;
+    let mut decision = Decision {
+        phase: OrganizationPhase::Purging,
+        disabled_at: recorded.disabled_at,
+        archived_at: recorded.archived_at,
+        deletion_confirmed_at: recorded.deletion_confirmed_at,
+        last_hold_lifted_at: holds.last_lifted_at,
+        portal_visible_until: recorded.portal_visible_until,
+        reactivation_deadline: recorded.reactivation_deadline,
+        purge_after: recorded.purge_after,
+        final_purge_at: recorded.final_purge_at,
+        retention_locked_by: recorded.retention_locked_by.clone(),
+        namespace_deleted_at: None,
+        effective_policy: recorded.effective_policy.clone(),
+        holds: holds.in_force.clone(),
+        access_revoked: true,
+        provision_namespace: false,
+        purge: PurgeStep::None,
+        history: holds.history.clone(),
+        verdict: Verdict::reconciling(
+            "Purging",
+            "deleting the tenant namespace and everything in it; the tombstone is written once it is gone",
+        ),
+        extra: Vec::new(),
+        wake_at: None,
+    };
+    if brings_back(input.spec, recorded) {
+        decision.extra.push(refused_after_purge_started());
+    }
+    match input.namespace {
+        Namespace::Owned => {
+            decision.namespace_deleted_at = Some(recorded.namespace_deleted_at.unwrap_or(now));
+            decision.purge = PurgeStep::DeleteNamespace { freeze_plan: false };
+        }
+        Namespace::Terminating => {
+            decision.namespace_deleted_at = Some(recorded.namespace_deleted_at.unwrap_or(now));
+            if holds.held() {
+                decision.verdict.message = format!(
+                    "RetentionHold {} came after the tenant namespace's delete was sent: Kubernetes is deleting what it holds and tenure cannot stop that; the tombstone is written once it is gone",
+                    holds.described.join(", ")
+                );
+            }
+        }
+        Namespace::NotOwned(_) => {
+            decision.verdict = namespace_verdict(input, true).expect("a namespace not owned");
+        }
+        Namespace::Missing => match recorded.namespace_deleted_at {
+            Some(_) => {
+                decision.phase = OrganizationPhase::Purged;
+                decision.namespace_deleted_at = recorded.namespace_deleted_at;
+                decision.purge = PurgeStep::WriteTombstone(tombstone(input, recorded));
+                decision.verdict =
+                    Verdict::ready("Purged", "purged; status.tombstone keeps the record");
+                let reason = offboarding_reason(input.spec);
+                decision.history.push(entry(
+                    "Purged",
+                    &reason,
+                    with_ticket(
+                        input.spec,
+                        "the tenant namespace and everything in it were deleted".into(),
+                    ),
+                    now,
+                ));
+            }
+            None => {
+                decision.verdict = Verdict::stalled(
+                    "NamespaceGone",
+                    format!(
+                        "namespace {} was deleted, but not by tenure's purge: tenure writes no tombstone for what it did not delete",
+                        input.namespace_name
+                    ),
+                );
+            }
+        },
     }
     decision
 }
 
+fn entry(event: &str, reason: &str, message: String, at: Time) -> HistoryEntry {
+    HistoryEntry {
+        at,
+        event: event.into(),
+        reason: reason.into(),
+        message,
+    }
+}
+
+fn offboarding_reason(spec: &OrganizationSpec) -> String {
+    spec.offboarding
+        .as_ref()
+        .map_or_else(|| "Other".into(), |o| format!("{:?}", o.reason))
+}
+
+fn with_ticket(spec: &OrganizationSpec, text: String) -> String {
+    match spec.offboarding.as_ref().and_then(|o| o.ticket.as_ref()) {
+        Some(ticket) => format!("{text} (ticket {ticket})"),
+        None => text,
+    }
+}
+
 fn blocked(blocker: Blocker, purge_after: Time) -> Extra {
     let (reason, message) = match blocker {
-        Blocker::Held(names) => (
+        Blocker::Held(holds) => (
             "Held",
             format!(
-                "RetentionHold {} in force: nothing is purged while a hold covers the organization; once the last is lifted the final grace runs in full",
-                names.join(", ")
+                "RetentionHold {} in force: nothing is purged while a hold covers the organization or anything in its namespace; once the last is lifted the final grace runs in full",
+                holds.join(", ")
             ),
         ),
         Blocker::AwaitingConfirmation => (
@@ -421,7 +690,7 @@ fn blocked(blocker: Blocker, purge_after: Time) -> Extra {
         Blocker::AwaitingExport => (
             "AwaitingExport",
             format!(
-                "purge.requireExport is true: the purge (due from {purge_after}) waits until a DataExport of the organization succeeded"
+                "purge.requireExport is true: the purge (due from {purge_after}) waits until a DataExport of the organization succeeded and its artifact still exists"
             ),
         ),
     };
@@ -454,7 +723,7 @@ fn brings_back(spec: &OrganizationSpec, recorded: &OrganizationStatus) -> bool {
 }
 
 /// Purged: nothing changes any more but holds noted and a refused change.
-fn finished(input: &Input, holds: Vec<String>, history: Vec<HistoryEntry>) -> Decision {
+fn finished(input: &Input, holds: HoldState) -> Decision {
     let recorded = input.recorded.cloned().unwrap_or_default();
     let mut extra = Vec::new();
     if brings_back(input.spec, &recorded) {
@@ -470,10 +739,14 @@ fn finished(input: &Input, holds: Vec<String>, history: Vec<HistoryEntry>) -> De
         reactivation_deadline: recorded.reactivation_deadline,
         purge_after: recorded.purge_after,
         final_purge_at: recorded.final_purge_at,
-        holds,
+        retention_locked_by: recorded.retention_locked_by.clone(),
+        namespace_deleted_at: recorded.namespace_deleted_at,
+        effective_policy: recorded.effective_policy.clone(),
+        holds: holds.in_force,
         access_revoked: true,
+        provision_namespace: false,
         purge: PurgeStep::None,
-        history,
+        history: holds.history,
         verdict: Verdict::ready(
             "Purged",
             "purged; status.tombstone keeps the record, and the Organization may now be deleted",

@@ -20,6 +20,7 @@ use crate::api::common::OffboardingReason;
 use crate::api::organization::{Approval, DeletionRequest, Offboarding, PurgePlan, Retention};
 use crate::api::policy::{LifecyclePolicy, LifecyclePolicySpec, PolicyRules, PolicyScope};
 use crate::lifecycle::conditions::Progress;
+use crate::lifecycle::hold::HoldTarget;
 use crate::lifecycle::policy::{self, Subject};
 use OrganizationLifecycle as Lifecycle;
 use OrganizationPhase::{Active, Archived, Disabled, PurgeScheduled, Purged, Purging};
@@ -29,6 +30,7 @@ use OrganizationPhase::{Active, Archived, Disabled, PurgeScheduled, Purged, Purg
 // ---------------------------------------------------------------------------
 
 const NAME: &str = "acme";
+const NAMESPACE: &str = "org-acme";
 
 /// The effective policy of organization `acme` under a LifecyclePolicy scoped
 /// to it with `rules`, over the built-in defaults.
@@ -117,6 +119,10 @@ fn hold(name: &str, ticket: Option<&str>, until: Option<Time>) -> Hold {
         reason: "litigation".into(),
         ticket: ticket.map(Into::into),
         until,
+        target: HoldTarget::Organization {
+            name: NAME.into(),
+            namespace: Some(NAMESPACE.into()),
+        },
     }
 }
 
@@ -140,7 +146,12 @@ struct World {
     created: Time,
     policy: Effective,
     holds: Vec<Hold>,
-    namespace_exists: bool,
+    namespace: Namespace,
+    /// A DataExport succeeded and its artifact still exists.
+    export_available: bool,
+    /// Locked retentions: the organization's own, and its entitlements'.
+    locked_archived: Option<LockedRetention>,
+    entitlement_locks: Vec<EntitlementLock>,
     /// What the shell would measure now if it measured the purge plan.
     measured: PurgePlan,
     status: Option<OrganizationStatus>,
@@ -154,7 +165,10 @@ impl World {
             created: day(-365),
             policy: effective(rules),
             holds: Vec::new(),
-            namespace_exists: true,
+            namespace: Namespace::Owned,
+            export_available: false,
+            locked_archived: None,
+            entitlement_locks: Vec::new(),
             measured: plan(),
             status: None,
         }
@@ -168,7 +182,12 @@ impl World {
             recorded: self.status.as_ref(),
             policy: &self.policy,
             holds: &self.holds,
-            namespace_exists: self.namespace_exists,
+            locked_archived: self.locked_archived.as_ref(),
+            locked_disabled: None,
+            entitlement_locks: &self.entitlement_locks,
+            namespace_name: NAMESPACE,
+            namespace: &self.namespace,
+            export_available: self.export_available,
             now,
         }
     }
@@ -178,18 +197,19 @@ impl World {
     /// the purge starts (what it counts then is what the tombstone says).
     fn reconcile(&mut self, now: Time) -> Decision {
         let decision = decide(&self.input(now));
-        let recorded_phase = self.status.as_ref().and_then(|s| s.phase);
-        let starting_purge = decision.phase == Purging && recorded_phase != Some(Purging);
         let mut status = self.status.take().unwrap_or_default();
         decision.write_to(&mut status);
-        match decision.purge {
-            PurgeStep::Plan => status.purge_plan = Some(self.measured.clone()),
-            PurgeStep::DeleteNamespace if starting_purge => {
-                status.purge_plan = Some(self.measured.clone())
-            }
-            _ => {}
+        if matches!(
+            decision.purge,
+            PurgeStep::Plan | PurgeStep::DeleteNamespace { freeze_plan: true }
+        ) {
+            status.purge_plan = Some(self.measured.clone());
         }
         self.status = Some(status);
+        // Recorded first, done second: the delete is sent after the write.
+        if deletes(&decision) {
+            self.namespace = Namespace::Terminating;
+        }
         decision
     }
 
@@ -201,7 +221,13 @@ impl World {
     fn exported(&mut self, name: &str) {
         let status = self.status.get_or_insert_with(Default::default);
         status.exports.insert(0, name.into());
+        self.export_available = true;
     }
+}
+
+/// Whether the decision deletes the tenant namespace.
+fn deletes(decision: &Decision) -> bool {
+    matches!(decision.purge, PurgeStep::DeleteNamespace { .. })
 }
 
 fn names(history: &[HistoryEntry]) -> Vec<&str> {
@@ -290,7 +316,7 @@ fn the_97_day_path_disabled_awaits_confirmation_and_is_purged_a_final_grace_afte
     // Day 102: the purge starts and asks for the namespace to be deleted.
     let day102 = world.reconcile(day(102));
     assert_eq!(day102.phase, Purging);
-    assert_eq!(day102.purge, PurgeStep::DeleteNamespace);
+    assert!(deletes(&day102), "{:?}", day102.purge);
     assert_eq!(day102.verdict.progress, Progress::Reconciling);
     assert!(day102.access_revoked);
     assert_eq!(events(&day102.history), vec![(day(102), "Purging")]);
@@ -298,10 +324,10 @@ fn the_97_day_path_disabled_awaits_confirmation_and_is_purged_a_final_grace_afte
     // The namespace takes a while to go; then the tombstone, once.
     let waiting = world.reconcile(day(102) + hours(1));
     assert_eq!(waiting.phase, Purging);
-    assert_eq!(waiting.purge, PurgeStep::DeleteNamespace);
+    assert!(!deletes(&waiting), "the delete was sent: it waits");
     assert!(waiting.history.is_empty());
 
-    world.namespace_exists = false;
+    world.namespace = Namespace::Missing;
     let gone = world.reconcile(day(102) + hours(3));
     assert_eq!(gone.phase, Purged);
     let expected = Tombstone {
@@ -383,7 +409,7 @@ fn an_archived_org_is_purged_after_its_data_retention_and_the_final_grace() {
     assert_eq!(world.reconcile(day(37) - hours(1)).phase, PurgeScheduled);
     let purging = world.reconcile(day(37));
     assert_eq!(purging.phase, Purging);
-    assert_eq!(purging.purge, PurgeStep::DeleteNamespace);
+    assert!(deletes(&purging), "{:?}", purging.purge);
     assert_eq!(events(&purging.history), vec![(day(37), "Purging")]);
 }
 
@@ -566,6 +592,150 @@ fn a_hold_placed_on_an_org_scheduled_for_purge_blocks_it_and_keeps_it_archived()
     assert_eq!(much_later.phase, Archived);
     assert_eq!(much_later.purge, PurgeStep::None);
     assert!(much_later.history.is_empty());
+}
+
+#[test]
+fn a_hold_on_an_entitlement_in_the_namespace_blocks_the_organizations_purge() {
+    let mut world = World::new(
+        archived(None, Some(day(0))),
+        json!({"cancellation": {"dataRetentionDays": 30}}),
+    );
+    world.holds = vec![Hold {
+        target: HoldTarget::Entitlement {
+            namespace: NAMESPACE.into(),
+            name: "seat".into(),
+        },
+        ..hold("seat-evidence", Some("LEGAL-5"), None)
+    }];
+    let held = world.reconcile(day(60));
+    assert_eq!(held.phase, Archived);
+    assert_eq!(blocked_by(&held), Some("Held"));
+    let message = &condition(&held, "PurgeBlocked").unwrap().message;
+    assert!(
+        message.contains("seat-evidence (on Entitlement org-acme/seat)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_organizations_purge_waits_for_the_latest_locked_retention_of_an_entitlement_in_it() {
+    let mut world = World::new(
+        archived(None, Some(day(0))),
+        json!({"cancellation": {"dataRetentionDays": 30}}),
+    );
+    let lock = |entitlement: &str, cancelled_at: Option<Time>, days: i64| EntitlementLock {
+        entitlement: format!("{NAMESPACE}/{entitlement}"),
+        cancelled_at,
+        lock: LockedRetention {
+            minimum: TimeDelta::days(days),
+            policy: "LifecyclePolicy/legal".into(),
+        },
+    };
+    world.entitlement_locks = vec![
+        lock("short", Some(day(-100)), 120),
+        lock("audited", None, 400),
+    ];
+    let archived = world.reconcile(day(1));
+    assert_eq!(archived.purge_after, Some(day(400)));
+    let locked_by = world.status().retention_locked_by.clone().unwrap();
+    assert_eq!(locked_by.entitlement, "org-acme/audited");
+    assert_eq!(locked_by.policy, "LifecyclePolicy/legal");
+    assert_eq!(
+        world.reconcile(day(60)).phase,
+        Archived,
+        "not purged on day 37"
+    );
+    assert_eq!(world.reconcile(day(400)).phase, PurgeScheduled);
+}
+
+#[test]
+fn skip_retention_never_skips_a_locked_retention() {
+    let mut world = World::new(
+        OrganizationSpec {
+            deletion: confirmed_skipping_retention(),
+            ..archived(None, Some(day(0)))
+        },
+        json!({"cancellation": {"dataRetentionDays": 365}}),
+    );
+    world.locked_archived = Some(LockedRetention {
+        minimum: TimeDelta::days(200),
+        policy: "LifecyclePolicy/legal".into(),
+    });
+    let decided = world.reconcile(day(10));
+    assert_eq!(
+        decided.purge_after,
+        Some(day(200)),
+        "the lock, not the confirmation"
+    );
+}
+
+#[test]
+fn a_correction_of_effective_at_moves_the_deadlines_later_at_once_and_earlier_only_after_a_full_grace()
+ {
+    let mut world = World::new(
+        archived(None, Some(day(0))),
+        json!({"cancellation": {"dataRetentionDays": 30}}),
+    );
+    world.reconcile(day(1));
+    assert_eq!(world.reconcile(day(31)).final_purge_at, Some(day(37)));
+    // The offboarding really took effect on day 20: every deadline follows.
+    world.spec.offboarding.as_mut().unwrap().effective_at = Some(day(20));
+    let later = world.reconcile(day(32));
+    assert_eq!(later.archived_at, Some(day(20)));
+    assert_eq!(later.purge_after, Some(day(50)));
+    assert_eq!(later.final_purge_at, Some(day(57)));
+    assert_eq!(later.phase, Archived, "no longer due");
+    assert_eq!(world.reconcile(day(50)).final_purge_at, Some(day(57)));
+    // Corrected back to day 0 on day 52: earlier, but a full grace from the change.
+    world.spec.offboarding.as_mut().unwrap().effective_at = Some(day(0));
+    let earlier = world.reconcile(day(52));
+    assert_eq!(earlier.purge_after, Some(day(30)));
+    assert_eq!(
+        earlier.final_purge_at,
+        Some(day(57)),
+        "min(old, change + grace)"
+    );
+    assert_eq!(world.reconcile(day(56)).phase, PurgeScheduled);
+    assert_eq!(world.reconcile(day(57)).phase, Purging);
+}
+
+#[test]
+fn a_deliberate_retention_cut_reaches_an_organization_already_scheduled_after_a_full_grace() {
+    let mut world = World::new(
+        archived(None, Some(day(0))),
+        json!({"cancellation": {"dataRetentionDays": 365}, "purge": {"finalGraceDays": 10}}),
+    );
+    world.reconcile(day(1));
+    assert_eq!(world.reconcile(day(365)).final_purge_at, Some(day(375)));
+    world.policy = effective(
+        json!({"cancellation": {"dataRetentionDays": 30}, "purge": {"finalGraceDays": 2}}),
+    );
+    let cut = world.reconcile(day(366));
+    assert_eq!(
+        cut.final_purge_at,
+        Some(day(375)),
+        "never later than announced"
+    );
+
+    // Cut during the retention, on day 100: earlier, by the old grace of 10 days.
+    let mut world = World::new(
+        archived(None, Some(day(0))),
+        json!({"cancellation": {"dataRetentionDays": 365}, "purge": {"finalGraceDays": 10}}),
+    );
+    world.reconcile(day(1));
+    assert_eq!(world.status().final_purge_at, Some(day(375)));
+    world.policy = effective(
+        json!({"cancellation": {"dataRetentionDays": 30}, "purge": {"finalGraceDays": 2}}),
+    );
+    let cut = world.reconcile(day(100));
+    assert_eq!(cut.final_purge_at, Some(day(110)));
+    assert_eq!(cut.phase, PurgeScheduled);
+    assert_eq!(
+        world.reconcile(day(105)).final_purge_at,
+        Some(day(110)),
+        "it stands"
+    );
+    assert_eq!(world.reconcile(day(110)).phase, Purging);
 }
 
 #[test]
@@ -800,7 +970,7 @@ fn enabling_or_unarchiving_once_purging_is_refused_and_the_purge_runs_on() {
         world.spec.lifecycle = Lifecycle::Active;
         let refused_while_purging = world.reconcile(day(37) + hours(1));
         assert_eq!(refused_while_purging.phase, Purging);
-        assert_eq!(refused_while_purging.purge, PurgeStep::DeleteNamespace);
+        assert_eq!(world.namespace, Namespace::Terminating, "the purge runs on");
         assert!(refused_while_purging.access_revoked);
         assert!(refused(&refused_while_purging));
         assert!(
@@ -808,7 +978,7 @@ fn enabling_or_unarchiving_once_purging_is_refused_and_the_purge_runs_on() {
             "neither Enabled nor Unarchived"
         );
 
-        world.namespace_exists = false;
+        world.namespace = Namespace::Missing;
         let purged = world.reconcile(day(38));
         assert_eq!(purged.phase, Purged);
         assert!(matches!(purged.purge, PurgeStep::WriteTombstone(_)));
@@ -835,7 +1005,7 @@ fn unarchiving_to_disabled_once_purging_is_refused_too() {
     let purging = world.reconcile(day(38));
     assert_eq!(purging.phase, Purging);
     assert!(refused(&purging));
-    world.namespace_exists = false;
+    world.namespace = Namespace::Missing;
     assert!(refused(&world.reconcile(day(39))));
     assert!(refused(&world.reconcile(day(40))));
 }
@@ -849,7 +1019,7 @@ fn keeping_the_offboarded_lifecycle_while_purging_is_not_a_refused_change() {
     world.reconcile(day(0));
     assert!(!refused(&world.reconcile(day(37))));
     assert!(!refused(&world.reconcile(day(38))));
-    world.namespace_exists = false;
+    world.namespace = Namespace::Missing;
     assert!(!refused(&world.reconcile(day(39))));
     assert!(!refused(&world.reconcile(day(40))));
 }
@@ -887,7 +1057,7 @@ fn require_export_blocks_the_purge_until_a_data_export_succeeded() {
         at += TimeDelta::days(1);
         world.reconcile(at);
     }
-    world.namespace_exists = false;
+    world.namespace = Namespace::Missing;
     match world.reconcile(at + hours(1)).purge {
         PurgeStep::WriteTombstone(tombstone) => assert!(tombstone.export_provided),
         other => panic!("expected the tombstone, got {other:?}"),
@@ -933,12 +1103,14 @@ fn a_purge_resumed_after_restarts_deletes_the_namespace_again_and_counts_the_fro
         namespaces: vec!["org-acme".into()],
     };
     for h in 1..=4 {
-        // Each reconcile is a fresh controller (a restart) reading the status.
+        // Each reconcile is a fresh controller (a restart) reading the status,
+        // killed before its delete was sent.
+        world.namespace = Namespace::Owned;
         let resumed = world.reconcile(day(37) + hours(h));
         assert_eq!(resumed.phase, Purging);
         assert_eq!(
             resumed.purge,
-            PurgeStep::DeleteNamespace,
+            PurgeStep::DeleteNamespace { freeze_plan: false },
             "asked again, idempotently"
         );
         assert!(resumed.history.is_empty());
@@ -947,7 +1119,7 @@ fn a_purge_resumed_after_restarts_deletes_the_namespace_again_and_counts_the_fro
     }
 
     // A crash between deciding Purged and writing it: nothing was written.
-    world.namespace_exists = false;
+    world.namespace = Namespace::Missing;
     let lost = decide(&world.input(day(38)));
     assert_eq!(lost.phase, Purged);
 
@@ -985,7 +1157,7 @@ fn a_tombstone_already_written_is_never_replaced_by_a_later_decision() {
     );
     world.reconcile(day(0));
     world.reconcile(day(37));
-    world.namespace_exists = false;
+    world.namespace = Namespace::Missing;
     world.reconcile(day(38));
     let first = world.status().tombstone.clone().unwrap();
 
@@ -1000,18 +1172,87 @@ fn a_tombstone_already_written_is_never_replaced_by_a_later_decision() {
 }
 
 #[test]
-fn a_hold_placed_once_purging_is_noted_but_does_not_stop_the_purge() {
+fn a_hold_placed_after_the_namespace_delete_was_sent_is_noted_and_cannot_stop_it() {
     let mut world = World::new(
         archived(None, Some(day(0))),
         json!({"cancellation": {"dataRetentionDays": 30}}),
     );
     world.reconcile(day(0));
     assert_eq!(world.reconcile(day(37)).phase, Purging);
+    assert_eq!(
+        world.namespace,
+        Namespace::Terminating,
+        "the delete was sent"
+    );
     world.holds = vec![hold("late", None, None)];
     let noted = world.reconcile(day(38));
     assert_eq!(noted.phase, Purging);
-    assert_eq!(noted.purge, PurgeStep::DeleteNamespace);
     assert_eq!(names(&noted.history), vec!["HoldPlaced"]);
+    assert!(
+        noted.verdict.message.contains("cannot stop"),
+        "{}",
+        noted.verdict.message
+    );
+    world.namespace = Namespace::Missing;
+    assert_eq!(world.reconcile(day(39)).phase, Purged);
+}
+
+#[test]
+fn a_hold_placed_while_purging_before_the_namespace_delete_was_sent_stops_the_purge() {
+    let mut world = World::new(
+        archived(None, Some(day(0))),
+        json!({"cancellation": {"dataRetentionDays": 30}}),
+    );
+    world.reconcile(day(0));
+    assert_eq!(world.reconcile(day(37)).phase, Purging);
+    // Killed between recording Purging and sending the delete; a hold arrives.
+    world.namespace = Namespace::Owned;
+    world.holds = vec![hold("legal", Some("LEGAL-4"), None)];
+    let stopped = world.reconcile(day(38));
+    assert_eq!(stopped.phase, Archived);
+    assert!(!deletes(&stopped));
+    assert_eq!(blocked_by(&stopped), Some("Held"));
+    assert_eq!(stopped.final_purge_at, None);
+    assert_eq!(world.status().namespace_deleted_at, None);
+    assert_eq!(names(&stopped.history), vec!["HoldPlaced", "PurgeDeferred"]);
+
+    // Lifted: the final grace runs again in full before anything is deleted.
+    world.holds.clear();
+    let lifted = world.reconcile(day(50));
+    assert_eq!(lifted.phase, PurgeScheduled);
+    assert_eq!(lifted.final_purge_at, Some(day(57)));
+    assert_eq!(world.reconcile(day(57)).phase, Purging);
+}
+
+#[test]
+fn a_namespace_that_lost_tenures_label_is_never_deleted_nor_recorded_as_purged() {
+    let mut world = World::new(
+        archived(None, Some(day(0))),
+        json!({"cancellation": {"dataRetentionDays": 30}}),
+    );
+    world.reconcile(day(0));
+    assert_eq!(world.reconcile(day(31)).phase, PurgeScheduled);
+    world.namespace = Namespace::NotOwned(None);
+    let waiting = world.reconcile(day(37));
+    assert_eq!(waiting.phase, PurgeScheduled, "the purge does not start");
+    assert_eq!(waiting.verdict.reason, "NamespaceNotOwned");
+    assert_eq!(waiting.verdict.progress, Progress::Stalled);
+    assert!(!deletes(&waiting));
+
+    // Lost once the purge started: Stalled, never Purged.
+    world.namespace = Namespace::Owned;
+    assert_eq!(world.reconcile(day(38)).phase, Purging);
+    world.namespace = Namespace::NotOwned(None);
+    let refused = world.reconcile(day(39));
+    assert_eq!(refused.phase, Purging);
+    assert_eq!(refused.verdict.reason, "NamespaceNotOwned");
+    assert!(!deletes(&refused));
+    // Someone else deletes it: still no tombstone for what tenure did not delete.
+    world.namespace = Namespace::Missing;
+    let gone = world.reconcile(day(40));
+    assert_eq!(gone.phase, Purging);
+    assert_eq!(gone.verdict.reason, "NamespaceGone");
+    assert!(world.status().tombstone.is_none());
 }
 
 // ---------------------------------------------------------------------------
@@ -1191,7 +1432,7 @@ struct Step {
     now: Time,
     spec: OrganizationSpec,
     holds: Vec<Hold>,
-    namespace_exists: bool,
+    namespace: Namespace,
     before: Option<OrganizationStatus>,
     decision: Decision,
     written: bool,
@@ -1254,13 +1495,18 @@ impl Case {
         for (i, &(now, lost)) in self.nows.iter().enumerate() {
             world.spec = self.spec_at(now);
             world.holds = self.holds_at(now);
-            world.namespace_exists =
-                deleting_since.is_none_or(|k| i < k + self.namespace_gone_after);
+            // Sent after the write of step k, the delete takes a while.
+            world.namespace = match deleting_since {
+                Some(k) if i >= k + self.namespace_gone_after => Namespace::Missing,
+                Some(_) => Namespace::Terminating,
+                None => Namespace::Owned,
+            };
             if let (Some(status), Some(at)) = (world.status.as_mut(), self.exported_at)
                 && now >= at
                 && status.exports.is_empty()
             {
                 status.exports.push("acme-export-1".into());
+                world.export_available = true;
             }
             let before = world.status.clone();
             let decision = if lost {
@@ -1269,14 +1515,14 @@ impl Case {
                 world.reconcile(now)
             };
             // Recorded first, done second: the deletion starts once written.
-            if !lost && decision.purge == PurgeStep::DeleteNamespace {
-                deleting_since.get_or_insert(i);
+            if !lost && deletes(&decision) {
+                deleting_since.get_or_insert(i + 1);
             }
             steps.push(Step {
                 now,
                 spec: world.spec.clone(),
                 holds: world.holds.clone(),
-                namespace_exists: world.namespace_exists,
+                namespace: world.namespace.clone(),
                 before,
                 decision,
                 written: !lost,
@@ -1319,7 +1565,7 @@ proptest! {
             let now = step.now;
             prop_assert!(!step.held(), "the purge starts at {now} under a hold in force");
             prop_assert!(step.spec.lifecycle != Lifecycle::Active, "an Active org purged at {now}");
-            prop_assert_eq!(d.purge.clone(), PurgeStep::DeleteNamespace);
+            prop_assert_eq!(d.purge.clone(), PurgeStep::DeleteNamespace { freeze_plan: true });
             prop_assert!(d.holds.is_empty());
             let final_purge_at = d.final_purge_at.expect("Purging has finalPurgeAt");
             let purge_after = d.purge_after.expect("Purging has purgeAfter");
@@ -1406,7 +1652,7 @@ proptest! {
             if let PurgeStep::WriteTombstone(tombstone) = &d.purge {
                 prop_assert_eq!(d.phase, Purged);
                 prop_assert_eq!(step.before_phase(), Some(Purging));
-                prop_assert!(!step.namespace_exists);
+                prop_assert_eq!(&step.namespace, &Namespace::Missing);
                 prop_assert_eq!(&tombstone.deleted, &deleted());
                 prop_assert_eq!(tombstone.purged_at, step.now);
                 prop_assert_eq!(tombstone.name.as_str(), NAME);
@@ -1417,7 +1663,7 @@ proptest! {
                 prop_assert!(matches!(d.purge, PurgeStep::WriteTombstone(_)), "Purged without a tombstone at {}", step.now);
             }
             if step.starts_purge() {
-                prop_assert_eq!(d.purge.clone(), PurgeStep::DeleteNamespace);
+                prop_assert_eq!(d.purge.clone(), PurgeStep::DeleteNamespace { freeze_plan: true });
                 if step.written {
                     let after = step.after.as_ref().unwrap();
                     prop_assert_eq!(after.purge_plan.as_ref(), Some(&plan()), "the plan is recorded as the purge starts");
@@ -1462,9 +1708,32 @@ proptest! {
         }
         if world.status().phase == Some(Purging) {
             let last = steps.last().unwrap().now;
-            world.namespace_exists = false;
+            world.namespace = Namespace::Missing;
             prop_assert_eq!(world.reconcile(last + hours(1)).phase, Purged);
             prop_assert!(world.status().tombstone.is_some());
+        }
+    }
+
+    /// 4b. Nothing is deleted before the announced `finalPurgeAt`, nor while a
+    /// hold covering the organization is in force; and an announced purge
+    /// never moves earlier than the moment it moved plus a full final grace.
+    #[test]
+    fn no_delete_early_or_held_and_no_announced_purge_moves_earlier_without_a_full_grace(case in case()) {
+        let (world, steps) = case.run();
+        let grace = world.policy.days(keys::FINAL_GRACE_DAYS);
+        for step in steps.iter().filter(|s| s.written) {
+            let d = &step.decision;
+            if deletes(d) {
+                prop_assert!(!step.held(), "a delete at {} under a hold in force", step.now);
+                let announced = d.final_purge_at.expect("a delete has its announced date");
+                prop_assert!(step.now >= announced, "a delete at {} before {announced}", step.now);
+            }
+            let before = step.before.as_ref().and_then(|s| s.final_purge_at);
+            if let (Some(before), Some(now)) = (before, d.final_purge_at)
+                && now < before
+            {
+                prop_assert!(now >= step.now + grace, "moved from {before} to {now} at {}", step.now);
+            }
         }
     }
 

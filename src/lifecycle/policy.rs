@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::TimeDelta;
 use serde_json::{Value, json};
 
-use crate::api::entitlement::EffectiveValue;
+use crate::api::entitlement::{EffectiveValue, RaisedFrom};
 use crate::api::policy::{LifecyclePolicy, PolicyRules, PolicyScope};
 
 /// The flat keys of every rule (`group.field`), as `status.effectivePolicy` shows them.
@@ -131,8 +131,26 @@ impl Effective {
     }
 }
 
+/// A number of days from an effective policy recorded in status by an earlier
+/// decision; None when it was not recorded.
+pub fn recorded_days(recorded: &BTreeMap<String, EffectiveValue>, key: &str) -> Option<TimeDelta> {
+    recorded
+        .get(key)
+        .and_then(|v| v.value.as_i64())
+        .map(TimeDelta::days)
+}
+
+/// The keys a locked policy (a retention lock) makes minimums of.
+pub const LOCKED_MINIMUMS: [&str; 3] = [
+    keys::DATA_RETENTION_DAYS,
+    keys::DISABLED_RETENTION_DAYS,
+    keys::FINAL_GRACE_DAYS,
+];
+
 /// Resolves the rules for `subject` from `policies` (all of them; those that do
-/// not apply are skipped) and the entitlement's own overrides.
+/// not apply are skipped) and the entitlement's own overrides. A locked policy
+/// that applies then raises each of [`LOCKED_MINIMUMS`] it sets to at least its
+/// value, whatever a more specific level asked for.
 pub fn resolve(
     policies: &[&LifecyclePolicy],
     subject: &Subject,
@@ -142,32 +160,105 @@ pub fn resolve(
         .into_iter()
         .map(|(key, value)| {
             let from = FROM_DEFAULT.to_string();
-            (key, EffectiveValue { value, from })
+            let raised_from = None;
+            (
+                key,
+                EffectiveValue {
+                    value,
+                    from,
+                    raised_from,
+                },
+            )
         })
         .collect();
+    let applicable = applicable(policies, subject);
+    let layers = applicable
+        .iter()
+        .map(|p| (source_of(p), &p.spec.rules))
+        .chain(own.map(|rules| (FROM_ENTITLEMENT.to_string(), rules)));
+    for (from, rules) in layers {
+        for (key, value) in flatten_rules(rules) {
+            let from = from.clone();
+            let raised_from = None;
+            resolved.insert(
+                key,
+                EffectiveValue {
+                    value,
+                    from,
+                    raised_from,
+                },
+            );
+        }
+    }
+    for key in LOCKED_MINIMUMS {
+        let (Some((minimum, lock)), Some(current)) =
+            (locked_minimum(&applicable, key), resolved.get_mut(key))
+        else {
+            continue;
+        };
+        if current.value.as_i64().unwrap_or_default() < minimum {
+            let asked = RaisedFrom {
+                value: current.value.clone(),
+                from: current.from.clone(),
+            };
+            *current = EffectiveValue {
+                value: minimum.into(),
+                from: lock,
+                raised_from: Some(asked),
+            };
+        }
+    }
+    Effective(resolved)
+}
+
+/// The policies that apply to `subject`, least specific first, so that later
+/// levels override; inside one level the name that sorts first wins, so it
+/// goes last.
+fn applicable<'a>(policies: &[&'a LifecyclePolicy], subject: &Subject) -> Vec<&'a LifecyclePolicy> {
     let mut applicable: Vec<&LifecyclePolicy> = policies
         .iter()
         .copied()
         .filter(|p| applies_to(p, subject))
         .collect();
-    // Least specific first, so that later levels override; inside one level the
-    // name that sorts first wins, so it goes last.
     applicable.sort_by(|a, b| {
         let level = |p: &LifecyclePolicy| level_of(p.spec.scope.as_ref()).0;
         level(a).cmp(&level(b)).then_with(|| name(b).cmp(name(a)))
     });
-    let layers = applicable
+    applicable
+}
+
+/// The highest minimum of `key` that a locked policy among `applicable` sets,
+/// and that policy (`LifecyclePolicy/<name>`).
+fn locked_minimum(applicable: &[&LifecyclePolicy], key: &str) -> Option<(i64, String)> {
+    applicable
         .iter()
-        .map(|p| (format!("LifecyclePolicy/{}", name(p)), &p.spec.rules))
-        .chain(own.map(|rules| (FROM_ENTITLEMENT.to_string(), rules)));
-    for (from, rules) in layers {
-        let set = serde_json::to_value(rules).map(|v| flatten(&v));
-        for (key, value) in set.unwrap_or_default() {
-            let from = from.clone();
-            resolved.insert(key, EffectiveValue { value, from });
-        }
-    }
-    Effective(resolved)
+        .filter(|p| p.spec.locked == Some(true))
+        .filter_map(|p| {
+            let value = flatten_rules(&p.spec.rules).get(key)?.as_i64()?;
+            Some((value, source_of(p)))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
+}
+
+/// The locked minimum of `key` for `subject`: its value in days and the
+/// locked policy that sets it, if any.
+pub fn locked_floor(
+    policies: &[&LifecyclePolicy],
+    subject: &Subject,
+    key: &str,
+) -> Option<(TimeDelta, String)> {
+    let (days, lock) = locked_minimum(&applicable(policies, subject), key)?;
+    Some((TimeDelta::days(days), lock))
+}
+
+fn source_of(policy: &LifecyclePolicy) -> String {
+    format!("LifecyclePolicy/{}", name(policy))
+}
+
+fn flatten_rules(rules: &PolicyRules) -> BTreeMap<String, Value> {
+    serde_json::to_value(rules)
+        .map(|v| flatten(&v))
+        .unwrap_or_default()
 }
 
 fn name(policy: &LifecyclePolicy) -> &str {
@@ -306,6 +397,58 @@ mod tests {
         assert_eq!(
             effective.days(keys::PAYMENT_GRACE_DAYS),
             TimeDelta::days(40)
+        );
+    }
+
+    #[test]
+    fn a_locked_policys_retention_and_final_grace_are_minimums_that_no_level_can_shorten() {
+        let mut legal = policy(
+            "legal-floor",
+            class("plugin"),
+            json!({"cancellation": {"dataRetentionDays": 400}, "purge": {"finalGraceDays": 14}}),
+        );
+        legal.spec.locked = Some(true);
+        let by_product = policy(
+            "short",
+            PolicyScope {
+                product: Some("grafana".into()),
+                ..Default::default()
+            },
+            json!({"cancellation": {"dataRetentionDays": 30}, "purge": {"finalGraceDays": 0}}),
+        );
+        let own: PolicyRules = serde_json::from_value(
+            json!({"cancellation": {"dataRetentionDays": 1, "portalVisibilityDays": 5}}),
+        )
+        .unwrap();
+        let subject = Subject {
+            class: Some("plugin"),
+            product: Some("grafana"),
+            ..Default::default()
+        };
+        let effective = resolve(&[&legal, &by_product], &subject, Some(&own));
+        let retention = &effective.0[keys::DATA_RETENTION_DAYS];
+        assert_eq!(retention.value, json!(400));
+        assert_eq!(retention.from, "LifecyclePolicy/legal-floor");
+        let asked = retention.raised_from.as_ref().expect("says what it raised");
+        assert_eq!(
+            (asked.value.clone(), asked.from.as_str()),
+            (json!(1), "Entitlement")
+        );
+        assert_eq!(effective.days(keys::FINAL_GRACE_DAYS), TimeDelta::days(14));
+        assert_eq!(
+            effective.days(keys::PORTAL_VISIBILITY_DAYS),
+            TimeDelta::days(5)
+        );
+
+        // A longer value at a more specific level stands.
+        let longer: PolicyRules =
+            serde_json::from_value(json!({"cancellation": {"dataRetentionDays": 900}})).unwrap();
+        let effective = resolve(&[&legal], &subject, Some(&longer));
+        assert_eq!(effective.0[keys::DATA_RETENTION_DAYS].value, json!(900));
+        assert_eq!(effective.0[keys::DATA_RETENTION_DAYS].raised_from, None);
+        assert_eq!(
+            locked_floor(&[&legal], &subject, keys::DATA_RETENTION_DAYS),
+            Some((TimeDelta::days(400), "LifecyclePolicy/legal-floor".into()))
         );
     }
 
