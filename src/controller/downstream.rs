@@ -192,7 +192,8 @@ pub async fn purge_plan(
     Ok(plan)
 }
 
-/// Whether `object` was created after the entitlement was purged.
+/// Whether `object` was created after the entitlement was purged (or in the
+/// same second: then it is kept, the safe side).
 fn created_after(
     context: &Context,
     object: &DynamicObject,
@@ -203,7 +204,7 @@ fn created_after(
         .creation_timestamp
         .as_ref()
         .map(|t| context.clock.observed(from_time(t)));
-    matches!((created, purged_since), (Some(created), Some(purged)) if created > purged)
+    matches!((created, purged_since), (Some(created), Some(purged)) if created >= purged)
 }
 
 /// The API of `kind` in the entitlement's namespace and the objects of it

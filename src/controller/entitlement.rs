@@ -473,11 +473,21 @@ async fn check_references(
     {
         return Ok(Err(Verdict::stalled("CodePrefixMismatch", problem)));
     }
+    let namespace = entitlement.namespace().unwrap_or_default();
     let Some(org_name) = entitlement.spec.organization.as_deref() else {
+        // Standalone; but in a tenant namespace its data is that
+        // organization's, kept by its purge guards.
+        let tenant = context
+            .organizations
+            .state()
+            .into_iter()
+            .find(|org| org.tenant_namespace() == namespace);
         return Ok(Ok(References {
             class,
             standing: Standing::Active,
-            organization_purge: None,
+            organization_purge: tenant
+                .and_then(|org| standing_of(&org))
+                .map(|(_, purge)| purge),
         }));
     };
     let Some(org) = context.organizations.get(&ObjectRef::new(org_name)) else {
@@ -487,7 +497,6 @@ async fn check_references(
         )));
     };
     let tenant_namespace = org.tenant_namespace();
-    let namespace = entitlement.namespace().unwrap_or_default();
     if namespace != tenant_namespace {
         return Ok(Err(Verdict::stalled(
             "WrongNamespace",

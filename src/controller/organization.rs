@@ -37,20 +37,18 @@ pub async fn run(context: Arc<Context>) {
     let namespaces = Api::<Namespace>::all(context.client.clone());
     let controller = Controller::new(organizations, watcher::Config::default());
     let by_policy = controller.store();
+    let by_tenant_namespace = controller.store();
     let by_namespace = controller.store();
     let by_export = controller.store();
     let hold_context = context.clone();
     let controller = controller
-        // A tenant namespace changing (or vanishing) wakes its organization.
+        // A tenant namespace changing, losing its label or vanishing wakes its
+        // organization (found by name: a namespace leaving the label
+        // selection arrives without the label).
         .watches(
             namespaces,
             watcher::Config::default().labels(ORGANIZATION_LABEL),
-            |namespace| {
-                namespace
-                    .labels()
-                    .get(ORGANIZATION_LABEL)
-                    .map(|org| ObjectRef::new(org))
-            },
+            move |namespace| owner_of(&by_tenant_namespace, &namespace.name_any()),
         )
         // Entitlement counts and locked retentions follow the entitlements.
         .watches(

@@ -14,7 +14,7 @@ use crate::api::{
     DataExport, DataExportStatus, Entitlement, EntitlementClass, LifecyclePolicy,
     LifecyclePolicyStatus, Organization, OrganizationStatus, RetentionHold, RetentionHoldStatus,
 };
-use crate::lifecycle::conditions::{Verdict, conditions};
+use crate::lifecycle::conditions::{Extra, READY, RECONCILING, STALLED, Verdict, conditions};
 
 /// A kind whose status keeps `observedGeneration` and kstatus `conditions`:
 /// every kind of tenure's.
@@ -59,33 +59,54 @@ with_status! {
     DataExport => DataExportStatus, namespaced;
 }
 
-/// Writes `verdict` into the object's conditions, the rest of its status as it
-/// is (e.g. Stalled for an error retrying cannot fix).
+/// Writes `verdict` into the conditions of the object as the API server has it
+/// now (read afresh, so that no stale copy overwrites the rest of its status),
+/// keeping its other conditions (e.g. Stalled for an error retrying cannot fix).
 pub async fn write_verdict<K: WithStatus>(
     object: &K,
     context: &Context,
     verdict: &Verdict,
 ) -> Result<()> {
-    let generation = object.meta().generation;
-    let current = object.status().cloned();
+    let api = object.api(context.client.clone());
+    let Some(fresh) = api.get_opt(&object.name_any()).await? else {
+        return Ok(());
+    };
+    let generation = fresh.meta().generation;
+    let current = fresh.status().cloned();
     let mut status = current.clone().unwrap_or_default();
     let (observed_generation, status_conditions) = K::observed(&mut status);
     *observed_generation = generation;
+    let others: Vec<Extra> = status_conditions
+        .iter()
+        .filter(|c| ![READY, RECONCILING, STALLED].contains(&c.type_.as_str()))
+        .map(|c| Extra {
+            type_: c.type_.clone(),
+            status: c.status == "True",
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        })
+        .collect();
     *status_conditions = conditions(
         status_conditions,
         verdict,
-        &[],
+        &others,
         generation,
         context.clock.now(),
     );
-    apply_status(
-        &object.api(context.client.clone()),
-        &object.name_any(),
+    let version = fresh.resource_version();
+    match apply_status_if_unchanged(
+        &api,
+        &fresh.name_any(),
+        version.as_deref(),
         current.as_ref(),
         &status,
     )
-    .await?;
-    Ok(())
+    .await
+    {
+        // Changed meanwhile: the next reconcile says it again.
+        Err(error) if is_conflict(&error) => Ok(()),
+        other => other.map(|_| ()),
+    }
 }
 
 /// Applies `status` to the object `name` unless it equals `current`. The whole
