@@ -108,6 +108,18 @@ fn kubectl_explain_documents_the_fields() {
     );
     let explained = kubectl_ok(&["explain", "entitlement.status.deadlines"]);
     assert!(explained.contains("autoCancelAt"), "{explained}");
+    for (field, words) in [
+        (
+            "retentionhold.spec.organization",
+            "every object in its tenant",
+        ),
+        ("entitlement.status.deadlines.finalPurgeAt", "final grace"),
+        ("lifecyclepolicy.spec.locked", "minimums"),
+        ("dataexport.spec.organization", "WrongNamespace"),
+    ] {
+        let explained = kubectl_ok(&["explain", field]);
+        assert!(explained.contains(words), "{field}: {explained}");
+    }
 }
 
 /// Manifests a platform engineer could get wrong, each with the words the API

@@ -443,3 +443,17 @@ async fn no_live_hold(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_in_a_row_back_off_from_seconds_to_minutes() {
+        let waits: Vec<u64> = [1, 2, 3, 8, 9, 40, u32::MAX]
+            .into_iter()
+            .map(|n| backoff(n).as_secs())
+            .collect();
+        assert_eq!(waits, [2, 4, 8, 256, 300, 300, 300]);
+    }
+}

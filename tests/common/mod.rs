@@ -244,13 +244,17 @@ impl Controller {
 
     /// Spawns with these environment variables set, besides KUBECONFIG.
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)], log_name: &str) -> Self {
+        let admin = kubeconfig();
+        let mut env = env.to_vec();
+        if !env.iter().any(|(name, _)| *name == "KUBECONFIG") {
+            env.push(("KUBECONFIG", admin.to_str().unwrap()));
+        }
         let log = std::fs::File::create(repo().join(format!(".cluster/logs/{log_name}.log")))
             .expect("a log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tenure"))
             .arg("run")
             .args(args)
             .envs(env.iter().copied())
-            .env("KUBECONFIG", kubeconfig())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -263,6 +267,23 @@ impl Controller {
         self.0.kill().expect("SIGKILL");
         self.0.wait().expect("reaped");
     }
+}
+
+/// A kubeconfig for the local control plane that acts as `user` (admin
+/// impersonation), for a controller with only the rights RBAC gives `user`.
+pub fn kubeconfig_as(user: &str) -> PathBuf {
+    let admin = std::fs::read_to_string(kubeconfig()).unwrap();
+    let path = repo().join(format!(".cluster/kubeconfig-{user}"));
+    let impersonating = admin.replace(
+        "    client-key:",
+        &format!("    as: {user}\n    client-key:"),
+    );
+    assert_ne!(
+        impersonating, admin,
+        "the admin kubeconfig has a client key"
+    );
+    std::fs::write(&path, impersonating).unwrap();
+    path
 }
 
 /// A process a test started, killed when the test is done with it.
