@@ -12,10 +12,6 @@ fn ago(days: i64) -> String {
     (Utc::now() - TimeDelta::days(days)).to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn ahead(days: i64) -> String {
-    (Utc::now() + TimeDelta::days(days)).to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
 /// An Active organization, its namespace created, and no final grace for it.
 fn active_organization(prefix: &str) -> (String, String) {
     let org = unique(prefix);
@@ -529,30 +525,54 @@ fn a_correction_of_effective_at_to_a_later_date_moves_every_deadline_later() {
 #[test]
 fn a_namespace_that_lost_tenures_label_is_never_purged_nor_recorded_as_purged() {
     start_controller(&[]);
-    let org = unique("unlabelled");
+    let (org, namespace) = active_organization("unlabelled");
+    let refused = NamespaceDeleteRefused::new(&namespace);
+    archive_long_ago(&org);
+    // Purging is recorded, but the namespace stays (its delete is refused).
+    wait_reason(&["organization", &org], "Stalled", "Forbidden");
+    kubectl_ok(&["label", "namespace", &namespace, "tenure.dev/organization-"]);
+    let stalled = wait_reason(&["organization", &org], "Stalled", "NamespaceNotOwned");
+    assert_eq!(stalled["status"]["phase"], "Purging");
+    assert!(stalled["status"]["tombstone"].is_null());
+    drop(refused);
+    assert!(
+        exists(&["namespace", &namespace]),
+        "tenure deleted what it does not own"
+    );
+
+    // Someone else deletes it: still no tombstone for what tenure did not delete.
+    kubectl_ok(&["delete", "namespace", &namespace, "--wait=false"]);
+    let gone = wait_reason(&["organization", &org], "Stalled", "NamespaceGone");
+    assert_eq!(gone["status"]["phase"], "Purging");
+    assert!(gone["status"]["tombstone"].is_null());
+}
+
+#[test]
+fn a_deleted_data_export_takes_its_zip_with_it() {
+    start_controller(&[]);
+    let (org, namespace) = active_organization("dropped-export");
+    let name = unique("dropped");
     apply(
         &json!({
-            "apiVersion": "tenure.dev/v1alpha1", "kind": "LifecyclePolicy",
-            "metadata": {"name": unique("one-day-grace")},
-            "spec": {"scope": {"organization": org}, "purge": {"finalGraceDays": 1}},
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "DataExport",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"organization": org},
         })
         .to_string(),
     );
-    apply_organization(&org, json!({}));
-    wait_phase(&["organization", &org], "Active");
-    let namespace = format!("org-{org}");
-    archive_long_ago(&org);
-    wait_phase(&["organization", &org], "PurgeScheduled");
-    kubectl_ok(&["label", "namespace", &namespace, "tenure.dev/organization-"]);
-    let stalled = wait_reason(&["organization", &org], "Stalled", "NamespaceNotOwned");
-    assert_eq!(stalled["status"]["phase"], "PurgeScheduled");
-    assert!(stalled["status"]["tombstone"].is_null());
-    assert_eq!(
-        stalled["status"]["purgePlan"]["objects"],
-        json!({}),
-        "nothing it does not own is counted"
-    );
-    assert!(exists(&["namespace", &namespace]));
+    let done = wait_phase(&["-n", &namespace, "dataexport", &name], "Succeeded");
+    let uri = done["status"]["artifact"]["uri"].as_str().unwrap();
+    let path = std::path::PathBuf::from(uri.strip_prefix("file://").unwrap());
+    assert!(path.exists());
+    kubectl_ok(&[
+        "delete",
+        "-n",
+        &namespace,
+        "dataexport",
+        &name,
+        "--timeout=30s",
+    ]);
+    assert!(!path.exists(), "{} outlived its DataExport", path.display());
 }
 
 // ---------------------------------------------------------------------------
@@ -873,23 +893,4 @@ fn a_purge_refused_by_the_api_server_stalls_with_the_reason_instead_of_retrying_
     assert!(message(&stalled, "Stalled").contains("ClusterRole"));
     assert_eq!(condition(&stalled, "Ready").unwrap()["status"], "False");
     assert!(exists(&["namespace", &namespace]));
-}
-
-#[test]
-fn a_scheduled_purge_date_is_announced_before_anything_is_deleted() {
-    start_controller(&[]);
-    let org = unique("announced");
-    apply_organization(
-        &org,
-        json!({"lifecycle": "Archived", "retention": {"extendUntil": ahead(0)},
-               "offboarding": {"reason": "CustomerRequest", "effectiveAt": ago(400)}}),
-    );
-    let scheduled = wait_phase(&["organization", &org], "PurgeScheduled");
-    let final_purge_at: chrono::DateTime<Utc> = scheduled["status"]["finalPurgeAt"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(final_purge_at > Utc::now() + TimeDelta::days(6));
-    assert!(scheduled["status"]["purgePlan"]["namespaces"].is_array());
 }

@@ -210,6 +210,10 @@ pub struct EntitlementStatus {
     /// Counts of the downstream objects this entitlement governs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceCounts>,
+    /// When a purge date was first shown in `deadlines.finalPurgeAt`: the
+    /// purge never runs sooner than a full final grace after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_announced_at: Option<DateTime<Utc>>,
     /// From the purge's announcement on: what its teardown will delete, the
     /// review a person reads during the final grace.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -25,7 +25,10 @@ use kube::CustomResourceExt;
 pub const ORGANIZATION_LABEL: &str = "tenure.dev/organization";
 /// Label binding a downstream object to the Entitlement it names.
 pub const ENTITLEMENT_LABEL: &str = "tenure.dev/entitlement";
-/// Finalizer on Organizations and Entitlements.
+/// Annotation the purge puts on a tenant namespace right before deleting it,
+/// naming the organization: a namespace being deleted with it is the purge's.
+pub const PURGE_ANNOTATION: &str = "tenure.dev/purge";
+/// Finalizer on Organizations, Entitlements and DataExports.
 pub const FINALIZER: &str = "tenure.dev/cleanup";
 
 /// Every CRD tenure serves, in the order `tenure crds` prints them.

@@ -210,6 +210,10 @@ pub struct OrganizationStatus {
     /// longer of the old and the new final grace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_purge_at: Option<DateTime<Utc>>,
+    /// When a purge date was first shown in `finalPurgeAt`: the purge never
+    /// runs sooner than a full final grace after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_announced_at: Option<DateTime<Utc>>,
     /// The entitlement in the tenant namespace whose locked retention (the
     /// minimum of a locked LifecyclePolicy) ends last, when that is after the
     /// organization's own retention: `purgeAfter` waits for it.

@@ -91,7 +91,8 @@ impl Kinds {
 /// How the entitlement's phase bears on its bound objects.
 pub struct Governing<'a> {
     pub phase: EntitlementPhase,
-    pub deprovision_on_cancel: bool,
+    /// Whether a cancellation deletes what `onCancel: Delete` names.
+    pub deprovision: bool,
     /// A hold is in force: every delete becomes retain.
     pub held: bool,
     /// Purged since then: objects created later are never deleted.
@@ -122,7 +123,7 @@ pub async fn govern(
                 .push(format!("{}/{}", kind.api_version, kind.kind));
             continue;
         };
-        let want = desired(how.phase, kind, how.deprovision_on_cancel, how.held);
+        let want = desired(how.phase, kind, how.deprovision, how.held);
         let pause = pausing(&kind.api_version, &kind.kind);
         for object in objects {
             let name = object.name_any();
@@ -272,16 +273,25 @@ async fn delete_if_bound(
     if !bound_now || live.metadata.deletion_timestamp.is_some() {
         return Ok(false);
     }
-    let (namespace, entitlement_name) = (
-        entitlement.namespace().unwrap_or_default(),
-        entitlement.name_any(),
-    );
+    // Every entitlement that binds the object (another's selector may match
+    // it too) keeps it while a hold covers that entitlement.
+    let namespace = entitlement.namespace().unwrap_or_default();
+    let binders: Vec<(String, Option<String>)> = context
+        .entitlements
+        .state()
+        .iter()
+        .filter(|e| e.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|e| binds(&e.name_any(), selector_of(e), live.labels()))
+        .map(|e| (e.name_any(), e.spec.organization.clone()))
+        .chain([(
+            entitlement.name_any(),
+            entitlement.spec.organization.clone(),
+        )])
+        .collect();
     no_live_hold(context, context.clock.now(), |hold| {
-        hold.covers_entitlement(
-            &namespace,
-            &entitlement_name,
-            entitlement.spec.organization.as_deref(),
-        )
+        binders.iter().any(|(name, organization)| {
+            hold.covers_entitlement(&namespace, name, organization.as_deref())
+        })
     })
     .await?;
     let params = DeleteParams {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kube::core::DynamicObject;
 use kube::runtime::controller::{Action, Controller};
@@ -26,13 +27,15 @@ use crate::api::entitlement::EntitlementPurgePlan;
 use crate::api::policy::PolicyScope;
 use crate::api::{
     ENTITLEMENT_LABEL, Entitlement, EntitlementClass, EntitlementPhase, LifecyclePolicy,
-    Organization, OrganizationPhase, RetentionHold,
+    Organization, RetentionHold,
 };
 use crate::lifecycle::conditions::{Extra, Verdict, conditions, has_condition};
 use crate::lifecycle::downstream::{Desired, desired, outcome_conditions, selector_problem};
-use crate::lifecycle::entitlement::{Decision, Input, OrganizationPurge, Standing, decide};
+use crate::lifecycle::entitlement::{
+    Decision, Input, OrganizationPurge, Standing, decide, organization_view,
+};
 use crate::lifecycle::hold::Hold;
-use crate::lifecycle::policy::{Effective, Subject, keys, resolve, scope_matches};
+use crate::lifecycle::policy::{Subject, keys, locked_floor, resolve, scope_matches};
 
 pub async fn run(context: Arc<Context>) {
     let entitlements = Api::<Entitlement>::all(context.client.clone());
@@ -265,12 +268,19 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         entitlement.spec.policy.as_ref(),
     );
     let created = created_at(&context, entitlement.as_ref());
+    let retention_locked = locked_floor(
+        &policies,
+        &subject_of(&entitlement),
+        keys::DATA_RETENTION_DAYS,
+    )
+    .is_some();
     let deciding = |holds: &[Hold]| {
         decide(&Input {
             spec: &entitlement.spec,
             created,
             organization: &references.standing,
             organization_purge: references.organization_purge.as_ref(),
+            retention_locked,
             holds,
             recorded: current.as_ref(),
             policy: &effective,
@@ -280,9 +290,17 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
     let cached = cached_holds(&context, |h| covered_by(h, &entitlement));
     let mut decision = deciding(&cached);
     let downstream = &references.class.spec.downstream;
-    if deletes(&decision, downstream, &effective) {
-        // A delete is decided on the holds as the API server has them now,
-        // not as the watch cache last saw them.
+    let mut version = None;
+    if deletes(&decision, downstream) {
+        // A delete is decided only on the entitlement's latest version (the
+        // watch brings a newer one soon) and on the holds as the API server
+        // has them now, not as the watch cache last saw them; and the status
+        // that records it is written only over that version.
+        let fresh = api.get(&name).await?;
+        if fresh.resource_version() != entitlement.resource_version() {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        version = fresh.resource_version();
         let live = live_holds(&context, |h| covered_by(h, &entitlement)).await?;
         decision = deciding(&live);
     }
@@ -298,7 +316,7 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         downstream,
         Governing {
             phase: decision.phase,
-            deprovision_on_cancel: effective.flag(keys::DEPROVISION_ON_CANCEL),
+            deprovision: decision.deprovision,
             held: !decision.holds.is_empty(),
             purged_since: recorded_purge.and_then(|s| s.phase_since),
             recorded: current.as_ref().and_then(|s| s.resources.as_ref()),
@@ -344,7 +362,13 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
                 .is_some_and(|s| has_condition(&s.conditions, &extra.type_))
         })
         .collect();
-    apply_status(&api, &name, current.as_ref(), &status).await?;
+    match apply_status_if_unchanged(&api, &name, version.as_deref(), current.as_ref(), &status)
+        .await
+    {
+        // Changed since read: decide again on the newer version.
+        Err(error) if is_conflict(&error) => return Ok(Action::requeue(Duration::from_secs(1))),
+        other => other?,
+    };
 
     // Events follow the status write: a crash before it repeats them, never
     // loses them.
@@ -363,12 +387,11 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
 }
 
 /// Whether the decision deletes a bound object of some kind the class lists.
-fn deletes(decision: &Decision, downstream: &[DownstreamKind], effective: &Effective) -> bool {
-    let deprovision = effective.flag(keys::DEPROVISION_ON_CANCEL);
+fn deletes(decision: &Decision, downstream: &[DownstreamKind]) -> bool {
     let held = !decision.holds.is_empty();
     downstream.iter().any(|kind| {
         matches!(
-            desired(decision.phase, kind, deprovision, held),
+            desired(decision.phase, kind, decision.deprovision, held),
             Desired::Deprovisioned | Desired::Deleted
         )
     })
@@ -444,10 +467,18 @@ async fn check_references(
     {
         return Ok(Err(Verdict::stalled("InvalidSelector", problem)));
     }
-    let Some(class) = context
-        .classes
-        .get(&ObjectRef::new(&entitlement.spec.class))
-    else {
+    // The class and the organization are read live when they matter: a
+    // change of either triggers this reconcile through a watch of its own,
+    // which may run ahead of the cache.
+    let class_name = &entitlement.spec.class;
+    let class = match context.classes.get(&ObjectRef::new(class_name)) {
+        Some(class) => Some(class),
+        None => Api::<EntitlementClass>::all(context.client.clone())
+            .get_opt(class_name)
+            .await?
+            .map(Arc::new),
+    };
+    let Some(class) = class else {
         return Ok(Err(Verdict::stalled(
             "ClassNotFound",
             format!(
@@ -477,35 +508,27 @@ async fn check_references(
     let Some(org_name) = entitlement.spec.organization.as_deref() else {
         // Standalone; but in a tenant namespace its data is that
         // organization's, kept by its purge guards.
-        let tenant = context
-            .organizations
-            .state()
-            .into_iter()
-            .find(|org| org.tenant_namespace() == namespace);
+        let tenant = context.organizations.state().into_iter().find(|org| {
+            org.status.as_ref().and_then(|s| s.namespace.as_deref()) == Some(namespace.as_str())
+        });
         return Ok(Ok(References {
             class,
             standing: Standing::Active,
             organization_purge: tenant
-                .and_then(|org| standing_of(&org))
+                .and_then(|org| organization_view(&org))
                 .map(|(_, purge)| purge),
         }));
     };
-    let Some(org) = context.organizations.get(&ObjectRef::new(org_name)) else {
+    let org = Api::<Organization>::all(context.client.clone())
+        .get_opt(org_name)
+        .await?;
+    let Some(org) = org else {
         return Ok(Err(Verdict::stalled(
             "OrganizationNotFound",
             format!("spec.organization names Organization {org_name:?}, which does not exist"),
         )));
     };
-    let tenant_namespace = org.tenant_namespace();
-    if namespace != tenant_namespace {
-        return Ok(Err(Verdict::stalled(
-            "WrongNamespace",
-            format!(
-                "spec.organization names Organization {org_name}, whose data lives in namespace {tenant_namespace}: its entitlements live there, not in {namespace}"
-            ),
-        )));
-    }
-    let Some((standing, organization_purge)) = standing_of(&org) else {
+    let Some((standing, organization_purge)) = organization_view(&org) else {
         return Ok(Err(Verdict::reconciling(
             "OrganizationNotObserved",
             format!(
@@ -513,50 +536,24 @@ async fn check_references(
             ),
         )));
     };
+    let owned = org.status.as_ref().and_then(|s| s.namespace.as_deref());
+    if owned != Some(namespace.as_str()) {
+        let lives = owned.map_or_else(
+            || "owns no namespace (see its conditions)".to_string(),
+            |tenant| format!("keeps its data in namespace {tenant}"),
+        );
+        return Ok(Err(Verdict::stalled(
+            "WrongNamespace",
+            format!(
+                "spec.organization names Organization {org_name}, which {lives}: its entitlements live there, not in {namespace}"
+            ),
+        )));
+    }
     Ok(Ok(References {
         class,
         standing,
         organization_purge: Some(organization_purge),
     }))
-}
-
-/// The organization's standing, from what its own reconciler observed and
-/// recorded (its status phase), never from its spec alone: an organization
-/// whose purge has started stays gone for its entitlements whatever its spec
-/// says now. None before it was first observed.
-fn standing_of(org: &Organization) -> Option<(Standing, OrganizationPurge)> {
-    use OrganizationPhase::*;
-    let status = org.status.as_ref()?;
-    let phase = status.phase?;
-    let offboarding = org.spec.offboarding.as_ref();
-    let archived = |since| Standing::Archived {
-        since,
-        reason: offboarding.map_or(crate::api::common::OffboardingReason::Other, |o| o.reason),
-        ticket: offboarding.and_then(|o| o.ticket.clone()),
-    };
-    let disabled_at = status.disabled_at;
-    let offboarded_at = status.archived_at.or(disabled_at);
-    let standing = match phase {
-        Active => Standing::Active,
-        Disabled => Standing::Disabled {
-            since: disabled_at?,
-        },
-        Archived => archived(status.archived_at?),
-        PurgeScheduled => match status.archived_at {
-            Some(since) => archived(since),
-            None => Standing::Disabled {
-                since: disabled_at?,
-            },
-        },
-        Purging | Purged => archived(offboarded_at?),
-    };
-    let purge = OrganizationPurge {
-        name: org.name_any(),
-        phase,
-        extend_until: org.spec.retention.as_ref().and_then(|r| r.extend_until),
-        final_purge_at: status.final_purge_at,
-    };
-    Some((standing, purge))
 }
 
 /// The entitlement's code: `spec.code` for an import (unless another

@@ -20,9 +20,10 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
-use super::status::apply_status;
+use super::status::{apply_status, ensure_finalizer, remove_finalizer};
 use super::{
-    Context, Error, Result, log_outcomes, purge, reconciled, record, requeue_at, retry_later,
+    Context, Error, Result, live_holds, log_outcomes, purge, reconciled, record, requeue_at,
+    retry_later,
 };
 use crate::api::export::{Artifact, DataExportStatus, ExportFormat, ExportPhase};
 use crate::api::{DataExport, Organization};
@@ -105,6 +106,21 @@ const PAGE: u32 = 500;
 pub async fn run(context: Arc<Context>) {
     let api = Api::<DataExport>::all(context.client.clone());
     let controller = Controller::new(api, watcher::Config::default()).shutdown_on_signal();
+    let exports = controller.store();
+    // An export waiting for its organization goes on once it is observed.
+    let controller = controller.watches(
+        Api::<Organization>::all(context.client.clone()),
+        watcher::Config::default(),
+        move |organization| {
+            let name = organization.name_any();
+            exports
+                .state()
+                .iter()
+                .filter(|e| e.spec.organization == name)
+                .map(|e| ObjectRef::from_obj(e.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    );
     log_outcomes(
         "DataExport",
         controller.run(
@@ -185,6 +201,41 @@ pub async fn delete_artifact(context: &Context, artifact: &ArtifactLocation) -> 
     }
 }
 
+/// A DataExport is being deleted: its ZIP goes with it (and a partial one),
+/// unless a hold covers the organization whose namespace it is in, read live;
+/// then the organization's purge removes it later.
+async fn release(context: &Context, export: &DataExport) -> Result<()> {
+    let namespace = export.namespace().unwrap_or_default();
+    let owner = context.organizations.state().into_iter().find(|org| {
+        org.status.as_ref().and_then(|s| s.namespace.as_deref()) == Some(namespace.as_str())
+    });
+    if let Some(owner) = owner {
+        let held = live_holds(context, |h| {
+            h.covers_organization(&owner.name_any(), &namespace)
+        })
+        .await?
+        .iter()
+        .any(|h| h.in_force(context.clock.now()));
+        if held {
+            return Ok(());
+        }
+    }
+    let dir = context.exports.dir.join(&namespace);
+    let name = export.name_any();
+    for file in [format!("{name}.zip"), format!("{name}.zip.partial")] {
+        delete_artifact(context, &ArtifactLocation::File(dir.join(file))).await?;
+    }
+    if let Some(artifact) = export.status.as_ref().and_then(|s| s.artifact.as_ref()) {
+        let (dir, bucket) = context.exports.store()?;
+        if let Ok(location) =
+            artifact_location(&artifact.uri, &artifact_store(&dir, &bucket, &namespace))
+        {
+            delete_artifact(context, &location).await?;
+        }
+    }
+    Ok(())
+}
+
 /// A file removed when dropped unless it was renamed away first: an export
 /// cut short (an error, its DataExport deleted) leaves no partial file.
 struct PartialFile(PathBuf);
@@ -199,6 +250,12 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
     let namespace = export.namespace().unwrap_or_default();
     let name = export.name_any();
     let api = Api::<DataExport>::namespaced(context.client.clone(), &namespace);
+    if export.metadata.deletion_timestamp.is_some() {
+        release(&context, &export).await?;
+        remove_finalizer(&api, export.as_ref()).await?;
+        return Ok(Action::await_change());
+    }
+    ensure_finalizer(&api, export.as_ref()).await?;
     let now = context.clock.now();
     let current = export.status.clone();
     let mut status = current.clone().unwrap_or_default();
@@ -221,7 +278,10 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
             let verdict = match status.artifact.as_ref() {
                 Some(artifact) => {
                     let (dir, bucket) = context.exports.store()?;
-                    match artifact_location(&artifact.uri, &artifact_store(&dir, &bucket)) {
+                    match artifact_location(
+                        &artifact.uri,
+                        &artifact_store(&dir, &bucket, &namespace),
+                    ) {
                         Ok(location) => {
                             delete_artifact(&context, &location).await?;
                             expired(expires_at)
@@ -245,8 +305,11 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
     }
 
     let org_name = &export.spec.organization;
-    let organization = context.organizations.get(&ObjectRef::new(org_name));
-    let found = organization.as_deref().map(exported);
+    // Read live: its change wakes this export through a watch of its own.
+    let organization = Api::<Organization>::all(context.client.clone())
+        .get_opt(org_name)
+        .await?;
+    let found = organization.as_ref().map(exported);
     if let Err((phase, verdict)) = may_run(&namespace, org_name, found.as_ref()) {
         set(&mut status, phase, verdict, &[]);
         apply_status(&api, &name, current.as_ref(), &status).await?;
@@ -286,7 +349,7 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
 
     zip.add(
         "Organization",
-        serde_json::to_value(organization.as_ref()).unwrap_or_default(),
+        serde_json::to_value(&organization).unwrap_or_default(),
     )
     .map_err(io)?;
     zip.finish_kind("Organization").map_err(io)?;
@@ -453,19 +516,24 @@ fn expired(at: DateTime<Utc>) -> Verdict {
 fn exported(organization: &Organization) -> ExportedOrganization {
     ExportedOrganization {
         phase: organization.status.as_ref().and_then(|s| s.phase),
-        tenant_namespace: organization.tenant_namespace(),
+        tenant_namespace: organization
+            .status
+            .as_ref()
+            .and_then(|s| s.namespace.clone()),
     }
 }
 
 fn artifact_store<'a>(
     dir: &'a std::path::Path,
     bucket: &'a Option<(String, String)>,
+    namespace: &'a str,
 ) -> ArtifactStore<'a> {
     ArtifactStore {
         dir,
         bucket: bucket
             .as_ref()
             .map(|(name, prefix)| (name.as_str(), prefix.as_str())),
+        namespace,
     }
 }
 

@@ -15,14 +15,17 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
-use super::status::{apply_status_if_unchanged, ensure_finalizer, is_conflict, remove_finalizer};
+use super::status::{
+    apply_status, apply_status_if_unchanged, ensure_finalizer, is_conflict, remove_finalizer,
+};
 use super::{
     Context, Result, as_hold, cached_holds, created_at, live_holds, log_outcomes, purge,
     reconciled, record, record_history, requeue_at, retry_later,
 };
 use crate::api::{
     DataExport, Entitlement, EntitlementPhase, LifecyclePolicy, ORGANIZATION_LABEL, Organization,
-    OrganizationLifecycle, OrganizationPhase, RetentionHold, organization::EntitlementCounts,
+    OrganizationLifecycle, OrganizationPhase, PURGE_ANNOTATION, RetentionHold,
+    organization::EntitlementCounts,
 };
 use crate::lifecycle::conditions::{Extra, conditions, has_condition};
 use crate::lifecycle::export::available;
@@ -225,8 +228,17 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
         set_access(&context, &organization, &namespace, decision.access_revoked).await?;
     }
 
+    // A namespace is recorded as the organization's only once it owns it: the
+    // isolation checks of entitlements and exports trust this field.
     let mut status = recorded.clone();
-    status.namespace = Some(namespace.clone());
+    if decision.provision_namespace
+        || matches!(
+            namespace_state,
+            NamespaceState::Owned | NamespaceState::Terminating { .. }
+        )
+    {
+        status.namespace = Some(namespace.clone());
+    }
     status.observed_generation = organization.metadata.generation;
     status.entitlements = Some(count_entitlements(&context, &namespace));
     decision.write_to(&mut status);
@@ -257,6 +269,11 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
         organization.metadata.generation,
         now,
     );
+    // The tombstone says the export ZIPs went: they go first (after a live
+    // look for holds).
+    if matches!(decision.purge, PurgeStep::WriteTombstone(_)) {
+        purge::delete_artifacts(&context, &name, &namespace).await?;
+    }
     let version = offboarding
         .then(|| organization.resource_version())
         .flatten();
@@ -272,9 +289,15 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
         };
 
     // Recorded first, done second: a purge resumed after a crash starts here.
-    if matches!(decision.purge, PurgeStep::DeleteNamespace { .. }) {
-        purge::delete_artifacts(&context, &name, &namespace).await?;
-        purge::delete_namespace(&context, &name, &namespace).await?;
+    if matches!(decision.purge, PurgeStep::DeleteNamespace { .. })
+        && purge::delete_namespace(&context, &name, &namespace).await?
+        && status.namespace_deleted_at.is_none()
+    {
+        // Reported once accepted: the tombstone is written only for a
+        // namespace tenure itself deleted.
+        let mut deleted = status.clone();
+        deleted.namespace_deleted_at = Some(now);
+        apply_status(&api, &name, Some(&status), &deleted).await?;
     }
     record_history(
         &context,
@@ -360,7 +383,13 @@ fn entitlement_locks(
                 organization: e.spec.organization.as_deref(),
                 product: Some(&e.spec.product),
             };
-            let (minimum, policy) = locked_floor(policies, &subject, keys::DATA_RETENTION_DAYS)?;
+            let retention = locked_floor(policies, &subject, keys::DATA_RETENTION_DAYS)
+                .map(|(minimum, policy)| LockedRetention { minimum, policy });
+            let final_grace =
+                locked_floor(policies, &subject, keys::FINAL_GRACE_DAYS).map(|(days, _)| days);
+            if retention.is_none() && final_grace.is_none() {
+                return None;
+            }
             let status = e.status.as_ref();
             let cancelled = status.is_some_and(|s| {
                 matches!(
@@ -374,7 +403,8 @@ fn entitlement_locks(
                     .and_then(|s| s.cancelled.as_ref())
                     .filter(|_| cancelled)
                     .map(|c| c.at),
-                lock: LockedRetention { minimum, policy },
+                retention,
+                final_grace,
             })
         })
         .collect()
@@ -462,7 +492,10 @@ async fn observe_namespace(
     };
     Ok(match existing.labels().get(ORGANIZATION_LABEL) {
         Some(owner) if owner == organization && existing.metadata.deletion_timestamp.is_some() => {
-            NamespaceState::Terminating
+            let marked = existing.annotations().get(PURGE_ANNOTATION);
+            NamespaceState::Terminating {
+                by_purge: marked.map(String::as_str) == Some(organization),
+            }
         }
         Some(owner) if owner == organization => NamespaceState::Owned,
         owner => NamespaceState::NotOwned(owner.cloned()),

@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, ListParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::core::{ApiResource, DynamicObject};
 use kube::discovery::{Discovery, Scope, verbs};
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error, Result, export, no_live_hold};
-use crate::api::ORGANIZATION_LABEL;
 use crate::api::organization::PurgePlan;
+use crate::api::{ORGANIZATION_LABEL, PURGE_ANNOTATION};
 
 /// Counts, by kind, every object in `namespace` that deleting it deletes,
 /// and the organization's export artifacts (`ExportArtifact`), which the
@@ -52,7 +52,8 @@ pub async fn plan(context: &Context, organization: &str, namespace: &str) -> Res
 pub const ARTIFACT_KIND: &str = "ExportArtifact";
 
 /// Deletes every export artifact of the tenant namespace (files and S3
-/// objects, partial ones included), after a live look for holds.
+/// objects, partial ones included), after a live look for holds: once the
+/// namespace is gone, so that a purge stopped before never loses an export.
 pub async fn delete_artifacts(
     context: &Context,
     organization: &str,
@@ -91,14 +92,16 @@ pub async fn namespaced_kinds(context: &Context) -> Result<Vec<ApiResource>> {
 /// Deletes the tenant namespace if it is still there and still labelled for
 /// `organization`, and no hold covers it: the namespace and the holds read
 /// afresh, deleted only with that exact object's uid.
+/// True when the API server accepted the purge's delete (now, or before:
+/// the namespace is being deleted with the purge's mark).
 pub async fn delete_namespace(
     context: &Context,
     organization: &str,
     namespace: &str,
-) -> Result<()> {
+) -> Result<bool> {
     let api = Api::<Namespace>::all(context.client.clone());
     let Some(live) = api.get_opt(namespace).await? else {
-        return Ok(());
+        return Ok(false);
     };
     if live.labels().get(ORGANIZATION_LABEL).map(String::as_str) != Some(organization) {
         return Err(Error::NotOwned(format!(
@@ -106,12 +109,21 @@ pub async fn delete_namespace(
         )));
     }
     if live.metadata.deletion_timestamp.is_some() {
-        return Ok(());
+        let marked = live.annotations().get(PURGE_ANNOTATION).map(String::as_str);
+        return Ok(marked == Some(organization));
     }
     no_live_hold(context, context.clock.now(), |h| {
         h.covers_organization(organization, namespace)
     })
     .await?;
+    // Marked first (refused if it changed since it was read), so that a
+    // namespace seen being deleted later is known to be the purge's.
+    let mark = serde_json::json!({"metadata": {
+        "annotations": {PURGE_ANNOTATION: organization},
+        "resourceVersion": live.resource_version(),
+    }});
+    api.patch(namespace, &PatchParams::default(), &Patch::Merge(&mark))
+        .await?;
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: live.uid(),
@@ -120,8 +132,8 @@ pub async fn delete_namespace(
         ..DeleteParams::default()
     };
     match api.delete(namespace, &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
         Err(error) => Err(error.into()),
     }
 }

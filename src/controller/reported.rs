@@ -42,24 +42,20 @@ pub trait Reported: WithStatus {
     /// Whether the status holds state of its own (not only conditions), so
     /// that a write from a stale copy must be refused.
     const GUARDED: bool = false;
-    /// Whether one object's change may change the others' conditions.
-    const SIBLINGS_MATTER: bool = false;
+    /// Others of the same kind whose conditions a change of `changed` may
+    /// change (a policy of the same scope, a class of the same prefix).
+    fn siblings(_changed: &Self, _all: &[Arc<Self>]) -> Vec<ObjectRef<Self>> {
+        Vec::new()
+    }
 }
 
 pub async fn run<K: Reported>(context: Arc<Context>) {
     let api = Api::<K>::all(context.client.clone());
-    let mut controller =
-        Controller::new(api.clone(), watcher::Config::default()).shutdown_on_signal();
-    if K::SIBLINGS_MATTER {
-        let store = controller.store();
-        controller = controller.watches(api, watcher::Config::default(), move |_| {
-            store
-                .state()
-                .iter()
-                .map(|object| ObjectRef::from_obj(object.as_ref()))
-                .collect::<Vec<_>>()
-        });
-    }
+    let controller = Controller::new(api.clone(), watcher::Config::default()).shutdown_on_signal();
+    let store = controller.store();
+    let controller = controller.watches(api, watcher::Config::default(), move |changed| {
+        K::siblings(&changed, &store.state())
+    });
     let controller = K::related(controller, &context);
     log_outcomes(
         K::kind(&()).into_owned(),
@@ -150,8 +146,22 @@ fn class_prefix(class: &EntitlementClass) -> ClassPrefix<'_> {
 impl Reported for EntitlementClass {
     // Status keeps the code sequences, written by the code allocator too.
     const GUARDED: bool = true;
-    // Another class taking or giving up a prefix changes this one's verdict.
-    const SIBLINGS_MATTER: bool = true;
+    /// Another class taking or giving up a prefix changes this one's verdict:
+    /// those of the same prefix, and those stalled on a prefix in use (the
+    /// class holding it may have moved to another).
+    fn siblings(changed: &Self, all: &[Arc<Self>]) -> Vec<ObjectRef<Self>> {
+        let waiting = |c: &EntitlementClass| {
+            c.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Stalled" && c.reason == "PrefixInUse")
+            })
+        };
+        all.iter()
+            .filter(|c| c.spec.code_prefix == changed.spec.code_prefix || waiting(c))
+            .map(|c| ObjectRef::from_obj(c.as_ref()))
+            .collect()
+    }
     fn verdict(&self, _: &Context, _: DateTime<Utc>) -> (Verdict, Option<DateTime<Utc>>) {
         let message = format!("codes of this class start with {}-", self.spec.code_prefix);
         (Verdict::ready("Accepted", message), None)
@@ -162,7 +172,12 @@ impl Reported for EntitlementClass {
 }
 
 impl Reported for LifecyclePolicy {
-    const SIBLINGS_MATTER: bool = true;
+    /// A policy of the same scope may start or stop conflicting with it.
+    fn siblings(_changed: &Self, all: &[Arc<Self>]) -> Vec<ObjectRef<Self>> {
+        all.iter()
+            .map(|p| ObjectRef::from_obj(p.as_ref()))
+            .collect()
+    }
     fn extra(&self, context: &Context) -> Vec<Extra> {
         let policies = context.policies.state();
         let policies: Vec<&LifecyclePolicy> = policies.iter().map(Arc::as_ref).collect();

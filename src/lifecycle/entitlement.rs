@@ -16,7 +16,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::conditions::{Extra, Verdict};
 use super::hold::{Hold, HoldState, hold_state};
 use super::policy::{Effective, keys, recorded_days};
-use super::purge::{Announced, final_purge_at};
+use super::purge::{Announced, Schedule, final_purge_at};
+use crate::api::Organization;
 use crate::api::common::{HistoryEntry, OffboardingReason, append_history};
 use crate::api::entitlement::{
     CancellationRecord, CancelledBy, Deadlines, EffectiveValue, EntitlementPhase, EntitlementSpec,
@@ -54,6 +55,45 @@ pub struct OrganizationPurge {
     pub final_purge_at: Option<Time>,
 }
 
+/// The organization's standing, from what its own reconciler observed and
+/// recorded (its status phase), never from its spec alone: an organization
+/// whose purge has started stays gone for its entitlements whatever its spec
+/// says now. None before it was first observed.
+pub fn organization_view(org: &Organization) -> Option<(Standing, OrganizationPurge)> {
+    use OrganizationPhase::*;
+    let status = org.status.as_ref()?;
+    let phase = status.phase?;
+    let offboarding = org.spec.offboarding.as_ref();
+    let archived = |since| Standing::Archived {
+        since,
+        reason: offboarding.map_or(crate::api::common::OffboardingReason::Other, |o| o.reason),
+        ticket: offboarding.and_then(|o| o.ticket.clone()),
+    };
+    let disabled_at = status.disabled_at;
+    let offboarded_at = status.archived_at.or(disabled_at);
+    let standing = match phase {
+        Active => Standing::Active,
+        Disabled => Standing::Disabled {
+            since: disabled_at?,
+        },
+        Archived => archived(status.archived_at?),
+        PurgeScheduled => match status.archived_at {
+            Some(since) => archived(since),
+            None => Standing::Disabled {
+                since: disabled_at?,
+            },
+        },
+        Purging | Purged => archived(offboarded_at?),
+    };
+    let purge = OrganizationPurge {
+        name: org.metadata.name.clone().unwrap_or_default(),
+        phase,
+        extend_until: org.spec.retention.as_ref().and_then(|r| r.extend_until),
+        final_purge_at: status.final_purge_at,
+    };
+    Some((standing, purge))
+}
+
 /// Everything the lifecycle depends on.
 #[derive(Clone, Debug)]
 pub struct Input<'a> {
@@ -63,6 +103,9 @@ pub struct Input<'a> {
     pub organization: &'a Standing,
     /// The organization's guards on the purge (None: standalone).
     pub organization_purge: Option<&'a OrganizationPurge>,
+    /// Whether a locked LifecyclePolicy sets a minimum data retention for
+    /// this entitlement: then nothing is deleted on cancellation either.
+    pub retention_locked: bool,
     /// Every RetentionHold covering the entitlement or its organization.
     pub holds: &'a [Hold],
     pub recorded: Option<&'a EntitlementStatus>,
@@ -76,6 +119,8 @@ pub struct Decision {
     pub phase: EntitlementPhase,
     pub phase_since: Time,
     pub deadlines: Option<Deadlines>,
+    /// When the purge date in `deadlines.finalPurgeAt` was first shown.
+    pub purge_announced_at: Option<Time>,
     pub next: Option<NextTransition>,
     pub cancelled: Option<CancellationRecord>,
     /// New history entries, oldest first; each also becomes an Event.
@@ -89,6 +134,11 @@ pub struct Decision {
     pub last_hold_lifted_at: Option<Time>,
     /// Every resolved policy value with its source (`status.effectivePolicy`).
     pub effective_policy: BTreeMap<String, EffectiveValue>,
+    /// Whether a cancellation deletes what the class's `onCancel: Delete`
+    /// names: policy allows it (`provisioning.deprovisionOnCancel`), and no
+    /// retention (an offboarded organization's, a locked one) keeps the data;
+    /// otherwise those objects get the suspension rule (paused, not deleted).
+    pub deprovision: bool,
     pub verdict: Verdict,
     /// `ReactivationRefused` when a reactivation request is not honoured,
     /// `PurgeBlocked` while a hold or the organization keeps the purge from
@@ -105,6 +155,7 @@ impl Decision {
         status.phase = Some(self.phase);
         status.phase_since = Some(self.phase_since);
         status.deadlines = self.deadlines.clone();
+        status.purge_announced_at = self.purge_announced_at;
         status.next = self.next.clone();
         status.cancelled = self.cancelled.clone();
         status.last_reminder_at = self.last_reminder_at;
@@ -152,9 +203,9 @@ struct Timeline {
     /// A cancellation lifted by an honoured reactivation, and when it was lifted.
     lifted: Option<(Cancel, Time)>,
     cancel: Option<Cancel>,
-    purge: PurgeTiming,
+    timing: PurgeTiming,
     /// When the purge of `cancel` runs: None while something blocks it.
-    purge_at: Option<Time>,
+    schedule: Option<Schedule>,
 }
 
 /// What times the purge of a cancellation.
@@ -190,7 +241,7 @@ impl PurgeTiming {
 
     /// When the purge of a cancellation at `cancelled_at` runs: announced a
     /// full final grace ahead (see [`final_purge_at`]); None while blocked.
-    fn final_purge_at(&self, cancelled_at: Time) -> Option<Time> {
+    fn schedule(&self, cancelled_at: Time) -> Option<Schedule> {
         if self.blocked.is_some() {
             return None;
         }
@@ -206,6 +257,10 @@ impl PurgeTiming {
 }
 
 impl Timeline {
+    fn purge_at(&self) -> Option<Time> {
+        self.schedule.map(|s| s.at)
+    }
+
     fn state_at(&self, t: Time) -> State {
         use EntitlementPhase::*;
         let state = |phase, reason: &str, cancel: Option<&Cancel>| State {
@@ -214,7 +269,7 @@ impl Timeline {
             cancel: cancel.cloned(),
         };
         if let Some(cancel) = self.cancel.as_ref().filter(|c| c.at <= t) {
-            return if self.purge_at.is_some_and(|at| t >= at) {
+            return if self.purge_at().is_some_and(|at| t >= at) {
                 state(Purged, "RetentionEnded", Some(cancel))
             } else {
                 state(Cancelled, &cancel.reason, Some(cancel))
@@ -251,7 +306,7 @@ impl Timeline {
         }
         if let Some(cancel) = &self.cancel {
             at.push(cancel.at);
-            at.extend(self.purge_at);
+            at.extend(self.purge_at());
         }
         at.sort();
         at.dedup();
@@ -363,15 +418,21 @@ pub fn decide(input: &Input) -> Decision {
     let mut history = history;
     history.extend(holds.history.iter().cloned());
     let mut extra: Vec<Extra> = refusal.into_iter().collect();
-    if let Some(blocker) = timeline.purge.blocked.as_ref()
+    if let Some(blocker) = timeline.timing.blocked.as_ref()
         && current.phase == EntitlementPhase::Cancelled
     {
         extra.push(purge_blocked(blocker));
     }
+    let purge_announced_at = deadlines
+        .as_ref()
+        .and_then(|d| d.final_purge_at)
+        .and(timeline.schedule)
+        .map(|s| s.since);
     Decision {
         phase: current.phase,
         phase_since,
         deadlines,
+        purge_announced_at,
         next,
         // After a reactivation the lifted cancellation stays on record: it
         // remembers when a cancellation without effectiveAt was first observed.
@@ -391,10 +452,19 @@ pub fn decide(input: &Input) -> Decision {
         holds: holds.in_force,
         last_hold_lifted_at: holds.last_lifted_at,
         effective_policy: input.policy.0.clone(),
+        deprovision: deprovision(input),
         verdict: Verdict::ready(current.reason.clone(), message(current.phase, &current)),
         extra,
         wake_at,
     }
+}
+
+/// Whether a cancellation may delete (deprovision) bound objects.
+fn deprovision(input: &Input) -> bool {
+    let offboarded = input
+        .organization_purge
+        .is_some_and(|o| o.phase != OrganizationPhase::Active);
+    input.policy.flag(keys::DEPROVISION_ON_CANCEL) && !offboarded && !input.retention_locked
 }
 
 fn purge_blocked(blocker: &PurgeBlocker) -> Extra {
@@ -435,6 +505,7 @@ fn stay_purged(recorded: &EntitlementStatus, input: &Input, holds: HoldState) ->
         phase: EntitlementPhase::Purged,
         phase_since: purged_at,
         deadlines: recorded.deadlines.clone(),
+        purge_announced_at: recorded.purge_announced_at,
         next: None,
         cancelled: recorded.cancelled.clone(),
         history: holds.history,
@@ -444,6 +515,7 @@ fn stay_purged(recorded: &EntitlementStatus, input: &Input, holds: HoldState) ->
         holds: holds.in_force,
         last_hold_lifted_at: holds.last_lifted_at,
         effective_policy: input.policy.0.clone(),
+        deprovision: deprovision(input),
         verdict: Verdict::ready(
             "RetentionEnded",
             format!("purged at {purged_at}; a purged entitlement stays purged"),
@@ -585,9 +657,9 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
             payment_failed_at,
             ends_at,
             lifted: lifted.zip(lifted_at),
-            purge_at: cancel.as_ref().and_then(|c| purge.final_purge_at(c.at)),
+            schedule: cancel.as_ref().and_then(|c| purge.schedule(c.at)),
             cancel,
-            purge: purge.clone(),
+            timing: purge.clone(),
         }
     };
 
@@ -648,10 +720,12 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
             ),
         ))
     } else if requested_at >= purge.purge_after(cancel.at) {
+        // The retention is over: the purge of the data is announced, and a
+        // win-back cannot bring back what goes.
         Some(refused(
             "AlreadyPurged",
             format!(
-                "the data retention ended at {}: the data is purged",
+                "the data retention ended at {}: the data is being purged",
                 purge.purge_after(cancel.at)
             ),
         ))
@@ -686,18 +760,12 @@ fn purge_timing(input: &Input, holds: &HoldState) -> PurgeTiming {
     };
     let announced = input.recorded.and_then(|recorded| {
         let deadlines = recorded.deadlines.as_ref()?;
-        let at = deadlines.final_purge_at?;
-        let grace = recorded_days(&recorded.effective_policy, keys::FINAL_GRACE_DAYS)
-            .unwrap_or(final_grace);
-        let due = [deadlines.purge_after, recorded.last_hold_lifted_at]
-            .into_iter()
-            .flatten()
-            .max()?;
-        Some(Announced {
-            due_plus_grace: due + grace,
-            grace,
-            at,
-        })
+        Announced::from_status(
+            deadlines.final_purge_at,
+            recorded.purge_announced_at,
+            recorded_days(&recorded.effective_policy, keys::FINAL_GRACE_DAYS).or(Some(final_grace)),
+            [deadlines.purge_after, recorded.last_hold_lifted_at],
+        )
     });
     PurgeTiming {
         retention: policy.days(keys::DATA_RETENTION_DAYS),
@@ -742,8 +810,8 @@ fn deadlines(input: &Input, timeline: &Timeline, current: &State) -> Option<Dead
             deadlines.reactivation_deadline = (policy.flag(keys::ALLOW_REACTIVATION)
                 && cancel.by != CancelledBy::Organization)
                 .then(|| cancel.at + policy.days(keys::REACTIVATION_WINDOW_DAYS));
-            deadlines.purge_after = Some(timeline.purge.purge_after(cancel.at));
-            deadlines.final_purge_at = timeline.purge_at;
+            deadlines.purge_after = Some(timeline.timing.purge_after(cancel.at));
+            deadlines.final_purge_at = timeline.purge_at();
         }
         Pending | Active => {}
     }
@@ -845,8 +913,8 @@ fn describe(input: &Input, timeline: &Timeline, phase: EntitlementPhase, state: 
             )
         }
         (Cancelled, Some(cancel)) => {
-            let kept_until = timeline.purge.purge_after(cancel.at);
-            match (&timeline.purge.blocked, timeline.purge_at) {
+            let kept_until = timeline.timing.purge_after(cancel.at);
+            match (&timeline.timing.blocked, timeline.purge_at()) {
                 (None, Some(purge_at)) => format!(
                     "{} at {}; data is kept until {kept_until} and purged at {purge_at} (review status.purgePlan)",
                     cancel.message, cancel.at
@@ -863,10 +931,10 @@ fn describe(input: &Input, timeline: &Timeline, phase: EntitlementPhase, state: 
         }
         (Purged, Some(cancel)) => format!(
             "retention of {} days after the cancellation at {} ended at {}; the downstream data was deleted at {}",
-            timeline.purge.retention.num_days(),
+            timeline.timing.retention.num_days(),
             cancel.at,
-            timeline.purge.purge_after(cancel.at),
-            timeline.purge_at.unwrap_or(input.now)
+            timeline.timing.purge_after(cancel.at),
+            timeline.purge_at().unwrap_or(input.now)
         ),
         (Cancelled | Purged, None) => format!("{phase:?}"),
     }

@@ -95,6 +95,7 @@ impl World {
             created: self.created,
             organization: &self.organization,
             organization_purge: self.organization_purge.as_ref(),
+            retention_locked: false,
             holds: &self.holds,
             recorded: self.status.as_ref(),
             policy: &self.policy,
@@ -1048,6 +1049,31 @@ struct Case {
     created: Time,
     organization: Standing,
     nows: Vec<Time>,
+    /// A RetentionHold on the entitlement: placed, and maybe lifted (deleted).
+    hold: Option<(Time, Option<Time>)>,
+}
+
+impl Case {
+    /// Whether the hold exists (and so is in force) at `now`.
+    fn held_at(&self, now: Time) -> bool {
+        self.hold
+            .is_some_and(|(placed, lifted)| placed <= now && lifted.is_none_or(|l| now < l))
+    }
+
+    /// The RetentionHolds covering the entitlement at `now`.
+    fn holds_at(&self, now: Time) -> Vec<Hold> {
+        let hold = Hold {
+            name: "legal".into(),
+            reason: "litigation".into(),
+            ticket: None,
+            until: None,
+            target: HoldTarget::Entitlement {
+                namespace: "default".into(),
+                name: "seat".into(),
+            },
+        };
+        self.held_at(now).then_some(hold).into_iter().collect()
+    }
 }
 
 /// An instant around day 0: whole days most of the time, so that facts and
@@ -1145,14 +1171,29 @@ fn nows(created: Time) -> impl Strategy<Value = Vec<Time>> {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let facts = (rules(), spec(), (-50i64..50).prop_map(day), standing());
-    let case = facts.prop_flat_map(|(rules, spec, created, organization)| {
+    let hold = prop::option::weighted(
+        0.3,
+        (
+            instant(),
+            prop::option::of((1i64..200).prop_map(TimeDelta::days)),
+        )
+            .prop_map(|(placed, lifted_after)| (placed, lifted_after.map(|d| placed + d))),
+    );
+    let facts = (
+        rules(),
+        spec(),
+        (-50i64..50).prop_map(day),
+        standing(),
+        hold,
+    );
+    let case = facts.prop_flat_map(|(rules, spec, created, organization, hold)| {
         nows(created).prop_map(move |nows| Case {
             rules: rules.clone(),
             spec: spec.clone(),
             created,
             organization: organization.clone(),
             nows,
+            hold,
         })
     });
     let win_back = prop_oneof![
@@ -1215,6 +1256,7 @@ impl Case {
             .nows
             .iter()
             .map(|&now| {
+                world.holds = self.holds_at(now);
                 let before = world.status.clone();
                 let decision = world.reconcile(now);
                 Step {
@@ -1290,7 +1332,8 @@ proptest! {
                 "{from:?} -> {to:?} at {}", step.now
             );
             if from != to {
-                let last = step.decision.history.last();
+                // A hold placed or lifted at the same reconcile is noted too.
+                let last = step.decision.history.iter().rev().find(|e| e.reason != "RetentionHold");
                 prop_assert!(last.is_some(), "{from:?} -> {to:?} without a history entry");
                 prop_assert_eq!(last.map(|e| e.at), Some(step.decision.phase_since));
             }
@@ -1316,6 +1359,34 @@ proptest! {
                 Some(_) => announced_since.or(Some(step.now)),
                 None => None,
             };
+        }
+    }
+
+    /// 2c. Nothing is purged while a hold covering it is in force, no purge
+    /// date runs then, and nothing bound is deleted.
+    #[test]
+    fn nothing_is_purged_or_deleted_while_a_hold_is_in_force(case in case()) {
+        let (world, steps) = case.run();
+        let deprovision = world.policy.flag(keys::DEPROVISION_ON_CANCEL);
+        for step in steps.iter().filter(|s| case.held_at(s.now)) {
+            let decision = &step.decision;
+            let newly_purged = decision.phase == Purged
+                && step.before.as_ref().and_then(|s| s.phase) != Some(Purged);
+            prop_assert!(!newly_purged, "purged at {} under a hold", step.now);
+            if decision.phase == Cancelled {
+                prop_assert_eq!(decision.deadlines.as_ref().and_then(|d| d.final_purge_at), None);
+            }
+            let everything = crate::api::class::DownstreamKind {
+                on_cancel: crate::api::class::CancelAction::Delete,
+                ..Default::default()
+            };
+            let held = !decision.holds.is_empty();
+            prop_assert!(held);
+            let wanted = crate::lifecycle::downstream::desired(decision.phase, &everything, deprovision, held);
+            prop_assert!(!matches!(
+                wanted,
+                crate::lifecycle::downstream::Desired::Deleted | crate::lifecycle::downstream::Desired::Deprovisioned
+            ));
         }
     }
 
@@ -1448,7 +1519,8 @@ proptest! {
         let final_purge_at = |d: &Decision| d.deadlines.as_ref().and_then(|d| d.final_purge_at);
         let without_final = |d: &Decision| d.deadlines.clone().map(|d| Deadlines { final_purge_at: None, ..d });
         for step in &steps {
-            let fresh = decide(&Input { recorded: None, ..world.input(step.now) });
+            let holds = case.holds_at(step.now);
+            let fresh = decide(&Input { recorded: None, holds: &holds, ..world.input(step.now) });
             let was = &step.decision;
             match was.phase {
                 Purged => prop_assert!(matches!(fresh.phase, Purged | Cancelled), "at {}", step.now),

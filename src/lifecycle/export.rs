@@ -22,7 +22,8 @@ pub const INCOMPLETE: &str = "Incomplete";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportedOrganization {
     pub phase: Option<OrganizationPhase>,
-    pub tenant_namespace: String,
+    /// The namespace it owns, as its status records it (None until it owns one).
+    pub tenant_namespace: Option<String>,
 }
 
 /// Whether a DataExport in `namespace` naming `organization` may run now;
@@ -56,17 +57,30 @@ pub fn may_run(
             ),
         ));
     }
-    if organization.tenant_namespace != namespace {
-        return Err((
-            ExportPhase::Failed,
-            Verdict::stalled(
-                "WrongNamespace",
-                format!(
-                    "spec.organization names Organization {organization_name}, whose data lives in namespace {}: a DataExport runs only there, not in {namespace}",
-                    organization.tenant_namespace
+    match organization.tenant_namespace.as_deref() {
+        Some(tenant) if tenant == namespace => {}
+        Some(tenant) => {
+            return Err((
+                ExportPhase::Failed,
+                Verdict::stalled(
+                    "WrongNamespace",
+                    format!(
+                        "spec.organization names Organization {organization_name}, whose data lives in namespace {tenant}: a DataExport runs only there, not in {namespace}"
+                    ),
                 ),
-            ),
-        ));
+            ));
+        }
+        None => {
+            return Err((
+                ExportPhase::Pending,
+                Verdict::reconciling(
+                    "OrganizationNotObserved",
+                    format!(
+                        "spec.organization names Organization {organization_name}, which owns no namespace yet (see its conditions)"
+                    ),
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -83,13 +97,17 @@ pub fn available(status: &DataExportStatus, now: Time) -> bool {
             .any(|c| c.type_ == INCOMPLETE && c.status == "True")
 }
 
-/// Where tenure keeps artifacts: the export directory, and the bucket and key
-/// prefix of an S3 sink.
+/// Where tenure keeps the artifacts of one namespace's exports: under the
+/// export directory, or the bucket's key prefix, in a folder named after the
+/// namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArtifactStore<'a> {
     /// Absolute.
     pub dir: &'a Path,
+    /// Bucket name and key prefix of an S3 sink.
     pub bucket: Option<(&'a str, &'a str)>,
+    /// The DataExport's namespace.
+    pub namespace: &'a str,
 }
 
 /// An artifact tenure may delete.
@@ -99,28 +117,26 @@ pub enum ArtifactLocation {
     Object { key: String },
 }
 
-/// The artifact `uri` names, if it lies where tenure writes artifacts (a file
-/// under the export directory, or a key under the bucket's prefix); Err says
-/// why it is not deleted.
+/// The artifact `uri` names, if it lies where tenure writes this namespace's
+/// artifacts (a file under `<export dir>/<namespace>/`, or a key under
+/// `<prefix>/<namespace>/` of the bucket); Err says why it is not deleted.
 pub fn artifact_location(uri: &str, store: &ArtifactStore) -> Result<ArtifactLocation, String> {
     if let Some(path) = uri.strip_prefix("file://") {
         let path = Path::new(path);
+        let folder = store.dir.join(store.namespace);
         let plain = path
             .components()
             .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-        return if plain && path.starts_with(store.dir) && path != store.dir {
+        return if plain && path.starts_with(&folder) && path != folder {
             Ok(ArtifactLocation::File(path.to_path_buf()))
         } else {
-            Err(format!(
-                "{uri} is not a file under the export directory {}",
-                store.dir.display()
-            ))
+            Err(format!("{uri} is not a file under {}", folder.display()))
         };
     }
     if let Some(rest) = uri.strip_prefix("s3://") {
         let under_prefix = |key: &str, prefix: &str| {
-            let prefix = prefix.trim_matches('/');
-            prefix.is_empty() || key.starts_with(&format!("{prefix}/"))
+            let folder = format!("{}/{}/", prefix.trim_matches('/'), store.namespace);
+            key.starts_with(folder.trim_start_matches('/'))
         };
         return match (rest.split_once('/'), store.bucket) {
             (Some((bucket, key)), Some((ours, prefix)))
@@ -131,7 +147,8 @@ pub fn artifact_location(uri: &str, store: &ArtifactStore) -> Result<ArtifactLoc
                 Ok(ArtifactLocation::Object { key: key.into() })
             }
             _ => Err(format!(
-                "{uri} is not under the configured bucket and prefix (--export-url)"
+                "{uri} is not under the configured bucket and prefix (--export-url) and namespace {}",
+                store.namespace
             )),
         };
     }
@@ -149,6 +166,7 @@ mod tests {
         ArtifactStore {
             dir: Path::new("/var/lib/tenure/exports"),
             bucket: Some(("exports", "tenure")),
+            namespace: "org-a",
         }
     }
 
@@ -164,6 +182,9 @@ mod tests {
         for outside in [
             "file:///etc/passwd",
             "file:///var/lib/tenure/exports/../../../etc/passwd",
+            "file:///var/lib/tenure/exports/org-other/x.zip",
+            "s3://exports/tenure/org-other/x.zip",
+            "file:///var/lib/tenure/exports/org-a",
             "file:///var/lib/tenure/exports",
             "file:///var/lib/tenure/exports-other/x.zip",
             "file://relative/x.zip",
@@ -186,7 +207,7 @@ mod tests {
     fn a_data_export_runs_only_in_its_organizations_namespace() {
         let organization = ExportedOrganization {
             phase: Some(OrganizationPhase::Active),
-            tenant_namespace: "org-acme".into(),
+            tenant_namespace: Some("org-acme".into()),
         };
         assert!(may_run("org-acme", "acme", Some(&organization)).is_ok());
         let (phase, verdict) = may_run("org-globex", "acme", Some(&organization)).unwrap_err();

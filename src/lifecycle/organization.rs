@@ -37,8 +37,11 @@ pub enum Namespace {
     Missing,
     /// Labelled for this organization.
     Owned,
-    /// Ours, and being deleted.
-    Terminating,
+    /// Ours, and being deleted: by the purge (it marked the namespace before
+    /// deleting it), or by someone else.
+    Terminating {
+        by_purge: bool,
+    },
     /// It exists without our label, or with another organization's (named).
     NotOwned(Option<String>),
 }
@@ -59,7 +62,11 @@ pub struct EntitlementLock {
     /// When it was cancelled; None: it ends with the organization, so its
     /// retention runs from the offboarding.
     pub cancelled_at: Option<Time>,
-    pub lock: LockedRetention,
+    /// Its locked data retention, if a locked policy sets one.
+    pub retention: Option<LockedRetention>,
+    /// Its locked final grace, if a locked policy sets one: the namespace
+    /// holding its data is deleted no sooner.
+    pub final_grace: Option<TimeDelta>,
 }
 
 /// Everything the organization lifecycle depends on.
@@ -76,7 +83,8 @@ pub struct Input<'a> {
     /// (`organization.disabledRetentionDays`): `skipRetention` cannot skip them.
     pub locked_archived: Option<&'a LockedRetention>,
     pub locked_disabled: Option<&'a LockedRetention>,
-    /// Locked retentions of the entitlements in the tenant namespace.
+    /// Locked retentions (and final graces) of the entitlements in the
+    /// tenant namespace.
     pub entitlement_locks: &'a [EntitlementLock],
     /// Every RetentionHold covering the organization (on it, or on an
     /// entitlement in its namespace), in force or lapsed.
@@ -97,13 +105,14 @@ pub enum PurgeStep {
     None,
     /// The final grace runs: keep `status.purgePlan` up to date for review.
     Plan,
-    /// Purging: delete the organization's export artifacts and the tenant
-    /// namespace (again, if a previous attempt was cut short), each after a
-    /// live look for holds. `freeze_plan`: the purge starts now, so count what
-    /// it deletes once more and record that before anything is deleted.
+    /// Purging: mark and delete the tenant namespace (again, if a previous
+    /// attempt was cut short), after a live look for holds. `freeze_plan`: the
+    /// purge starts now, so count what it deletes once more and record that
+    /// before anything is deleted.
     DeleteNamespace { freeze_plan: bool },
-    /// The namespace tenure deleted is gone: write this tombstone and phase
-    /// Purged, once.
+    /// The namespace tenure deleted is gone: delete the organization's export
+    /// artifacts (after a live look for holds), then write this tombstone and
+    /// phase Purged, once.
     WriteTombstone(Tombstone),
 }
 
@@ -119,6 +128,7 @@ pub struct Decision {
     pub reactivation_deadline: Option<Time>,
     pub purge_after: Option<Time>,
     pub final_purge_at: Option<Time>,
+    pub purge_announced_at: Option<Time>,
     pub retention_locked_by: Option<RetentionLock>,
     pub namespace_deleted_at: Option<Time>,
     pub effective_policy: BTreeMap<String, EffectiveValue>,
@@ -151,6 +161,7 @@ impl Decision {
         status.reactivation_deadline = self.reactivation_deadline;
         status.purge_after = self.purge_after;
         status.final_purge_at = self.final_purge_at;
+        status.purge_announced_at = self.purge_announced_at;
         status.retention_locked_by = self.retention_locked_by.clone();
         status.namespace_deleted_at = self.namespace_deleted_at;
         status.effective_policy = self.effective_policy.clone();
@@ -245,6 +256,7 @@ fn scheduled(input: &Input, holds: HoldState) -> Decision {
         reactivation_deadline: None,
         purge_after: None,
         final_purge_at: None,
+        purge_announced_at: None,
         retention_locked_by: None,
         namespace_deleted_at: None,
         effective_policy: policy.0.clone(),
@@ -304,8 +316,15 @@ fn scheduled(input: &Input, holds: HoldState) -> Decision {
     .flatten()
     .max()
     .unwrap_or(purge_after);
-    let final_grace = policy.days(keys::FINAL_GRACE_DAYS);
-    let final_purge_at = final_purge_at(due_at, final_grace, announced(recorded), now);
+    // A locked final grace of an entitlement in the namespace counts too: the
+    // namespace holding its data goes no sooner.
+    let final_grace = input
+        .entitlement_locks
+        .iter()
+        .filter_map(|e| e.final_grace)
+        .fold(policy.days(keys::FINAL_GRACE_DAYS), TimeDelta::max);
+    let schedule = final_purge_at(due_at, final_grace, announced(recorded), now);
+    let final_purge_at = schedule.at;
 
     // The purge starts only on a namespace tenure owns and finds in place.
     let namespace_ready = *input.namespace == Namespace::Owned;
@@ -318,13 +337,11 @@ fn scheduled(input: &Input, holds: HoldState) -> Decision {
     decision.phase = phase;
     if blocker.is_none() {
         decision.final_purge_at = Some(final_purge_at);
+        decision.purge_announced_at = Some(schedule.since);
         decision.reactivation_deadline = Some(final_purge_at);
         // Past both, the purge waits only for the namespace: its watch wakes us.
         let next = [due_at, final_purge_at].into_iter().find(|at| now < *at);
         decision.wake_at = decision.wake_at.into_iter().chain(next).min();
-    }
-    if phase == Purging {
-        decision.namespace_deleted_at = Some(now);
     }
     let recorded_phase = recorded.and_then(|s| s.phase).unwrap_or(Active);
     decision.history.extend(offboarding_history(
@@ -387,10 +404,13 @@ fn retention_end(
     let latest_lock = input
         .entitlement_locks
         .iter()
-        .map(|e| RetentionLock {
-            entitlement: e.entitlement.clone(),
-            policy: e.lock.policy.clone(),
-            until: e.cancelled_at.unwrap_or(offboarded_at) + e.lock.minimum,
+        .filter_map(|e| {
+            let lock = e.retention.as_ref()?;
+            Some(RetentionLock {
+                entitlement: e.entitlement.clone(),
+                policy: lock.policy.clone(),
+                until: e.cancelled_at.unwrap_or(offboarded_at) + lock.minimum,
+            })
         })
         .filter(|lock| lock.until > own)
         .max_by(|a, b| {
@@ -407,21 +427,16 @@ fn retention_end(
 /// The purge as the last decision announced it, if it did.
 fn announced(recorded: Option<&OrganizationStatus>) -> Option<Announced> {
     let recorded = recorded?;
-    let at = recorded.final_purge_at?;
-    let grace = recorded_days(&recorded.effective_policy, keys::FINAL_GRACE_DAYS)?;
-    let due = [
-        recorded.purge_after,
-        recorded.deletion_confirmed_at,
-        recorded.last_hold_lifted_at,
-    ]
-    .into_iter()
-    .flatten()
-    .max()?;
-    Some(Announced {
-        due_plus_grace: due + grace,
-        grace,
-        at,
-    })
+    Announced::from_status(
+        recorded.final_purge_at,
+        recorded.purge_announced_at,
+        recorded_days(&recorded.effective_policy, keys::FINAL_GRACE_DAYS),
+        [
+            recorded.purge_after,
+            recorded.deletion_confirmed_at,
+            recorded.last_hold_lifted_at,
+        ],
+    )
 }
 
 /// History entries for how the phase moved since the last decision.
@@ -559,7 +574,7 @@ fn namespace_verdict(input: &Input, purge_started: bool) -> Option<Verdict> {
                 ),
             },
         )),
-        Namespace::Terminating if !purge_started => Some(Verdict::reconciling(
+        Namespace::Terminating { .. } if !purge_started => Some(Verdict::reconciling(
             "NamespaceTerminating",
             format!(
                 "tenant namespace {namespace} is being deleted; it is created again once it is gone"
@@ -583,6 +598,7 @@ fn purging(input: &Input, recorded: &OrganizationStatus, holds: HoldState) -> De
         reactivation_deadline: recorded.reactivation_deadline,
         purge_after: recorded.purge_after,
         final_purge_at: recorded.final_purge_at,
+        purge_announced_at: recorded.purge_announced_at,
         retention_locked_by: recorded.retention_locked_by.clone(),
         namespace_deleted_at: None,
         effective_policy: recorded.effective_policy.clone(),
@@ -603,25 +619,44 @@ fn purging(input: &Input, recorded: &OrganizationStatus, holds: HoldState) -> De
     }
     match input.namespace {
         Namespace::Owned => {
-            decision.namespace_deleted_at = Some(recorded.namespace_deleted_at.unwrap_or(now));
             decision.purge = PurgeStep::DeleteNamespace { freeze_plan: false };
         }
-        Namespace::Terminating => {
+        Namespace::Terminating { by_purge: true } => {
             decision.namespace_deleted_at = Some(recorded.namespace_deleted_at.unwrap_or(now));
             if holds.held() {
                 decision.verdict.message = format!(
-                    "RetentionHold {} came after the tenant namespace's delete was sent: Kubernetes is deleting what it holds and tenure cannot stop that; the tombstone is written once it is gone",
+                    "RetentionHold {} came after the tenant namespace's delete was sent: Kubernetes is deleting what it holds and tenure cannot stop that; the export ZIPs are kept while it is in force",
                     holds.described.join(", ")
                 );
             }
+        }
+        Namespace::Terminating { by_purge: false } => {
+            decision.namespace_deleted_at = recorded.namespace_deleted_at;
+            decision.verdict = Verdict::reconciling(
+                "NamespaceTerminating",
+                format!(
+                    "namespace {} is being deleted, but not by tenure's purge: tenure will not write a tombstone for what it did not delete",
+                    input.namespace_name
+                ),
+            );
         }
         Namespace::NotOwned(_) => {
             decision.verdict = namespace_verdict(input, true).expect("a namespace not owned");
         }
         Namespace::Missing => match recorded.namespace_deleted_at {
-            Some(_) => {
+            Some(deleted_at) if holds.held() => {
+                decision.namespace_deleted_at = Some(deleted_at);
+                decision.verdict = Verdict::reconciling(
+                    "Held",
+                    format!(
+                        "the tenant namespace is gone; the organization's export ZIPs are kept while RetentionHold {} is in force, and the tombstone is written once they are deleted",
+                        holds.described.join(", ")
+                    ),
+                );
+            }
+            Some(deleted_at) => {
                 decision.phase = OrganizationPhase::Purged;
-                decision.namespace_deleted_at = recorded.namespace_deleted_at;
+                decision.namespace_deleted_at = Some(deleted_at);
                 decision.purge = PurgeStep::WriteTombstone(tombstone(input, recorded));
                 decision.verdict =
                     Verdict::ready("Purged", "purged; status.tombstone keeps the record");
@@ -739,6 +774,7 @@ fn finished(input: &Input, holds: HoldState) -> Decision {
         reactivation_deadline: recorded.reactivation_deadline,
         purge_after: recorded.purge_after,
         final_purge_at: recorded.final_purge_at,
+        purge_announced_at: recorded.purge_announced_at,
         retention_locked_by: recorded.retention_locked_by.clone(),
         namespace_deleted_at: recorded.namespace_deleted_at,
         effective_policy: recorded.effective_policy.clone(),

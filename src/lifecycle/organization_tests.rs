@@ -205,11 +205,13 @@ impl World {
         ) {
             status.purge_plan = Some(self.measured.clone());
         }
-        self.status = Some(status);
-        // Recorded first, done second: the delete is sent after the write.
+        // Recorded first, done second: the delete is sent after the write,
+        // and its being sent reported once it was accepted.
         if deletes(&decision) {
-            self.namespace = Namespace::Terminating;
+            self.namespace = Namespace::Terminating { by_purge: true };
+            status.namespace_deleted_at.get_or_insert(now);
         }
+        self.status = Some(status);
         decision
     }
 
@@ -626,10 +628,11 @@ fn the_organizations_purge_waits_for_the_latest_locked_retention_of_an_entitleme
     let lock = |entitlement: &str, cancelled_at: Option<Time>, days: i64| EntitlementLock {
         entitlement: format!("{NAMESPACE}/{entitlement}"),
         cancelled_at,
-        lock: LockedRetention {
+        retention: Some(LockedRetention {
             minimum: TimeDelta::days(days),
             policy: "LifecyclePolicy/legal".into(),
-        },
+        }),
+        final_grace: None,
     };
     world.entitlement_locks = vec![
         lock("short", Some(day(-100)), 120),
@@ -646,6 +649,21 @@ fn the_organizations_purge_waits_for_the_latest_locked_retention_of_an_entitleme
         "not purged on day 37"
     );
     assert_eq!(world.reconcile(day(400)).phase, PurgeScheduled);
+}
+
+#[test]
+fn a_locked_final_grace_of_an_entitlement_in_the_namespace_delays_the_organizations_purge() {
+    let mut world = World::new(
+        archived(None, Some(day(0))),
+        json!({"cancellation": {"dataRetentionDays": 30}}),
+    );
+    world.entitlement_locks = vec![EntitlementLock {
+        entitlement: format!("{NAMESPACE}/audited"),
+        cancelled_at: None,
+        retention: None,
+        final_grace: Some(TimeDelta::days(21)),
+    }];
+    assert_eq!(world.reconcile(day(1)).final_purge_at, Some(day(51)));
 }
 
 #[test]
@@ -970,7 +988,11 @@ fn enabling_or_unarchiving_once_purging_is_refused_and_the_purge_runs_on() {
         world.spec.lifecycle = Lifecycle::Active;
         let refused_while_purging = world.reconcile(day(37) + hours(1));
         assert_eq!(refused_while_purging.phase, Purging);
-        assert_eq!(world.namespace, Namespace::Terminating, "the purge runs on");
+        assert_eq!(
+            world.namespace,
+            Namespace::Terminating { by_purge: true },
+            "the purge runs on"
+        );
         assert!(refused_while_purging.access_revoked);
         assert!(refused(&refused_while_purging));
         assert!(
@@ -1181,7 +1203,7 @@ fn a_hold_placed_after_the_namespace_delete_was_sent_is_noted_and_cannot_stop_it
     assert_eq!(world.reconcile(day(37)).phase, Purging);
     assert_eq!(
         world.namespace,
-        Namespace::Terminating,
+        Namespace::Terminating { by_purge: true },
         "the delete was sent"
     );
     world.holds = vec![hold("late", None, None)];
@@ -1193,8 +1215,15 @@ fn a_hold_placed_after_the_namespace_delete_was_sent_is_noted_and_cannot_stop_it
         "{}",
         noted.verdict.message
     );
+    // Gone: the export ZIPs are kept while the hold is in force, and the
+    // tombstone waits for them.
     world.namespace = Namespace::Missing;
-    assert_eq!(world.reconcile(day(39)).phase, Purged);
+    let kept = world.reconcile(day(39));
+    assert_eq!(kept.phase, Purging);
+    assert!(!matches!(kept.purge, PurgeStep::WriteTombstone(_)));
+    assert!(kept.verdict.message.contains("export ZIPs are kept"));
+    world.holds.clear();
+    assert_eq!(world.reconcile(day(40)).phase, Purged);
 }
 
 #[test]
@@ -1498,7 +1527,7 @@ impl Case {
             // Sent after the write of step k, the delete takes a while.
             world.namespace = match deleting_since {
                 Some(k) if i >= k + self.namespace_gone_after => Namespace::Missing,
-                Some(_) => Namespace::Terminating,
+                Some(_) => Namespace::Terminating { by_purge: true },
                 None => Namespace::Owned,
             };
             if let (Some(status), Some(at)) = (world.status.as_mut(), self.exported_at)
@@ -1707,9 +1736,12 @@ proptest! {
             prop_assert!(history.iter().filter(|e| e.event == event).count() <= 1, "{event} twice");
         }
         if world.status().phase == Some(Purging) {
+            // Once nothing holds it (a hold keeps the export ZIPs).
             let last = steps.last().unwrap().now;
+            world.holds.clear();
+            world.reconcile(last + hours(1));
             world.namespace = Namespace::Missing;
-            prop_assert_eq!(world.reconcile(last + hours(1)).phase, Purged);
+            prop_assert_eq!(world.reconcile(last + hours(2)).phase, Purged);
             prop_assert!(world.status().tombstone.is_some());
         }
     }
