@@ -142,6 +142,21 @@ impl NamespaceDeleteRefused {
     }
 }
 
+impl NamespaceDeleteRefused {
+    /// Lifts the refusal and waits until the API server lets `namespace` be
+    /// deleted again.
+    fn lift(self, namespace: &str) {
+        drop(self);
+        wait_for("the delete to be allowed again", TIMEOUT, || {
+            let out = kubectl(&["delete", "namespace", namespace, "--dry-run=server"]);
+            out.status
+                .success()
+                .then_some(())
+                .ok_or(String::from_utf8_lossy(&out.stderr).into_owned())
+        });
+    }
+}
+
 impl Drop for NamespaceDeleteRefused {
     fn drop(&mut self) {
         let _ = kubectl(&["delete", "validatingadmissionpolicybinding", &self.0]);
@@ -275,7 +290,7 @@ fn a_hold_placed_while_purging_before_the_namespace_delete_was_sent_stops_the_pu
         .map(|e| e["event"].as_str().unwrap())
         .collect();
     assert!(events.contains(&"PurgeDeferred"), "{events:?}");
-    drop(refused);
+    refused.lift(&namespace);
     assert!(exists(&["namespace", &namespace]));
 
     kubectl_ok(&["delete", "retentionhold", &late]);
@@ -495,9 +510,12 @@ fn a_correction_of_effective_at_to_a_later_date_moves_every_deadline_later() {
                    "offboarding": {"reason": "CustomerRequest", "effectiveAt": effective_at}}),
         )
     };
-    archived(ago(10));
+    let first_said = ago(10);
+    archived(first_said.clone());
     let first = wait_phase(&["organization", &org], "Archived");
-    let later = ago(5);
+    // Five days later than first said, to the second.
+    let later = (first_said.parse::<chrono::DateTime<Utc>>().unwrap() + TimeDelta::days(5))
+        .to_rfc3339_opts(SecondsFormat::Secs, true);
     archived(later.clone());
     let corrected = wait_for("the corrected dates", TIMEOUT, || {
         let object = get_json(&["organization", &org])?;
@@ -534,7 +552,7 @@ fn a_namespace_that_lost_tenures_label_is_never_purged_nor_recorded_as_purged() 
     let stalled = wait_reason(&["organization", &org], "Stalled", "NamespaceNotOwned");
     assert_eq!(stalled["status"]["phase"], "Purging");
     assert!(stalled["status"]["tombstone"].is_null());
-    drop(refused);
+    refused.lift(&namespace);
     assert!(
         exists(&["namespace", &namespace]),
         "tenure deleted what it does not own"

@@ -323,6 +323,13 @@ pub struct Tombstone {
 }
 
 impl Organization {
+    /// The namespace the organization owns, as its status records it: set
+    /// only once tenure found it labelled for the organization (or created
+    /// it). What isolation checks trust.
+    pub fn owned_namespace(&self) -> Option<&str> {
+        self.status.as_ref()?.namespace.as_deref()
+    }
+
     /// The namespace the organization owns: the one status recorded, else
     /// `spec.namespace`, else `org-<name>`.
     pub fn tenant_namespace(&self) -> String {

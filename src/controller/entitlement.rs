@@ -20,7 +20,7 @@ use super::status::{
 };
 use super::{
     Context, Result, as_hold, cached_holds, codes, created_at, downstream, live_holds,
-    log_outcomes, reconciled, record, record_history, requeue_at, retry_later,
+    log_outcomes, organization_owning, reconciled, record, record_history, requeue_at, retry_later,
 };
 use crate::api::class::DownstreamKind;
 use crate::api::entitlement::EntitlementPurgePlan;
@@ -508,9 +508,7 @@ async fn check_references(
     let Some(org_name) = entitlement.spec.organization.as_deref() else {
         // Standalone; but in a tenant namespace its data is that
         // organization's, kept by its purge guards.
-        let tenant = context.organizations.state().into_iter().find(|org| {
-            org.status.as_ref().and_then(|s| s.namespace.as_deref()) == Some(namespace.as_str())
-        });
+        let tenant = organization_owning(context, &namespace);
         return Ok(Ok(References {
             class,
             standing: Standing::Active,
@@ -536,7 +534,7 @@ async fn check_references(
             ),
         )));
     };
-    let owned = org.status.as_ref().and_then(|s| s.namespace.as_deref());
+    let owned = org.owned_namespace();
     if owned != Some(namespace.as_str()) {
         let lives = owned.map_or_else(
             || "owns no namespace (see its conditions)".to_string(),

@@ -22,8 +22,8 @@ use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use super::status::{apply_status, ensure_finalizer, remove_finalizer};
 use super::{
-    Context, Error, Result, live_holds, log_outcomes, purge, reconciled, record, requeue_at,
-    retry_later,
+    Context, Error, Result, live_holds, log_outcomes, organization_owning, purge, reconciled,
+    record, requeue_at, retry_later,
 };
 use crate::api::export::{Artifact, DataExportStatus, ExportFormat, ExportPhase};
 use crate::api::{DataExport, Organization};
@@ -206,9 +206,7 @@ pub async fn delete_artifact(context: &Context, artifact: &ArtifactLocation) -> 
 /// then the organization's purge removes it later.
 async fn release(context: &Context, export: &DataExport) -> Result<()> {
     let namespace = export.namespace().unwrap_or_default();
-    let owner = context.organizations.state().into_iter().find(|org| {
-        org.status.as_ref().and_then(|s| s.namespace.as_deref()) == Some(namespace.as_str())
-    });
+    let owner = organization_owning(context, &namespace);
     if let Some(owner) = owner {
         let held = live_holds(context, |h| {
             h.covers_organization(&owner.name_any(), &namespace)
@@ -516,10 +514,7 @@ fn expired(at: DateTime<Utc>) -> Verdict {
 fn exported(organization: &Organization) -> ExportedOrganization {
     ExportedOrganization {
         phase: organization.status.as_ref().and_then(|s| s.phase),
-        tenant_namespace: organization
-            .status
-            .as_ref()
-            .and_then(|s| s.namespace.clone()),
+        tenant_namespace: organization.owned_namespace().map(String::from),
     }
 }
 

@@ -369,6 +369,15 @@ async fn record_history<K: Resource<DynamicType = ()>>(
     }
 }
 
+/// The organization that owns `namespace` (its status records it), if any.
+fn organization_owning(context: &Context, namespace: &str) -> Option<Arc<Organization>> {
+    context
+        .organizations
+        .state()
+        .into_iter()
+        .find(|org| org.owned_namespace() == Some(namespace))
+}
+
 /// A RetentionHold as the lifecycle reads it: the organization it names is
 /// looked up for its tenant namespace.
 fn as_hold(context: &Context, hold: &RetentionHold) -> Hold {

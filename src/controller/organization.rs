@@ -45,14 +45,12 @@ pub async fn run(context: Arc<Context>) {
     let by_export = controller.store();
     let hold_context = context.clone();
     let controller = controller
-        // A tenant namespace changing, losing its label or vanishing wakes its
-        // organization (found by name: a namespace leaving the label
-        // selection arrives without the label).
-        .watches(
-            namespaces,
-            watcher::Config::default().labels(ORGANIZATION_LABEL),
-            move |namespace| owner_of(&by_tenant_namespace, &namespace.name_any()),
-        )
+        // A tenant namespace changing, losing its label, or vanishing (also
+        // unlabelled) wakes its organization: all namespaces are watched, and
+        // found by name.
+        .watches(namespaces, watcher::Config::default(), move |namespace| {
+            owner_of(&by_tenant_namespace, &namespace.name_any())
+        })
         // Entitlement counts and locked retentions follow the entitlements.
         .watches(
             Api::<Entitlement>::all(context.client.clone()),
