@@ -16,26 +16,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn wait_export(namespace: &str, name: &str, phase: &str) -> Value {
-    wait_for(&format!("DataExport {name} {phase}"), TIMEOUT, || {
-        let object = get_json(&["-n", namespace, "dataexport", name])?;
-        (object["status"]["phase"] == phase)
-            .then_some(object.clone())
-            .ok_or(object["status"].to_string())
-    })
-}
-
-fn data_export(namespace: &str, name: &str, organization: &str) {
-    apply(
-        &json!({
-            "apiVersion": "tenure.dev/v1alpha1", "kind": "DataExport",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"organization": organization, "includeSecrets": true},
-        })
-        .to_string(),
-    );
-}
-
 #[test]
 fn a_disabled_organizations_export_holds_every_object_with_matching_checksums_and_no_secret_value()
 {
@@ -81,7 +61,7 @@ fn a_disabled_organizations_export_holds_every_object_with_matching_checksums_an
     wait_phase(&["organization", &org], "Disabled");
 
     let name = unique("export");
-    data_export(&namespace, &name, &org);
+    apply_data_export(&namespace, &name, &org);
     let done = wait_export(&namespace, &name, "Succeeded");
     let artifact = &done["status"]["artifact"];
     let path = artifact["uri"]
@@ -167,7 +147,7 @@ fn an_export_of_a_purged_organization_is_refused() {
     );
     wait_phase(&["organization", &org], "Purged");
     let name = unique("too-late");
-    data_export("default", &name, &org);
+    apply_data_export("default", &name, &org);
     let refused = wait_export("default", &name, "Failed");
     let stalled = condition(&refused, "Stalled").expect("a Stalled condition");
     assert_eq!(stalled["reason"], "OrganizationPurged");
@@ -200,7 +180,7 @@ fn a_purge_that_requires_an_export_waits_for_one_and_the_tombstone_says_so() {
     assert_eq!(blocked["reason"], "AwaitingExport");
 
     let name = unique("handover");
-    data_export(&namespace, &name, &org);
+    apply_data_export(&namespace, &name, &org);
     wait_export(&namespace, &name, "Succeeded");
     let purged = wait_phase(&["organization", &org], "Purged");
     assert_eq!(purged["status"]["tombstone"]["exportProvided"], true);

@@ -39,17 +39,6 @@ fn archive_long_ago(org: &str) {
     );
 }
 
-fn export(namespace: &str, name: &str, organization: &str) {
-    apply(
-        &json!({
-            "apiVersion": "tenure.dev/v1alpha1", "kind": "DataExport",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"organization": organization, "includeSecrets": true},
-        })
-        .to_string(),
-    );
-}
-
 /// Waits until the organization's status lists the export as succeeded,
 /// and returns the organization then.
 fn seen_by_organization(org: &str, export: &str) -> Value {
@@ -67,7 +56,7 @@ fn an_export_whose_artifact_expired_does_not_count_for_require_export() {
     let _controller = Controller::spawn(&["--export-keep-days", "0"], "tenure-export-expired");
     let (org, namespace) = organization_requiring_an_export("expired-export");
     let name = unique("gone-already");
-    export(&namespace, &name, &org);
+    apply_data_export(&namespace, &name, &org);
     let expired = wait_for("the artifact to expire", TIMEOUT, || {
         let object = get_json(&["-n", &namespace, "dataexport", &name])?;
         condition(&object, "Ready")
@@ -152,7 +141,7 @@ fn an_export_that_left_out_kinds_it_may_not_read_is_incomplete_and_does_not_coun
         "--from-literal=password=hunter2",
     ]);
     let name = unique("partial");
-    export(&namespace, &name, &org);
+    apply_data_export(&namespace, &name, &org);
     let done = wait_for("the export", TIMEOUT, || {
         let object = get_json(&["-n", &namespace, "dataexport", &name])?;
         (object["status"]["phase"] == "Succeeded")

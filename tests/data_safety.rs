@@ -570,15 +570,8 @@ fn a_deleted_data_export_takes_its_zip_with_it() {
     start_controller(&[]);
     let (org, namespace) = active_organization("dropped-export");
     let name = unique("dropped");
-    apply(
-        &json!({
-            "apiVersion": "tenure.dev/v1alpha1", "kind": "DataExport",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"organization": org},
-        })
-        .to_string(),
-    );
-    let done = wait_phase(&["-n", &namespace, "dataexport", &name], "Succeeded");
+    apply_data_export(&namespace, &name, &org);
+    let done = wait_export(&namespace, &name, "Succeeded");
     let uri = done["status"]["artifact"]["uri"].as_str().unwrap();
     let path = std::path::PathBuf::from(uri.strip_prefix("file://").unwrap());
     assert!(path.exists());
@@ -707,15 +700,8 @@ fn the_purge_removes_every_export_artifact_and_the_tombstone_says_so() {
     start_controller(&[]);
     let (org, namespace) = active_organization("exported");
     let name = unique("handover");
-    apply(
-        &json!({
-            "apiVersion": "tenure.dev/v1alpha1", "kind": "DataExport",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"organization": org},
-        })
-        .to_string(),
-    );
-    let done = wait_phase(&["-n", &namespace, "dataexport", &name], "Succeeded");
+    apply_data_export(&namespace, &name, &org);
+    let done = wait_export(&namespace, &name, "Succeeded");
     let path = done["status"]["artifact"]["uri"]
         .as_str()
         .unwrap()
@@ -788,26 +774,7 @@ fn a_class_reusing_another_classs_prefix_hands_out_no_codes() {
 fn a_class_listing_a_cluster_scoped_kind_stalls_with_its_entitlements_before_any_code_is_taken() {
     start_controller(&[]);
     let group = "gizmos.tenure-test.dev";
-    apply(
-        &json!({
-            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": format!("gizmos.{group}")},
-            "spec": {
-                "group": group, "scope": "Cluster",
-                "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
-                "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
-                    "type": "object", "x-kubernetes-preserve-unknown-fields": true,
-                }}}],
-            },
-        })
-        .to_string(),
-    );
-    kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        &format!("crd/gizmos.{group}"),
-    ]);
+    apply_test_crd(group, "Gizmo", "Cluster");
     let class = unique("cluster-wide");
     apply(
         &json!({

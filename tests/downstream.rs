@@ -212,26 +212,7 @@ fn workloads_pause_on_a_payment_failure_resume_exactly_and_are_torn_down_at_the_
 fn a_custom_class_binds_a_crd_defined_kind_by_selector_and_tears_it_down() {
     start_controller(&[]);
     let group = "widgets.tenure-test.dev";
-    apply(
-        &json!({
-            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": format!("widgets.{group}")},
-            "spec": {
-                "group": group, "scope": "Namespaced",
-                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-                "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
-                    "type": "object", "x-kubernetes-preserve-unknown-fields": true,
-                }}}],
-            },
-        })
-        .to_string(),
-    );
-    kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        &format!("crd/widgets.{group}"),
-    ]);
+    apply_test_crd(group, "Widget", "Namespaced");
     let class = unique("widgets");
     apply(
         &json!({

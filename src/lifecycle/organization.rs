@@ -588,37 +588,19 @@ fn namespace_verdict(input: &Input, purge_started: bool) -> Option<Verdict> {
 /// is written, once, when the namespace tenure deleted is gone.
 fn purging(input: &Input, recorded: &OrganizationStatus, holds: HoldState) -> Decision {
     let now = input.now;
-    let mut decision = Decision {
-        phase: OrganizationPhase::Purging,
-        disabled_at: recorded.disabled_at,
-        archived_at: recorded.archived_at,
-        deletion_confirmed_at: recorded.deletion_confirmed_at,
-        last_hold_lifted_at: holds.last_lifted_at,
-        portal_visible_until: recorded.portal_visible_until,
-        reactivation_deadline: recorded.reactivation_deadline,
-        purge_after: recorded.purge_after,
-        final_purge_at: recorded.final_purge_at,
-        purge_announced_at: recorded.purge_announced_at,
-        retention_locked_by: recorded.retention_locked_by.clone(),
-        namespace_deleted_at: None,
-        effective_policy: recorded.effective_policy.clone(),
-        holds: holds.in_force.clone(),
-        access_revoked: true,
-        provision_namespace: false,
-        purge: PurgeStep::None,
-        history: holds.history.clone(),
-        verdict: Verdict::reconciling(
+    let mut decision = started(
+        input,
+        recorded,
+        &holds,
+        OrganizationPhase::Purging,
+        Verdict::reconciling(
             "Purging",
             "deleting the tenant namespace and everything in it; the tombstone is written once it is gone",
         ),
-        extra: Vec::new(),
-        wake_at: None,
-    };
-    if brings_back(input.spec, recorded) {
-        decision.extra.push(refused_after_purge_started());
-    }
+    );
     match input.namespace {
         Namespace::Owned => {
+            decision.namespace_deleted_at = None;
             decision.purge = PurgeStep::DeleteNamespace { freeze_plan: false };
         }
         Namespace::Terminating { by_purge: true } => {
@@ -631,7 +613,6 @@ fn purging(input: &Input, recorded: &OrganizationStatus, holds: HoldState) -> De
             }
         }
         Namespace::Terminating { by_purge: false } => {
-            decision.namespace_deleted_at = recorded.namespace_deleted_at;
             decision.verdict = Verdict::reconciling(
                 "NamespaceTerminating",
                 format!(
@@ -641,11 +622,11 @@ fn purging(input: &Input, recorded: &OrganizationStatus, holds: HoldState) -> De
             );
         }
         Namespace::NotOwned(_) => {
+            decision.namespace_deleted_at = None;
             decision.verdict = namespace_verdict(input, true).expect("a namespace not owned");
         }
         Namespace::Missing => match recorded.namespace_deleted_at {
-            Some(deleted_at) if holds.held() => {
-                decision.namespace_deleted_at = Some(deleted_at);
+            Some(_) if holds.held() => {
                 decision.verdict = Verdict::reconciling(
                     "Held",
                     format!(
@@ -654,9 +635,8 @@ fn purging(input: &Input, recorded: &OrganizationStatus, holds: HoldState) -> De
                     ),
                 );
             }
-            Some(deleted_at) => {
+            Some(_) => {
                 decision.phase = OrganizationPhase::Purged;
-                decision.namespace_deleted_at = Some(deleted_at);
                 decision.purge = PurgeStep::WriteTombstone(tombstone(input, recorded));
                 decision.verdict =
                     Verdict::ready("Purged", "purged; status.tombstone keeps the record");
@@ -760,16 +740,38 @@ fn brings_back(spec: &OrganizationSpec, recorded: &OrganizationStatus) -> bool {
 /// Purged: nothing changes any more but holds noted and a refused change.
 fn finished(input: &Input, holds: HoldState) -> Decision {
     let recorded = input.recorded.cloned().unwrap_or_default();
+    started(
+        input,
+        &recorded,
+        &holds,
+        OrganizationPhase::Purged,
+        Verdict::ready(
+            "Purged",
+            "purged; status.tombstone keeps the record, and the Organization may now be deleted",
+        ),
+    )
+}
+
+/// A decision once the purge started: what status recorded stands, holds
+/// are noted, access stays revoked, and bringing the organization back is
+/// refused.
+fn started(
+    input: &Input,
+    recorded: &OrganizationStatus,
+    holds: &HoldState,
+    phase: OrganizationPhase,
+    verdict: Verdict,
+) -> Decision {
     let mut extra = Vec::new();
-    if brings_back(input.spec, &recorded) {
+    if brings_back(input.spec, recorded) {
         extra.push(refused_after_purge_started());
     }
     Decision {
-        phase: OrganizationPhase::Purged,
+        phase,
         disabled_at: recorded.disabled_at,
         archived_at: recorded.archived_at,
         deletion_confirmed_at: recorded.deletion_confirmed_at,
-        last_hold_lifted_at: recorded.last_hold_lifted_at,
+        last_hold_lifted_at: holds.last_lifted_at,
         portal_visible_until: recorded.portal_visible_until,
         reactivation_deadline: recorded.reactivation_deadline,
         purge_after: recorded.purge_after,
@@ -778,15 +780,12 @@ fn finished(input: &Input, holds: HoldState) -> Decision {
         retention_locked_by: recorded.retention_locked_by.clone(),
         namespace_deleted_at: recorded.namespace_deleted_at,
         effective_policy: recorded.effective_policy.clone(),
-        holds: holds.in_force,
+        holds: holds.in_force.clone(),
         access_revoked: true,
         provision_namespace: false,
         purge: PurgeStep::None,
-        history: holds.history,
-        verdict: Verdict::ready(
-            "Purged",
-            "purged; status.tombstone keeps the record, and the Organization may now be deleted",
-        ),
+        history: holds.history.clone(),
+        verdict,
         extra,
         wake_at: None,
     }

@@ -173,6 +173,54 @@ pub fn without_final_grace(organization: &str) {
     );
 }
 
+/// Applies a DataExport of `organization` (Secrets included, keys only).
+pub fn apply_data_export(namespace: &str, name: &str, organization: &str) {
+    apply(
+        &serde_json::json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "DataExport",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"organization": organization, "includeSecrets": true},
+        })
+        .to_string(),
+    );
+}
+
+/// Waits until the DataExport is in `phase`, and returns it.
+pub fn wait_export(namespace: &str, name: &str, phase: &str) -> serde_json::Value {
+    wait_for(&format!("DataExport {name} {phase}"), TIMEOUT, || {
+        let object = get_json(&["-n", namespace, "dataexport", name])?;
+        (object["status"]["phase"] == phase)
+            .then_some(object.clone())
+            .ok_or(object["status"].to_string())
+    })
+}
+
+/// Installs a CRD of `kind` (plural `<kind>s`, any fields) in `group` with
+/// `scope` (Namespaced or Cluster), and waits until it is Established.
+pub fn apply_test_crd(group: &str, kind: &str, scope: &str) {
+    let plural = format!("{}s", kind.to_lowercase());
+    apply(
+        &serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.{group}")},
+            "spec": {
+                "group": group, "scope": scope,
+                "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind},
+                "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                    "type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                }}}],
+            },
+        })
+        .to_string(),
+    );
+    kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        &format!("crd/{plural}.{group}"),
+    ]);
+}
+
 /// Applies a manifest (YAML or JSON), failing the test if it is refused.
 pub fn apply(manifest: &str) {
     let out = kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
