@@ -159,14 +159,7 @@ fn a_purge_that_requires_an_export_waits_for_one_and_the_tombstone_says_so() {
     start_controller(&[]);
     let org = unique("export-first");
     let namespace = format!("org-{org}");
-    apply(
-        &json!({
-            "apiVersion": "tenure.dev/v1alpha1", "kind": "LifecyclePolicy",
-            "metadata": {"name": unique("export-first")},
-            "spec": {"scope": {"organization": org}, "purge": {"finalGraceDays": 0, "requireExport": true}},
-        })
-        .to_string(),
-    );
+    requiring_an_export(&org);
     apply_organization(&org, json!({"displayName": "Export First"}));
     wait_phase(&["organization", &org], "Active");
     let long_ago = (Utc::now() - TimeDelta::days(400)).to_rfc3339_opts(SecondsFormat::Secs, true);

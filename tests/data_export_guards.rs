@@ -17,14 +17,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// an export; returns its name and namespace.
 fn organization_requiring_an_export(prefix: &str) -> (String, String) {
     let org = unique(prefix);
-    apply(
-        &json!({
-            "apiVersion": "tenure.dev/v1alpha1", "kind": "LifecyclePolicy",
-            "metadata": {"name": unique("export-first")},
-            "spec": {"scope": {"organization": org}, "purge": {"finalGraceDays": 0, "requireExport": true}},
-        })
-        .to_string(),
-    );
+    requiring_an_export(&org);
     apply_organization(&org, json!({}));
     wait_phase(&["organization", &org], "Active");
     (org.clone(), format!("org-{org}"))

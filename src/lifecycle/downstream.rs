@@ -459,16 +459,22 @@ mod tests {
         assert_eq!(already["spec"]["suspend"], false);
     }
 
-    #[test]
-    fn the_class_says_what_each_phase_does_to_a_kind() {
-        use EntitlementPhase::*;
-        let environment = DownstreamKind {
+    /// A managed environment's workload: paused on suspension, deleted on
+    /// cancellation and at the purge.
+    fn environment() -> DownstreamKind {
+        DownstreamKind {
             api_version: "apps/v1".into(),
             kind: "Deployment".into(),
             on_suspend: SuspendAction::Pause,
             on_cancel: CancelAction::Delete,
             on_purge: PurgeAction::Delete,
-        };
+        }
+    }
+
+    #[test]
+    fn the_class_says_what_each_phase_does_to_a_kind() {
+        use EntitlementPhase::*;
+        let environment = environment();
         assert_eq!(desired(Active, &environment, true, false), Desired::Running);
         assert_eq!(
             desired(Suspended, &environment, true, false),
@@ -496,13 +502,7 @@ mod tests {
     #[test]
     fn a_hold_in_force_turns_every_delete_into_retain() {
         use EntitlementPhase::*;
-        let environment = DownstreamKind {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-            on_suspend: SuspendAction::Pause,
-            on_cancel: CancelAction::Delete,
-            on_purge: PurgeAction::Delete,
-        };
+        let environment = environment();
         assert_eq!(
             desired(Cancelled, &environment, true, true),
             Desired::Retained

@@ -221,6 +221,19 @@ pub fn apply_test_crd(group: &str, kind: &str, scope: &str) {
     ]);
 }
 
+/// A LifecyclePolicy giving `organization` no final grace and a purge that
+/// waits for a DataExport (`purge.requireExport`).
+pub fn requiring_an_export(organization: &str) {
+    apply(
+        &serde_json::json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "LifecyclePolicy",
+            "metadata": {"name": unique("export-first")},
+            "spec": {"scope": {"organization": organization}, "purge": {"finalGraceDays": 0, "requireExport": true}},
+        })
+        .to_string(),
+    );
+}
+
 /// Applies a manifest (YAML or JSON), failing the test if it is refused.
 pub fn apply(manifest: &str) {
     let out = kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
