@@ -219,10 +219,11 @@ pub struct OrganizationStatus {
     /// organization's own retention: `purgeAfter` waits for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_locked_by: Option<RetentionLock>,
-    /// When the purge asked the API server to delete the tenant namespace.
+    /// When the API server accepted the purge's delete of the tenant namespace
+    /// (which the purge marks with annotation `tenure.dev/purge` first).
     /// Purged and the tombstone are written only once a namespace deleted this
-    /// way is gone; cleared if the delete was not sent after all (a hold came
-    /// first, or the namespace lost tenure's label).
+    /// way is gone: a namespace someone else deleted gets no tombstone
+    /// (condition Stalled, reason NamespaceGone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_deleted_at: Option<DateTime<Utc>>,
     /// Every resolved policy value that times the organization, with where it
