@@ -2,8 +2,7 @@
 //! at once), lets the pure core decide its lifecycle, governs what it binds,
 //! writes status, records Events and requeues at the next deadline.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::core::DynamicObject;
@@ -19,12 +18,12 @@ use super::status::{
     apply_status, apply_status_if_unchanged, ensure_finalizer, is_conflict, remove_finalizer,
 };
 use super::{
-    Context, Result, as_hold, cached_holds, codes, created_at, downstream, live_holds,
-    log_outcomes, organization_owning, reconciled, record, record_history, requeue_at, retry_later,
+    Context, PolicyScopes, Result, as_hold, cached_holds, codes, created_at, downstream,
+    live_holds, log_outcomes, organization_owning, reconciled, record, record_history, requeue_at,
+    retry_later,
 };
 use crate::api::class::DownstreamKind;
 use crate::api::entitlement::EntitlementPurgePlan;
-use crate::api::policy::PolicyScope;
 use crate::api::{
     ENTITLEMENT_LABEL, Entitlement, EntitlementClass, EntitlementPhase, LifecyclePolicy,
     Organization, RetentionHold,
@@ -35,7 +34,7 @@ use crate::lifecycle::entitlement::{
     Decision, Input, OrganizationPurge, Standing, decide, organization_view,
 };
 use crate::lifecycle::hold::Hold;
-use crate::lifecycle::policy::{Subject, keys, locked_floor, resolve, scope_matches};
+use crate::lifecycle::policy::{Subject, keys, locked_floor, resolve};
 
 pub async fn run(context: Arc<Context>) {
     let entitlements = Api::<Entitlement>::all(context.client.clone());
@@ -48,8 +47,7 @@ pub async fn run(context: Arc<Context>) {
     let by_policy = store.clone();
     let by_hold = store;
     let hold_context = context.clone();
-    // A policy whose scope changed also affects what its old scope matched.
-    let last_scopes: Mutex<HashMap<String, Option<PolicyScope>>> = Mutex::default();
+    let scopes = PolicyScopes::default();
     let controller = controller
         .watches(
             Api::<EntitlementClass>::all(context.client.clone()),
@@ -80,19 +78,8 @@ pub async fn run(context: Arc<Context>) {
             Api::<LifecyclePolicy>::all(context.client.clone()),
             watcher::Config::default(),
             move |policy| {
-                let scope = policy.spec.scope.clone();
-                let previous = last_scopes
-                    .lock()
-                    .map(|mut scopes| scopes.insert(policy.name_any(), scope.clone()))
-                    .ok()
-                    .flatten();
-                naming(&by_policy, |e| {
-                    let subject = subject_of(e);
-                    scope_matches(scope.as_ref(), &subject)
-                        || previous
-                            .as_ref()
-                            .is_some_and(|old| scope_matches(old.as_ref(), &subject))
-                })
+                let concerns = scopes.changed(&policy);
+                naming(&by_policy, |e| concerns(&subject_of(e)))
             },
         );
     let controller = watch_bound_objects(controller, &context).await;

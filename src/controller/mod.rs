@@ -24,10 +24,12 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::api::common::HistoryEntry;
+use crate::api::policy::PolicyScope;
 use crate::api::{Entitlement, EntitlementClass, LifecyclePolicy, Organization, RetentionHold};
 use crate::clock::Clock;
 use crate::lifecycle::conditions::from_time;
 use crate::lifecycle::hold::{Hold, HoldTarget};
+use crate::lifecycle::policy::{Subject, scope_matches};
 
 /// The one field manager every status write uses.
 pub const FIELD_MANAGER: &str = "tenure";
@@ -366,6 +368,31 @@ async fn record_history<K: Resource<DynamicType = ()>>(
         };
         let note = format!("{} ({}, at {})", entry.message, entry.reason, entry.at);
         record(context, object, type_, &entry.event, note).await;
+    }
+}
+
+/// The scope each LifecyclePolicy had when last seen: a policy whose scope
+/// changed re-decides what its old scope matched as well as its new one.
+#[derive(Default)]
+struct PolicyScopes(Mutex<HashMap<String, Option<PolicyScope>>>);
+
+impl PolicyScopes {
+    /// Records the policy's scope now, and returns whether a change of it
+    /// concerns `subject`: matched by the scope now or by the one before.
+    fn changed(&self, policy: &LifecyclePolicy) -> impl Fn(&Subject) -> bool + use<> {
+        let scope = policy.spec.scope.clone();
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        let before = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, scope.clone());
+        move |subject| {
+            scope_matches(scope.as_ref(), subject)
+                || before
+                    .as_ref()
+                    .is_some_and(|old| scope_matches(old.as_ref(), subject))
+        }
     }
 }
 

@@ -19,8 +19,8 @@ use super::status::{
     apply_status, apply_status_if_unchanged, ensure_finalizer, is_conflict, remove_finalizer,
 };
 use super::{
-    Context, Result, as_hold, cached_holds, created_at, live_holds, log_outcomes, purge,
-    reconciled, record, record_history, requeue_at, retry_later,
+    Context, PolicyScopes, Result, as_hold, cached_holds, created_at, live_holds, log_outcomes,
+    purge, reconciled, record, record_history, requeue_at, retry_later,
 };
 use crate::api::{
     DataExport, Entitlement, EntitlementPhase, LifecyclePolicy, ORGANIZATION_LABEL, Organization,
@@ -33,7 +33,7 @@ use crate::lifecycle::hold::Hold;
 use crate::lifecycle::organization::{
     EntitlementLock, Input, LockedRetention, Namespace as NamespaceState, PurgeStep, decide,
 };
-use crate::lifecycle::policy::{Subject, keys, locked_floor, resolve, scope_matches};
+use crate::lifecycle::policy::{Subject, keys, locked_floor, resolve};
 
 pub async fn run(context: Arc<Context>) {
     let organizations = Api::<Organization>::all(context.client.clone());
@@ -44,6 +44,7 @@ pub async fn run(context: Arc<Context>) {
     let by_namespace = controller.store();
     let by_export = controller.store();
     let hold_context = context.clone();
+    let scopes = PolicyScopes::default();
     let controller = controller
         // A tenant namespace changing, losing its label, or vanishing (also
         // unlabelled) wakes its organization: all namespaces are watched, and
@@ -80,14 +81,15 @@ pub async fn run(context: Arc<Context>) {
                     .collect::<Vec<_>>()
             },
         )
-        // A policy change re-decides the organizations it applies to; a locked
-        // one every organization, since it sets minimums for their entitlements.
+        // A policy change re-decides the organizations it applies to, or
+        // applied to before its scope changed; a locked one every
+        // organization, since it sets minimums for their entitlements.
         .watches(
             Api::<LifecyclePolicy>::all(context.client.clone()),
             watcher::Config::default(),
             move |policy| {
-                let scope = policy.spec.scope.clone();
                 let locked = policy.spec.locked == Some(true);
+                let concerns = scopes.changed(&policy);
                 by_policy
                     .state()
                     .iter()
@@ -97,7 +99,7 @@ pub async fn run(context: Arc<Context>) {
                             organization: Some(&name),
                             ..Subject::default()
                         };
-                        locked || scope_matches(scope.as_ref(), &subject)
+                        locked || concerns(&subject)
                     })
                     .map(|org| ObjectRef::from_obj(org.as_ref()))
                     .collect::<Vec<_>>()

@@ -418,6 +418,7 @@ pub fn decide(input: &Input) -> Decision {
     let mut history = history;
     history.extend(holds.history.iter().cloned());
     let mut extra: Vec<Extra> = refusal.into_iter().collect();
+    extra.extend(correction_refused(input, &current));
     if let Some(blocker) = timeline.timing.blocked.as_ref()
         && current.phase == EntitlementPhase::Cancelled
     {
@@ -501,10 +502,31 @@ fn purge_blocked(blocker: &PurgeBlocker) -> Extra {
 /// still keeps whatever is left from being deleted).
 fn stay_purged(recorded: &EntitlementStatus, input: &Input, holds: HoldState) -> Decision {
     let purged_at = recorded.phase_since.unwrap_or(input.now);
+    // A win-back recorded after the cancellation cannot bring back what was
+    // deleted: it is refused, not ignored.
+    let cancelled_at = recorded.cancelled.as_ref().map(|c| c.at);
+    let refusal = input
+        .spec
+        .reactivation
+        .as_ref()
+        .filter(|r| cancelled_at.is_none_or(|at| r.requested_at > at))
+        .map(|r| Extra {
+            type_: REACTIVATION_REFUSED.into(),
+            status: true,
+            reason: "AlreadyPurged".into(),
+            message: format!(
+                "spec.reactivation (requested at {}) is refused: the data was purged at {purged_at}",
+                r.requested_at
+            ),
+        });
+    let deadlines = recorded.deadlines.clone().map(|d| Deadlines {
+        reactivation_deadline: None,
+        ..d
+    });
     Decision {
         phase: EntitlementPhase::Purged,
         phase_since: purged_at,
-        deadlines: recorded.deadlines.clone(),
+        deadlines,
         purge_announced_at: recorded.purge_announced_at,
         next: None,
         cancelled: recorded.cancelled.clone(),
@@ -520,7 +542,7 @@ fn stay_purged(recorded: &EntitlementStatus, input: &Input, holds: HoldState) ->
             "RetentionEnded",
             format!("purged at {purged_at}; a purged entitlement stays purged"),
         ),
-        extra: Vec::new(),
+        extra: refusal.into_iter().collect(),
         wake_at: None,
     }
 }
@@ -528,6 +550,7 @@ fn stay_purged(recorded: &EntitlementStatus, input: &Input, holds: HoldState) ->
 /// The facts laid out in time, and what became of a reactivation request.
 struct Layout {
     timeline: Timeline,
+    /// Why spec.reactivation, or a correction of spec, is not followed.
     refusal: Option<Extra>,
     /// The last honoured reactivation that took effect.
     reactivated_at: Option<Time>,
@@ -563,13 +586,15 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
             by: CancelledBy::Request,
         }
     });
-    // A cancellation that happened stays, even when its cause is removed; one
-    // the organization caused follows the organization instead, and a request
-    // with an explicit effectiveAt is taken from spec.
+    // A cancellation that happened stays, even when its cause is removed or
+    // its date is moved later (only a reactivation lifts it); one the
+    // organization caused follows the organization instead, and an earlier
+    // effectiveAt (a backdating correction) is taken from spec.
     let sticky = recorded_cancel
         .filter(|r| r.by != CancelledBy::Organization)
         .filter(|r| {
             r.by != CancelledBy::Request
+                || moved_later(input, r)
                 || spec
                     .cancellation
                     .as_ref()
@@ -682,17 +707,31 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
         return unchanged();
     };
     let requested_at = request.requested_at;
-    if requested_at <= cancel.at {
-        // A request from before this cancellation was already used up.
-        return unchanged();
-    }
-    let deadline = cancel.at + policy.days(keys::REACTIVATION_WINDOW_DAYS);
     let refused = |reason: &str, message: String| Extra {
         type_: REACTIVATION_REFUSED.into(),
         status: true,
         reason: reason.into(),
         message: format!("spec.reactivation (requested at {requested_at}) is refused: {message}"),
     };
+    if requested_at <= cancel.at {
+        // Used up by an earlier cancellation it lifted: nothing to say. Never
+        // honoured: it cannot lift a cancellation that came after it, and
+        // that is said.
+        let used = earlier.is_some_and(|at| at >= requested_at);
+        return Layout {
+            refusal: (!used).then(|| {
+                refused(
+                    "RequestedBeforeCancellation",
+                    format!(
+                        "it was requested before the cancellation at {}, and a reactivation lifts only a cancellation before it; record when the customer came back in spec.reactivation.requestedAt",
+                        cancel.at
+                    ),
+                )
+            }),
+            ..unchanged()
+        };
+    }
+    let deadline = cancel.at + policy.days(keys::REACTIVATION_WINDOW_DAYS);
     // An organization archived by the time of the request keeps its
     // entitlements cancelled, whatever cancelled them first: lifting an earlier
     // cancellation would void the archival along with the facts before it.
@@ -719,7 +758,7 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
                 cancel.at
             ),
         ))
-    } else if requested_at >= purge.purge_after(cancel.at) {
+    } else if requested_at > purge.purge_after(cancel.at) {
         // The retention is over: the purge of the data is announced, and a
         // win-back cannot bring back what goes.
         Some(refused(
@@ -778,6 +817,34 @@ fn purge_timing(input: &Input, holds: &HoldState) -> PurgeTiming {
     }
 }
 
+/// Whether spec moved the date of a requested cancellation that already took
+/// effect later: it stays as it took effect.
+fn moved_later(input: &Input, record: &CancellationRecord) -> bool {
+    let effective_at = input
+        .spec
+        .cancellation
+        .as_ref()
+        .and_then(|c| c.effective_at);
+    record.by == CancelledBy::Request
+        && record.at <= input.now
+        && effective_at.is_some_and(|at| at > record.at)
+}
+
+/// The condition saying a later `cancellation.effectiveAt` is not followed.
+fn correction_refused(input: &Input, current: &State) -> Option<Extra> {
+    let record = input.recorded?.cancelled.as_ref()?;
+    let lifted = current.cancel.as_ref().is_none_or(|c| c.at != record.at);
+    (moved_later(input, record) && !lifted).then(|| Extra {
+        type_: "CorrectionRefused".into(),
+        status: true,
+        reason: "CancellationTookEffect".into(),
+        message: format!(
+            "spec.cancellation.effectiveAt is later than the cancellation that took effect at {}: a cancellation that took effect stays until spec.reactivation lifts it",
+            record.at
+        ),
+    })
+}
+
 fn from_record(record: &CancellationRecord) -> Cancel {
     Cancel {
         at: record.at,
@@ -807,10 +874,16 @@ fn deadlines(input: &Input, timeline: &Timeline, current: &State) -> Option<Dead
             let cancel = current.cancel.as_ref()?;
             deadlines.portal_visible_until =
                 Some(cancel.at + policy.days(keys::PORTAL_VISIBILITY_DAYS));
+            let purge_after = timeline.timing.purge_after(cancel.at);
+            // Only a deadline that can still be honoured: none once purged,
+            // and never past the end of the retention.
             deadlines.reactivation_deadline = (policy.flag(keys::ALLOW_REACTIVATION)
-                && cancel.by != CancelledBy::Organization)
-                .then(|| cancel.at + policy.days(keys::REACTIVATION_WINDOW_DAYS));
-            deadlines.purge_after = Some(timeline.timing.purge_after(cancel.at));
+                && cancel.by != CancelledBy::Organization
+                && current.phase == Cancelled)
+                .then(|| {
+                    (cancel.at + policy.days(keys::REACTIVATION_WINDOW_DAYS)).min(purge_after)
+                });
+            deadlines.purge_after = Some(purge_after);
             deadlines.final_purge_at = timeline.purge_at();
         }
         Pending | Active => {}

@@ -437,12 +437,19 @@ fn past_purge_after_it_is_purged_and_stays_purged_whatever_the_spec_says() {
     world.spec.ends_at = Some(day(2000));
     world.spec.reactivation = reactivation(day(380));
     world.organization = Standing::Active;
+    assert_eq!(
+        deadlines.reactivation_deadline, None,
+        "it cannot be honoured"
+    );
     for now in [day(381), day(1000), day(5000)] {
         let again = world.reconcile(now);
         assert_eq!(again.phase, Purged);
         assert_eq!(again.phase_since, day(382));
         assert!(again.history.is_empty());
-        assert_eq!(refusal_of(&again), None);
+        assert_eq!(
+            refusal_of(&again).map(|r| r.reason),
+            Some("AlreadyPurged".into())
+        );
         assert_eq!(again.wake_at, None);
         assert_eq!(world.deadlines(), deadlines);
     }
@@ -729,12 +736,39 @@ fn a_reactivation_is_refused_when_the_policy_does_not_allow_it() {
 }
 
 #[test]
-fn a_reactivation_requested_before_the_cancellation_is_used_up_and_not_refused() {
+fn moving_a_cancellation_that_took_effect_into_the_future_does_not_revive_it() {
+    let mut world = cancelled_on_day_10(json!({"cancellation": {"allowReactivation": false}}));
+    world.spec.cancellation = cancellation(OffboardingReason::CustomerRequest, Some(day(50)));
+    let moved = world.reconcile(day(20));
+    assert_eq!(moved.phase, Cancelled, "not revived");
+    assert!(moved.history.is_empty(), "no Reactivated in the history");
+    assert_eq!(moved.cancelled.as_ref().map(|c| c.at), Some(day(10)));
+    let refused = moved
+        .extra
+        .iter()
+        .find(|e| e.type_ == "CorrectionRefused")
+        .expect("said");
+    assert_eq!(refused.reason, "CancellationTookEffect");
+    // An earlier date is a correction that applies.
+    world.spec.cancellation = cancellation(OffboardingReason::CustomerRequest, Some(day(5)));
+    let earlier = world.reconcile(day(21));
+    assert_eq!(earlier.cancelled.map(|c| c.at), Some(day(5)));
+    assert!(earlier.extra.iter().all(|e| e.type_ != "CorrectionRefused"));
+}
+
+#[test]
+fn a_reactivation_requested_before_the_cancellation_is_refused_saying_why() {
     let mut world = cancelled_on_day_10(json!({}));
     world.spec.reactivation = reactivation(day(5));
     let decision = world.reconcile(day(12));
     assert_eq!(decision.phase, Cancelled);
-    assert_eq!(refusal_of(&decision), None);
+    let refusal = refusal_of(&decision).expect("never silent");
+    assert_eq!(refusal.reason, "RequestedBeforeCancellation");
+    assert!(
+        refusal.message.contains("requestedAt"),
+        "{}",
+        refusal.message
+    );
 }
 
 #[test]
@@ -775,6 +809,7 @@ fn a_second_cancellation_after_a_reactivation_keeps_its_own_date() {
     let second = world.reconcile(day(131));
     assert_eq!(second.phase, Cancelled);
     assert_eq!(second.verdict.reason, "NotRenewed");
+    assert_eq!(refusal_of(&second), None, "the reactivation was used up");
     let deadlines = world.deadlines();
     assert_eq!(deadlines.purge_after, Some(day(130 + 365)));
 
@@ -1359,6 +1394,19 @@ proptest! {
                 Some(_) => announced_since.or(Some(step.now)),
                 None => None,
             };
+        }
+    }
+
+    /// 2d. Status never advertises a reactivation deadline that can no longer
+    /// be honoured: none once purged, never past the end of the retention.
+    #[test]
+    fn the_reactivation_deadline_is_one_that_can_still_be_honoured(case in case()) {
+        let (_, steps) = case.run();
+        for step in &steps {
+            let Some(deadlines) = step.decision.deadlines.as_ref() else { continue };
+            let Some(deadline) = deadlines.reactivation_deadline else { continue };
+            prop_assert_ne!(step.decision.phase, Purged);
+            prop_assert!(deadlines.purge_after.is_some_and(|after| deadline <= after));
         }
     }
 

@@ -667,6 +667,24 @@ fn a_locked_final_grace_of_an_entitlement_in_the_namespace_delays_the_organizati
 }
 
 #[test]
+fn an_approved_skip_of_the_retention_after_the_archival_moves_the_purge_to_the_confirmation() {
+    let mut world = World::new(
+        archived(None, Some(day(0))),
+        json!({"cancellation": {"dataRetentionDays": 365}}),
+    );
+    assert_eq!(world.reconcile(day(1)).final_purge_at, Some(day(372)));
+    world.spec.deletion = confirmed_skipping_retention();
+    let skipped = world.reconcile(day(10));
+    assert_eq!(skipped.purge_after, Some(day(10)));
+    assert_eq!(
+        skipped.final_purge_at,
+        Some(day(17)),
+        "the confirmation plus the final grace"
+    );
+    assert_eq!(world.reconcile(day(17)).phase, Purging);
+}
+
+#[test]
 fn skip_retention_never_skips_a_locked_retention() {
     let mut world = World::new(
         OrganizationSpec {
