@@ -252,10 +252,12 @@ pub enum CancelledBy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deadlines {
-    /// Suspended for non-payment: cancelled at this time unless payment recovers.
+    /// Suspended or Expired after a failed payment: cancelled at this time
+    /// unless payment recovers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_cancel_at: Option<DateTime<Utc>>,
-    /// Expired: cancelled at this time unless `endsAt` moves forward.
+    /// Suspended or Expired with an end date: cancelled at this time unless
+    /// `endsAt` moves forward. With both, the earlier one is `next`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_grace_ends_at: Option<DateTime<Utc>>,
     /// Cancelled: the customer portal shows it until then.

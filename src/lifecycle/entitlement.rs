@@ -359,7 +359,14 @@ pub fn decide(input: &Input) -> Decision {
     let (past, future): (Vec<_>, Vec<_>) = steps.into_iter().partition(|(at, _)| *at <= now);
     let entered_at = past.last().map_or(now, |(at, _)| *at);
 
-    let message = |phase, state: &State| describe(input, &timeline, phase, state);
+    // The cancellation ahead, whichever cause brings it: what deadlines,
+    // `next` and the messages all tell.
+    let upcoming = future
+        .iter()
+        .find(|(_, state)| state.phase == EntitlementPhase::Cancelled)
+        .and_then(|(_, state)| state.cancel.clone());
+    let message =
+        |phase, state: &State| describe(input, &timeline, upcoming.as_ref(), phase, state);
     let entry = |at: Time, previous: Option<EntitlementPhase>, state: &State| HistoryEntry {
         at,
         event: event_name(previous, state.phase).into(),
@@ -402,7 +409,7 @@ pub fn decide(input: &Input) -> Decision {
         }
     };
 
-    let deadlines = deadlines(input, &timeline, &current);
+    let deadlines = deadlines(input, &timeline, upcoming.as_ref(), &current);
     let next = future.first().map(|(at, state)| NextTransition {
         phase: state.phase,
         at: *at,
@@ -658,18 +665,20 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
                 expiry_grace.num_days()
             ),
         });
+        // The end of an expiry that began anew at the reactivation is never
+        // undone by it (with no expiry grace it falls right on it).
+        let not_renewed = not_renewed.filter(|c| lifted_at.is_none_or(|lifted| c.at >= lifted));
         let cancel = [
             // On a tie the first wins: a cause still in the facts describes
             // itself better than the record of it.
-            requested.clone(),
-            auto_cancel,
+            requested.clone().filter(|c| after(&c.at)),
+            auto_cancel.filter(|c| after(&c.at)),
             not_renewed,
-            archived.clone(),
-            sticky.clone(),
+            archived.clone().filter(|c| after(&c.at)),
+            sticky.clone().filter(|c| after(&c.at)),
         ]
         .into_iter()
         .flatten()
-        .filter(|c| after(&c.at))
         .min_by_key(|c| c.at);
         (cancel, payment_failed_at, ends_at)
     };
@@ -854,21 +863,22 @@ fn from_record(record: &CancellationRecord) -> Cancel {
     }
 }
 
-fn deadlines(input: &Input, timeline: &Timeline, current: &State) -> Option<Deadlines> {
+fn deadlines(
+    input: &Input,
+    timeline: &Timeline,
+    upcoming: Option<&Cancel>,
+    current: &State,
+) -> Option<Deadlines> {
     use EntitlementPhase::*;
     let policy = input.policy;
     let mut deadlines = Deadlines::default();
     match current.phase {
-        Suspended => {
-            deadlines.auto_cancel_at = timeline
-                .payment_failed_at
-                .filter(|at| *at <= input.now)
-                .map(|at| at + policy.days(keys::PAYMENT_GRACE_DAYS));
-        }
-        Expired => {
-            deadlines.expiry_grace_ends_at = timeline
-                .ends_at
-                .map(|at| at + policy.days(keys::EXPIRY_GRACE_DAYS));
+        // The grace that runs out first, whichever cause the phase is named
+        // after: the cancellation ahead.
+        Suspended | Expired => {
+            let ends = |by: CancelledBy| upcoming.filter(|c| c.by == by).map(|c| c.at);
+            deadlines.auto_cancel_at = ends(CancelledBy::PaymentGrace);
+            deadlines.expiry_grace_ends_at = ends(CancelledBy::ExpiryGrace);
         }
         Cancelled | Purged => {
             let cancel = current.cancel.as_ref()?;
@@ -956,11 +966,30 @@ fn event_name(previous: Option<EntitlementPhase>, phase: EntitlementPhase) -> &'
     }
 }
 
+/// The cancellation ahead, if one is, and what would stop it; as a clause
+/// of a sentence.
+fn pending_cancel(upcoming: Option<&Cancel>) -> String {
+    let Some(cancel) = upcoming else {
+        return String::new();
+    };
+    let unless = match cancel.by {
+        CancelledBy::PaymentGrace => "unless the payment is recovered (spec.payment removed)",
+        CancelledBy::ExpiryGrace => "unless spec.endsAt moves forward",
+        CancelledBy::Request => "as spec.cancellation says",
+        CancelledBy::Organization => "as the organization is archived",
+    };
+    format!("; cancelled at {} ({}) {unless}", cancel.at, cancel.reason)
+}
+
 /// A sentence for people about `state`, naming the deadline that comes next.
-fn describe(input: &Input, timeline: &Timeline, phase: EntitlementPhase, state: &State) -> String {
+fn describe(
+    input: &Input,
+    timeline: &Timeline,
+    upcoming: Option<&Cancel>,
+    phase: EntitlementPhase,
+    state: &State,
+) -> String {
     use EntitlementPhase::*;
-    let policy = input.policy;
-    let days = |key: &str| policy.days(key);
     match (phase, state.cancel.as_ref()) {
         (Pending, _) => format!("access starts at {}", timeline.start),
         (Active, _) => match timeline.ends_at {
@@ -968,22 +997,17 @@ fn describe(input: &Input, timeline: &Timeline, phase: EntitlementPhase, state: 
             None => "access granted, with no end date".into(),
         },
         (Suspended, _) if state.reason == "OrganizationDisabled" => format!(
-            "organization {} is Disabled: access is suspended until it is enabled again",
-            input.spec.organization.as_deref().unwrap_or_default()
+            "organization {} is Disabled: access is suspended until it is enabled again{}",
+            input.spec.organization.as_deref().unwrap_or_default(),
+            pending_cancel(upcoming)
         ),
         (Suspended, _) => {
             let failed = timeline.payment_failed_at.unwrap_or(input.now);
-            format!(
-                "payment failed at {failed}; cancelled at {} unless it is recovered (spec.payment removed)",
-                failed + days(keys::PAYMENT_GRACE_DAYS)
-            )
+            format!("payment failed at {failed}{}", pending_cancel(upcoming))
         }
         (Expired, _) => {
             let ends = timeline.ends_at.unwrap_or(input.now);
-            format!(
-                "access ended at {ends}; cancelled at {} unless spec.endsAt moves forward",
-                ends + days(keys::EXPIRY_GRACE_DAYS)
-            )
+            format!("access ended at {ends}{}", pending_cancel(upcoming))
         }
         (Cancelled, Some(cancel)) => {
             let kept_until = timeline.timing.purge_after(cancel.at);

@@ -1410,6 +1410,51 @@ proptest! {
         }
     }
 
+    /// 2e. Deadlines, `next` and the Ready message tell one story whichever
+    /// causes overlap: a cancellation ahead from a running grace is at one of
+    /// the deadlines listed, and the message names that date and no later
+    /// deadline that will not come into play.
+    #[test]
+    fn deadlines_next_and_the_message_tell_the_same_story(case in case()) {
+        let (_, steps) = case.run();
+        for step in &steps {
+            let decision = &step.decision;
+            if !matches!(decision.phase, Suspended | Expired) {
+                continue;
+            }
+            let deadlines = decision.deadlines.clone().unwrap_or_default();
+            let graces: Vec<Time> = [deadlines.auto_cancel_at, deadlines.expiry_grace_ends_at]
+                .into_iter()
+                .flatten()
+                .collect();
+            let message = &decision.verdict.message;
+            if let Some(next) = decision.next.as_ref().filter(|n| n.phase == Cancelled) {
+                // Or a cancellation dated ahead by a fact: requested, or the
+                // organization's archival.
+                let requested = case.spec.cancellation.as_ref().and_then(|c| c.effective_at);
+                let archived = match case.organization {
+                    Standing::Archived { since, .. } => Some(since),
+                    _ => None,
+                };
+                prop_assert!(
+                    graces.contains(&next.at) || [requested, archived].contains(&Some(next.at)),
+                    "next {} is no deadline: {deadlines:?}", next.at
+                );
+                prop_assert!(message.contains(&next.at.to_string()), "{message} (next {})", next.at);
+            }
+            // (A fact the message names may fall on a deadline: a grace of 0.)
+            let facts = [case.spec.ends_at, case.spec.payment.as_ref().map(|p| p.failed_at)];
+            let earliest = graces.iter().min().copied();
+            for grace in graces
+                .iter()
+                .filter(|at| Some(**at) != earliest)
+                .filter(|at| !facts.contains(&Some(**at)))
+            {
+                prop_assert!(!message.contains(&grace.to_string()), "{message} names {grace}");
+            }
+        }
+    }
+
     /// 2c. Nothing is purged while a hold covering it is in force, no purge
     /// date runs then, and nothing bound is deleted.
     #[test]
