@@ -155,3 +155,87 @@ fn an_organization_is_re_decided_when_its_policy_is_re_scoped_away() {
         "LifecyclePolicy/global"
     );
 }
+
+/// Deletes the entitlement and creates it again from its manifest and
+/// metadata, without status: what a backup restore does. Returns it as it was.
+fn restore(name: &str) -> Value {
+    let saved = get_json(&ent(name)).unwrap();
+    kubectl_ok(&[
+        "delete",
+        "-n",
+        "default",
+        "entitlement",
+        name,
+        "--timeout=30s",
+    ]);
+    let manifest = json!({
+        "apiVersion": "tenure.dev/v1alpha1", "kind": "Entitlement",
+        "metadata": {
+            "name": name, "namespace": "default",
+            "annotations": saved["metadata"]["annotations"],
+        },
+        "spec": saved["spec"],
+    });
+    let out = kubectl_with_stdin(&["create", "-f", "-"], Some(&manifest.to_string()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    saved
+}
+
+/// Waits until the restored entitlement (a new uid) is decided.
+fn wait_restored(name: &str, before: &Value) -> Value {
+    wait_for("the restored entitlement", TIMEOUT, || {
+        let object = get_json(&ent(name))?;
+        let restored = object["metadata"]["uid"] != before["metadata"]["uid"];
+        (restored && ready_and_current(&object).is_ok())
+            .then_some(object.clone())
+            .ok_or(object["status"].to_string())
+    })
+}
+
+#[test]
+fn a_restored_entitlement_lands_where_it_was_with_its_code() {
+    start_controller(&[]);
+    // Cancelled when first observed (no effectiveAt), then won back.
+    let won_back = unique("won-back");
+    entitlement(
+        &won_back,
+        json!({"cancellation": {"reason": "CustomerRequest"}}),
+    );
+    let cancelled = wait_phase(&ent(&won_back), "Cancelled");
+    let since = cancelled["status"]["cancelled"]["at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let later = (since.parse::<chrono::DateTime<Utc>>().unwrap() + TimeDelta::seconds(1))
+        .to_rfc3339_opts(SecondsFormat::Secs, true);
+    entitlement(
+        &won_back,
+        json!({"cancellation": {"reason": "CustomerRequest"},
+               "reactivation": {"requestedAt": later, "reference": "order-3"}}),
+    );
+    wait_phase(&ent(&won_back), "Active");
+    let before = restore(&won_back);
+    let after = wait_restored(&won_back, &before);
+    assert_eq!(after["status"]["phase"], "Active", "{}", after["status"]);
+    assert_eq!(after["status"]["code"], before["status"]["code"]);
+
+    // Cancelled for non-payment, the payment recovered later: still cancelled.
+    let unpaid = unique("unpaid");
+    entitlement(
+        &unpaid,
+        json!({"payment": {"failedAt": ago(40)}, "startsAt": ago(100)}),
+    );
+    wait_phase(&ent(&unpaid), "Cancelled");
+    entitlement(&unpaid, json!({"startsAt": ago(100)}));
+    let kept = wait_reason(&ent(&unpaid), "Ready", "NonPayment");
+    assert_eq!(kept["status"]["phase"], "Cancelled");
+    let before = restore(&unpaid);
+    let after = wait_restored(&unpaid, &before);
+    assert_eq!(after["status"]["phase"], "Cancelled", "{}", after["status"]);
+    assert_eq!(after["status"]["cancelled"]["reason"], "NonPayment");
+    assert_eq!(after["status"]["code"], before["status"]["code"]);
+}

@@ -223,6 +223,79 @@ pub struct EntitlementStatus {
     pub history: Vec<HistoryEntry>,
 }
 
+/// What tenure keeps of an entitlement in its annotation `tenure.dev/facts`
+/// (JSON): the facts it learned that spec does not say. A GitOps re-sync keeps
+/// status and this annotation; a restore (the object re-created from its
+/// manifest and metadata, without status) keeps the annotation, so both land
+/// in the same phase with the same code.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EntitlementFacts {
+    /// The code assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The cancellation as it took effect (or the last one a reactivation lifted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<CancellationRecord>,
+    /// When the last honoured reactivation took effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reactivated_at: Option<DateTime<Utc>>,
+    /// The end of the retention, as announced with the purge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_after: Option<DateTime<Utc>>,
+    /// The purge date announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_purge_at: Option<DateTime<Utc>>,
+    /// When a purge date was first announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_announced_at: Option<DateTime<Utc>>,
+    /// When the last hold was lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_hold_lifted_at: Option<DateTime<Utc>>,
+    /// When the downstream data was purged: a purged entitlement stays purged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged_at: Option<DateTime<Utc>>,
+}
+
+impl EntitlementFacts {
+    /// What of `status` a restore needs.
+    pub fn remembered(status: &EntitlementStatus) -> Self {
+        let deadlines = status.deadlines.clone().unwrap_or_default();
+        Self {
+            code: status.code.clone(),
+            cancelled: status.cancelled.clone(),
+            reactivated_at: status.reactivated_at,
+            purge_after: deadlines.purge_after,
+            final_purge_at: deadlines.final_purge_at,
+            purge_announced_at: status.purge_announced_at,
+            last_hold_lifted_at: status.last_hold_lifted_at,
+            purged_at: (status.phase == Some(EntitlementPhase::Purged))
+                .then_some(status.phase_since)
+                .flatten(),
+        }
+    }
+
+    /// The status a restored entitlement is decided from.
+    pub fn restored(&self) -> EntitlementStatus {
+        let deadlines = Deadlines {
+            purge_after: self.purge_after,
+            final_purge_at: self.final_purge_at,
+            ..Deadlines::default()
+        };
+        EntitlementStatus {
+            code: self.code.clone(),
+            phase: self.purged_at.map(|_| EntitlementPhase::Purged),
+            phase_since: self.purged_at,
+            deadlines: (deadlines != Deadlines::default()).then_some(deadlines),
+            cancelled: self.cancelled.clone(),
+            reactivated_at: self.reactivated_at,
+            purge_announced_at: self.purge_announced_at,
+            last_hold_lifted_at: self.last_hold_lifted_at,
+            ..EntitlementStatus::default()
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CancellationRecord {

@@ -28,6 +28,9 @@ pub const ENTITLEMENT_LABEL: &str = "tenure.dev/entitlement";
 /// Annotation the purge puts on a tenant namespace right before deleting it,
 /// naming the organization: a namespace being deleted with it is the purge's.
 pub const PURGE_ANNOTATION: &str = "tenure.dev/purge";
+/// Annotation on an Entitlement keeping the facts tenure learned (see
+/// [`entitlement::EntitlementFacts`]), so that a restore lands where a re-sync does.
+pub const FACTS_ANNOTATION: &str = "tenure.dev/facts";
 /// Finalizer on Organizations, Entitlements and DataExports.
 pub const FINALIZER: &str = "tenure.dev/cleanup";
 

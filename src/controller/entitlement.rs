@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -23,10 +24,10 @@ use super::{
     retry_later,
 };
 use crate::api::class::DownstreamKind;
-use crate::api::entitlement::EntitlementPurgePlan;
+use crate::api::entitlement::{EntitlementFacts, EntitlementPurgePlan};
 use crate::api::{
-    ENTITLEMENT_LABEL, Entitlement, EntitlementClass, EntitlementPhase, LifecyclePolicy,
-    Organization, RetentionHold,
+    ENTITLEMENT_LABEL, Entitlement, EntitlementClass, EntitlementPhase, FACTS_ANNOTATION,
+    LifecyclePolicy, Organization, RetentionHold,
 };
 use crate::lifecycle::conditions::{Extra, Verdict, conditions, has_condition};
 use crate::lifecycle::downstream::{Desired, desired, outcome_conditions, selector_problem};
@@ -203,7 +204,16 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
     };
     let now = context.clock.now();
     let generation = entitlement.metadata.generation;
-    let mut current = entitlement.status.clone();
+    // Restored without status (from its manifest and metadata): decided from
+    // the facts tenure kept in its annotation, so it lands where it was.
+    let facts: Option<EntitlementFacts> = entitlement
+        .annotations()
+        .get(FACTS_ANNOTATION)
+        .and_then(|json| serde_json::from_str(json).ok());
+    let mut current = entitlement
+        .status
+        .clone()
+        .or_else(|| facts.as_ref().map(EntitlementFacts::restored));
 
     // Stuck until a reference appears or spec changes: say why, and wait.
     let stall = |verdict: Verdict| {
@@ -357,6 +367,11 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         other => other?,
     };
 
+    let remembered = EntitlementFacts::remembered(&status);
+    if facts.as_ref() != Some(&remembered) {
+        remember(&api, &name, &remembered).await?;
+    }
+
     // Events follow the status write: a crash before it repeats them, never
     // loses them.
     report(
@@ -371,6 +386,15 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         Some(at) => requeue_at(&context.clock, at),
         None => Action::await_change(),
     })
+}
+
+/// Keeps the facts a restore needs in the entitlement's annotation.
+async fn remember(api: &Api<Entitlement>, name: &str, facts: &EntitlementFacts) -> Result<()> {
+    let json = serde_json::to_string(facts).unwrap_or_default();
+    let patch = serde_json::json!({"metadata": {"annotations": {FACTS_ANNOTATION: json}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
 }
 
 /// Whether the decision deletes a bound object of some kind the class lists.

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Value, json};
 
-use crate::api::entitlement::{Cancellation, Payment, Reactivation};
+use crate::api::entitlement::{Cancellation, EntitlementFacts, Payment, Reactivation};
 use crate::api::organization::OrganizationPhase;
 use crate::api::policy::PolicyRules;
 use crate::lifecycle::hold::HoldTarget;
@@ -1624,6 +1624,26 @@ proptest! {
                 prop_assert!(final_purge_at(&fresh) >= final_purge_at(was), "a restore purges sooner");
             }
             prop_assert_eq!(&fresh.cancelled, &was.cancelled);
+        }
+    }
+
+    /// 8b. A restore keeping the facts tenure kept in the entitlement's
+    /// annotation (status lost) lands in the same phase as a re-sync that
+    /// kept status, whatever the history, dated or not.
+    #[test]
+    fn a_restore_from_the_kept_facts_lands_in_the_same_phase(case in case()) {
+        let (world, steps) = case.run();
+        for step in &steps {
+            let Some(before) = step.before.as_ref() else { continue };
+            let restored = EntitlementFacts::remembered(before).restored();
+            let holds = case.holds_at(step.now);
+            let fresh = decide(&Input { recorded: Some(&restored), holds: &holds, ..world.input(step.now) });
+            prop_assert_eq!(fresh.phase, step.decision.phase, "at {}", step.now);
+            prop_assert_eq!(&fresh.cancelled, &step.decision.cancelled);
+            prop_assert_eq!(
+                fresh.deadlines.as_ref().and_then(|d| d.final_purge_at),
+                step.decision.deadlines.as_ref().and_then(|d| d.final_purge_at)
+            );
         }
     }
 
