@@ -11,7 +11,7 @@ build:
 
 ## test: every test, unit and end-to-end (starts the local control plane if needed)
 test: build cluster-up
-	$(CARGO) test --locked
+	$(CARGO) test --locked --workspace
 
 ## demo: build, start the control plane and the controller, apply examples/, show status
 demo: build cluster-up
@@ -24,7 +24,7 @@ crds:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 cluster-up:
 	hack/cluster up

@@ -1,11 +1,11 @@
 //! tenure: a Kubernetes controller that makes the customer lifecycle declarative.
 //! See README.md, and the API contract in the field docs of [`api`].
 
-// Clippy reads the repeated keys of kube's `printcolumn(...)` attributes as duplicates.
-#[allow(clippy::duplicated_attributes)]
-pub mod api;
 pub mod clock;
 pub mod controller;
-pub mod export;
-pub mod lifecycle;
 pub mod telemetry;
+
+/// The API types and the pure core live in their own crate, `tenure-core`,
+/// whose dependencies cannot reach the API server: the compiler keeps every
+/// decision pure.
+pub use tenure_core::{api, lifecycle};

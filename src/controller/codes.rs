@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use kube::{Api, ResourceExt};
 
-use super::status::{apply_status_if_unchanged, is_conflict};
-use super::{Context, Result};
-use crate::api::{Entitlement, EntitlementClass};
+use super::context::Context;
+use super::error::Result;
+use super::status::{Applied, apply_status_if_unchanged};
+use crate::api::EntitlementClass;
 use crate::lifecycle::codes;
 
 /// One lock per class: allocations of one class take turns, so that their
@@ -50,10 +51,9 @@ pub async fn next(
             return Ok(None);
         }
         status.sequences.insert(month.clone(), sequence);
-        match write(&api, &fresh, &current, &status).await {
-            Err(error) if is_conflict(&error) => continue,
-            Err(error) => return Err(error),
-            Ok(()) => {
+        match write(&api, &fresh, &current, &status).await? {
+            Applied::Stale => continue,
+            Applied::Done => {
                 return Ok(Some(codes::format(
                     &fresh.spec.code_prefix,
                     &month,
@@ -82,33 +82,11 @@ pub async fn reserve(context: &Context, class: &str, code: &str) -> Result<()> {
         }
         let mut status = current.clone();
         status.sequences.insert(month.to_string(), number);
-        match write(&api, &fresh, &current, &status).await {
-            Err(error) if is_conflict(&error) => continue,
-            other => return other,
+        match write(&api, &fresh, &current, &status).await? {
+            Applied::Stale => continue,
+            Applied::Done => return Ok(()),
         }
     }
-}
-
-/// Another entitlement that holds `code` (or pinned it first), if any.
-pub fn holder_of(context: &Context, code: &str, entitlement: &Entitlement) -> Option<String> {
-    let created = |e: &Entitlement| (e.creation_timestamp(), e.name_any());
-    context
-        .entitlements
-        .state()
-        .into_iter()
-        .filter(|other| other.uid() != entitlement.uid())
-        .find(|other| {
-            other.status.as_ref().and_then(|s| s.code.as_deref()) == Some(code)
-                || (other.spec.code.as_deref() == Some(code)
-                    && created(other) < created(entitlement))
-        })
-        .map(|other| {
-            format!(
-                "{}/{}",
-                other.namespace().unwrap_or_default(),
-                other.name_any()
-            )
-        })
 }
 
 async fn fresh_class(
@@ -125,7 +103,7 @@ async fn write(
     fresh: &EntitlementClass,
     current: &crate::api::class::EntitlementClassStatus,
     status: &crate::api::class::EntitlementClassStatus,
-) -> Result<()> {
+) -> Result<Applied> {
     let version = fresh.resource_version();
     apply_status_if_unchanged(
         api,
@@ -135,5 +113,4 @@ async fn write(
         status,
     )
     .await
-    .map(|_| ())
 }

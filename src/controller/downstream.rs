@@ -4,89 +4,23 @@
 //! is deleted without being re-read and found still bound, and the holds
 //! re-read live, right before.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::discovery::{Scope, pinned_kind};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::DynamicObject;
 use kube::{Api, ResourceExt};
 use serde_json::Value;
 
-use super::{Context, Result, no_live_hold};
+use super::context::Context;
+use super::deletes::{delete_exactly, no_live_hold};
+use super::discovery::Served;
+use super::error::Result;
 use crate::api::class::{DownstreamKind, PurgeAction};
 use crate::api::entitlement::ResourceCounts;
 use crate::api::{ENTITLEMENT_LABEL, Entitlement, EntitlementPhase};
 use crate::lifecycle::conditions::from_time;
-use crate::lifecycle::downstream::{
-    Desired, KindScope, Outcome, Paused, binds, desired, pause_patch, paused, pausing, resume_patch,
-};
-
-/// What discovery says of a kind a class lists.
-#[derive(Clone, Debug)]
-pub enum Served {
-    Namespaced(ApiResource),
-    ClusterScoped,
-    /// Not served (a CRD not installed yet).
-    No,
-}
-
-impl Served {
-    pub fn scope(&self) -> KindScope {
-        match self {
-            Served::Namespaced(_) => KindScope::Namespaced,
-            Served::ClusterScoped => KindScope::Cluster,
-            Served::No => KindScope::NotServed,
-        }
-    }
-}
-
-/// What discovery found for the kinds classes list, kept once found.
-#[derive(Default)]
-pub struct Kinds(Mutex<HashMap<(String, String), Served>>);
-
-impl Kinds {
-    /// How the API server serves `apiVersion`/`kind`.
-    pub async fn resolve(&self, context: &Context, kind: &DownstreamKind) -> Result<Served> {
-        let key = (kind.api_version.clone(), kind.kind.clone());
-        if let Some(known) = self.0.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return Ok(known);
-        }
-        let (group, version) = match kind.api_version.split_once('/') {
-            Some((group, version)) => (group, version),
-            None => ("", kind.api_version.as_str()),
-        };
-        let gvk = GroupVersionKind::gvk(group, version, &kind.kind);
-        let served = match pinned_kind(&context.client, &gvk).await {
-            Ok((resource, capabilities)) => match capabilities.scope {
-                Scope::Namespaced => Served::Namespaced(resource),
-                Scope::Cluster => Served::ClusterScoped,
-            },
-            // Not kept: the kind may be served later.
-            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(Served::No),
-            Err(kube::Error::Discovery(_)) => return Ok(Served::No),
-            Err(error) => return Err(error.into()),
-        };
-        if let Ok(mut known) = self.0.lock() {
-            known.insert(key, served.clone());
-        }
-        Ok(served)
-    }
-
-    /// The scope of each kind `downstream` lists, in order.
-    pub async fn scopes(
-        &self,
-        context: &Context,
-        downstream: &[DownstreamKind],
-    ) -> Result<Vec<KindScope>> {
-        let mut scopes = Vec::with_capacity(downstream.len());
-        for kind in downstream {
-            scopes.push(self.resolve(context, kind).await?.scope());
-        }
-        Ok(scopes)
-    }
-}
+use crate::lifecycle::downstream::{ObjectAction, Outcome, binds, desired, object_action, pausing};
 
 /// How the entitlement's phase bears on its bound objects.
 pub struct Governing<'a> {
@@ -126,48 +60,22 @@ pub async fn govern(
         let want = desired(how.phase, kind, how.deprovision, how.held);
         let pause = pausing(&kind.api_version, &kind.kind);
         for object in objects {
-            let name = object.name_any();
-            let label = format!("{} {name}", kind.kind);
+            let label = format!("{} {}", kind.kind, object.name_any());
             let value = serde_json::to_value(&object).unwrap_or_default();
-            match (want, pause) {
-                (Desired::Deleted, _) if created_after(context, &object, how.purged_since) => {
-                    governed.after_purge.push(label);
-                }
-                (Desired::Deprovisioned | Desired::Deleted, _) => {
-                    if delete_if_bound(context, &api, entitlement, &name).await? {
-                        if want == Desired::Deleted {
-                            governed.counts.deleted += 1;
-                            governed.changes.push(format!("deleted {label}"));
-                        } else {
-                            governed.counts.deprovisioned += 1;
-                            governed
-                                .changes
-                                .push(format!("deprovisioned (deleted) {label}"));
-                        }
+            let after_purge = created_after(context, &object, how.purged_since);
+            match object_action(want, pause, &value, after_purge) {
+                // Deleted: no longer bound.
+                ObjectAction::Delete(action) => {
+                    if delete_if_bound(context, &api, entitlement, &object.name_any()).await? {
+                        governed.changed(action, label);
                     }
                     continue;
                 }
-                (Desired::Retained, _) => governed.retained.push(label),
-                (Desired::Paused, Some(pause)) => {
-                    if let Some(patch) = pause_patch(&value, pause) {
-                        patch_object(&api, &object, patch).await?;
-                        governed.changes.push(format!("paused {label}"));
-                        governed.counts.paused += 1;
-                    } else {
-                        match paused(&value, pause) {
-                            Paused::Yes => governed.counts.paused += 1,
-                            Paused::Overridden => governed.overridden.push(label),
-                            Paused::No => {}
-                        }
-                    }
+                ObjectAction::Patch(patch, action) => {
+                    patch_object(&api, &object, patch).await?;
+                    governed.changed(action, label);
                 }
-                (Desired::Running, Some(pause)) => {
-                    if let Some(patch) = resume_patch(&value, pause) {
-                        patch_object(&api, &object, patch).await?;
-                        governed.changes.push(format!("resumed {label}"));
-                    }
-                }
-                (_, None) => {}
+                ObjectAction::Leave(why) => governed.left(why, label),
             }
             governed.counts.bound += 1;
         }
@@ -237,7 +145,7 @@ async fn bound(api: &Api<DynamicObject>, entitlement: &Entitlement) -> Result<Ve
         .into_iter()
         .map(|o| (o.uid().unwrap_or_default(), o))
         .collect();
-    if let Some(selector) = selector_of(entitlement) {
+    if let Some(selector) = entitlement.selector() {
         for object in api.list(&ListParams::default()).await?.items {
             if binds(&name, Some(selector), object.labels()) {
                 objects.insert(object.uid().unwrap_or_default(), object);
@@ -245,12 +153,6 @@ async fn bound(api: &Api<DynamicObject>, entitlement: &Entitlement) -> Result<Ve
         }
     }
     Ok(objects.into_values().collect())
-}
-
-fn selector_of(
-    entitlement: &Entitlement,
-) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector> {
-    entitlement.spec.resources.as_ref()?.selector.as_ref()
 }
 
 /// Re-reads the object and the holds, and deletes exactly it (uid
@@ -267,7 +169,7 @@ async fn delete_if_bound(
     };
     let bound_now = binds(
         &entitlement.name_any(),
-        selector_of(entitlement),
+        entitlement.selector(),
         live.labels(),
     );
     if !bound_now || live.metadata.deletion_timestamp.is_some() {
@@ -277,11 +179,9 @@ async fn delete_if_bound(
     // it too) keeps it while a hold covers that entitlement.
     let namespace = entitlement.namespace().unwrap_or_default();
     let binders: Vec<(String, Option<String>)> = context
-        .entitlements
-        .state()
+        .index
+        .binders(&namespace, live.labels())
         .iter()
-        .filter(|e| e.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|e| binds(&e.name_any(), selector_of(e), live.labels()))
         .map(|e| (e.name_any(), e.spec.organization.clone()))
         .chain([(
             entitlement.name_any(),
@@ -294,18 +194,7 @@ async fn delete_if_bound(
         })
     })
     .await?;
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: live.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    match api.delete(name, &params).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
-        Err(error) => Err(error.into()),
-    }
+    delete_exactly(api, &live).await
 }
 
 /// A merge patch, refused if the object changed since it was read.

@@ -1,104 +1,75 @@
-//! Entitlement reconciler: checks its references, gives it a code (stored
-//! at once), lets the pure core decide its lifecycle, governs what it binds,
-//! writes status, records Events and requeues at the next deadline.
+//! Entitlement reconciler, as its steps: dereference (class, organization,
+//! holds, policies from the index; the core checks them), take a code
+//! (stored at once), decide (the core; re-decided on live holds before any
+//! delete), act (govern the bound objects) and report (status, the facts a
+//! restore needs, Events), then requeue at the next deadline.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
-use super::downstream::{Governing, Served};
-use super::reported::class_problem_of;
+use super::acceptance::class_refusal;
+use super::context::{Context, decide_again, reconciled, retry_later};
+use super::deletes::live_holds;
+use super::discovery::Served;
+use super::downstream::{self, Governing};
+use super::error::Result;
+use super::events::{Reason, record, record_history};
+use super::index::{Feeds, PolicyScopes, covers_entitlement};
 use super::status::{
-    apply_status, apply_status_if_unchanged, ensure_finalizer, is_conflict, remove_finalizer,
+    Applied, apply_status, apply_status_if_unchanged, ensure_finalizer, remove_finalizer,
 };
-use super::{
-    Context, PolicyScopes, Result, as_hold, cached_holds, codes, created_at, downstream,
-    live_holds, log_outcomes, organization_owning, reconciled, record, record_history, requeue_at,
-    retry_later,
-};
+use super::{codes, log_outcomes};
 use crate::api::class::DownstreamKind;
-use crate::api::entitlement::{EntitlementFacts, EntitlementPurgePlan};
+use crate::api::entitlement::{EntitlementFacts, EntitlementPurgePlan, EntitlementStatus};
 use crate::api::{
     ENTITLEMENT_LABEL, Entitlement, EntitlementClass, EntitlementPhase, FACTS_ANNOTATION,
-    LifecyclePolicy, Organization, RetentionHold,
 };
-use crate::lifecycle::conditions::{Extra, Verdict, conditions, has_condition};
-use crate::lifecycle::downstream::{Desired, desired, outcome_conditions, selector_problem};
-use crate::lifecycle::entitlement::{
-    Decision, Input, OrganizationPurge, Standing, decide, organization_view,
-};
+use crate::lifecycle::conditions::{Extra, Verdict, conditions, newly_set};
+use crate::lifecycle::downstream::{ChangeAction, Outcome, deletes, outcome_conditions};
+use crate::lifecycle::entitlement::{Decision, Input, decide};
 use crate::lifecycle::hold::Hold;
 use crate::lifecycle::policy::{Subject, keys, locked_floor, resolve};
+use crate::lifecycle::references::{self, Found, References};
 
-pub async fn run(context: Arc<Context>) {
-    let entitlements = Api::<Entitlement>::all(context.client.clone());
-    let controller = Controller::new(entitlements, watcher::Config::default()).shutdown_on_signal();
-    let store = controller.store();
-    // A class, an organization, a hold or a policy appearing, changing or
-    // going away re-decides exactly the entitlements it can affect.
-    let by_class = store.clone();
-    let by_organization = store.clone();
-    let by_policy = store.clone();
-    let by_hold = store;
-    let hold_context = context.clone();
+/// The Entitlement controller: a class, an organization, a hold or a policy
+/// appearing, changing or going away re-decides exactly the entitlements it
+/// can affect.
+pub fn controller(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<Entitlement> {
+    let index = &context.index;
+    let (by_class, by_organization, by_hold, by_policy) =
+        (index.clone(), index.clone(), index.clone(), index.clone());
     let scopes = PolicyScopes::default();
-    let controller = controller
-        .watches(
-            Api::<EntitlementClass>::all(context.client.clone()),
-            watcher::Config::default(),
-            move |class| naming(&by_class, |e| e.spec.class == class.name_any()),
-        )
-        .watches(
-            Api::<Organization>::all(context.client.clone()),
-            watcher::Config::default(),
-            move |org| {
-                let name = org.name_any();
-                let namespace = org.tenant_namespace();
-                naming(&by_organization, |e| {
-                    e.spec.organization.as_deref() == Some(name.as_str())
-                        || e.namespace().as_deref() == Some(namespace.as_str())
-                })
-            },
-        )
-        .watches(
-            Api::<RetentionHold>::all(context.client.clone()),
-            watcher::Config::default(),
-            move |hold| {
-                let hold = as_hold(&hold_context, &hold);
-                naming(&by_hold, |e| covered_by(&hold, e))
-            },
-        )
-        .watches(
-            Api::<LifecyclePolicy>::all(context.client.clone()),
-            watcher::Config::default(),
-            move |policy| {
-                let concerns = scopes.changed(&policy);
-                naming(&by_policy, |e| concerns(&subject_of(e)))
-            },
-        );
-    let controller = watch_bound_objects(controller, &context).await;
-    log_outcomes(
-        "Entitlement",
-        controller.run(
-            |entitlement, context| {
-                reconciled(
-                    entitlement.clone(),
-                    context.clone(),
-                    reconcile(entitlement, context),
-                )
-            },
-            retry_later,
-            context,
-        ),
-    )
-    .await;
+    Controller::for_shared_stream(feeds.entitlements.subscribe(), index.entitlements())
+        .watches_shared_stream(feeds.classes.subscribe(), move |class| {
+            by_class.entitlements_of_class(&class.name_any())
+        })
+        .watches_shared_stream(feeds.organizations.subscribe(), move |org| {
+            by_organization.entitlements_of(&org)
+        })
+        .watches_shared_stream(feeds.holds.subscribe(), move |hold| {
+            let covered = by_hold.covered_entitlements(&hold);
+            covered
+                .iter()
+                .map(|e| ObjectRef::from_obj(e.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches_shared_stream(feeds.policies.subscribe(), move |policy| {
+            let concerns = scopes.changed(&policy);
+            by_policy
+                .entitlements()
+                .state()
+                .iter()
+                .filter(|e| concerns(&Subject::of_entitlement(e)))
+                .map(|e| ObjectRef::from_obj(e.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
 }
 
 /// A labelled object of a kind some class governs appearing or changing
@@ -106,12 +77,13 @@ pub async fn run(context: Arc<Context>) {
 /// then, not at the next deadline. The kinds are those the classes list when
 /// the controller starts; objects bound only by a selector are governed at
 /// the entitlement's next reconcile.
-async fn watch_bound_objects(
+pub async fn watch_bound_objects(
     mut controller: Controller<Entitlement>,
     context: &Context,
 ) -> Controller<Entitlement> {
     let mut kinds: Vec<DownstreamKind> = context
-        .classes
+        .index
+        .classes()
         .state()
         .iter()
         .flat_map(|class| class.spec.downstream.clone())
@@ -141,136 +113,270 @@ async fn watch_bound_objects(
     controller
 }
 
-fn naming(
-    store: &Store<Entitlement>,
-    matches: impl Fn(&Entitlement) -> bool,
-) -> Vec<ObjectRef<Entitlement>> {
-    store
-        .state()
-        .iter()
-        .filter(|e| matches(e))
-        .map(|e| ObjectRef::from_obj(e.as_ref()))
-        .collect()
-}
-
-fn subject_of(entitlement: &Entitlement) -> Subject<'_> {
-    Subject {
-        class: Some(&entitlement.spec.class),
-        organization: entitlement.spec.organization.as_deref(),
-        product: Some(&entitlement.spec.product),
-    }
-}
-
-/// Whether `hold` covers `entitlement`.
-fn covered_by(hold: &Hold, entitlement: &Entitlement) -> bool {
-    hold.covers_entitlement(
-        &entitlement.namespace().unwrap_or_default(),
-        &entitlement.name_any(),
-        entitlement.spec.organization.as_deref(),
+pub async fn run(controller: Controller<Entitlement>, context: Arc<Context>) {
+    log_outcomes(
+        "Entitlement",
+        controller.run(
+            |entitlement, context| {
+                reconciled(
+                    entitlement.clone(),
+                    context.clone(),
+                    reconcile(entitlement, context),
+                )
+            },
+            retry_later,
+            context,
+        ),
     )
-}
-
-/// What the entitlement refers to, found and in order.
-struct References {
-    class: Arc<EntitlementClass>,
-    standing: Standing,
-    organization_purge: Option<OrganizationPurge>,
+    .await;
 }
 
 async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Result<Action> {
-    let namespace = entitlement.namespace().unwrap_or_default();
-    let api = Api::<Entitlement>::namespaced(context.client.clone(), &namespace);
-    let name = entitlement.name_any();
+    let api = entitlement_api(&context, &entitlement);
     if entitlement.metadata.deletion_timestamp.is_some() {
-        record(
-            &context,
-            entitlement.as_ref(),
-            EventType::Normal,
-            "Deleted",
-            format!("entitlement {namespace}/{name} deleted"),
-        )
-        .await;
+        let note = format!(
+            "entitlement {}/{} deleted",
+            entitlement.namespace().unwrap_or_default(),
+            entitlement.name_any()
+        );
+        record(&context, entitlement.as_ref(), Reason::Deleted, note).await;
         remove_finalizer(&api, entitlement.as_ref()).await?;
         return Ok(Action::await_change());
     }
     ensure_finalizer(&api, entitlement.as_ref()).await?;
-
-    // A code is assigned once: without one in the (possibly stale) copy from
-    // the cache, read the entitlement afresh, and write the new code only if
-    // it did not change meanwhile.
-    let entitlement = match entitlement.status.as_ref().and_then(|s| s.code.as_ref()) {
-        Some(_) => entitlement,
-        None => Arc::new(api.get(&name).await?),
-    };
-    let now = context.clock.now();
-    let generation = entitlement.metadata.generation;
-    // Restored without status (from its manifest and metadata): decided from
-    // the facts tenure kept in its annotation, so it lands where it was.
-    let facts: Option<EntitlementFacts> = entitlement
-        .annotations()
-        .get(FACTS_ANNOTATION)
-        .and_then(|json| serde_json::from_str(json).ok());
-    let mut current = entitlement
-        .status
-        .clone()
-        .or_else(|| facts.as_ref().map(EntitlementFacts::restored));
-
-    // Stuck until a reference appears or spec changes: say why, and wait.
-    let stall = |verdict: Verdict| {
-        let mut status = current.clone().unwrap_or_default();
-        status.observed_generation = generation;
-        status.conditions = conditions(&status.conditions, &verdict, &[], generation, now);
-        let (api, name, current) = (&api, &name, current.clone());
-        async move {
-            apply_status(api, name, current.as_ref(), &status).await?;
-            Ok(Action::await_change())
+    let entitlement = with_latest_code(&api, entitlement).await?;
+    let mut known = Known::of(&entitlement);
+    let (class, references) = match dereference(&context, &entitlement).await? {
+        Dereferenced::Found(class, references) => (class, references),
+        Dereferenced::Stalled(verdict) => {
+            return stall(&context, &api, &entitlement, &known, verdict).await;
         }
     };
-    let references = match check_references(&context, &entitlement).await? {
-        Ok(found) => found,
-        Err(verdict) => return stall(verdict).await,
+    if known.code().is_none() {
+        match take_code(&context, &api, &entitlement, &mut known).await? {
+            Some(Taken::Stored) => {}
+            Some(Taken::Refused(verdict)) => {
+                return stall(&context, &api, &entitlement, &known, verdict).await;
+            }
+            None => return Ok(Action::await_change()),
+        }
+    }
+    let Some((decision, version)) =
+        decided(&context, &api, &entitlement, &class, &references, &known).await?
+    else {
+        return Ok(decide_again());
     };
-    if current.as_ref().and_then(|s| s.code.as_ref()).is_none() {
-        let code = match assign_code(&context, &entitlement).await? {
-            Ok(code) => code,
-            Err(verdict) => return stall(verdict).await,
-        };
-        // Stored before anything else is done: whatever fails later, a retry
-        // finds the code here and never takes another.
-        let mut with_code = current.clone().unwrap_or_default();
-        with_code.code = Some(code);
-        let version = entitlement.resource_version();
-        match apply_status_if_unchanged(
-            &api,
-            &name,
-            version.as_deref(),
-            current.as_ref(),
-            &with_code,
-        )
-        .await
-        {
-            // Changed since read: the new code is skipped (never reused), and
-            // the newer version is decided when the watch delivers it.
-            Err(error) if is_conflict(&error) => return Ok(Action::await_change()),
-            other => other?,
-        };
-        current = Some(with_code);
+    let governed = act(&context, &entitlement, &class, &decision, &known).await?;
+    let written = report(
+        &context,
+        &api,
+        &entitlement,
+        &decision,
+        governed,
+        &known,
+        version,
+    )
+    .await?;
+    Ok(match written {
+        true => context.wake_at(decision.wake_at),
+        false => decide_again(),
+    })
+}
+
+fn entitlement_api(context: &Context, entitlement: &Entitlement) -> Api<Entitlement> {
+    Api::namespaced(
+        context.client.clone(),
+        &entitlement.namespace().unwrap_or_default(),
+    )
+}
+
+/// A code is assigned once: without one in the (possibly stale) copy from
+/// the cache, the entitlement is read afresh.
+async fn with_latest_code(
+    api: &Api<Entitlement>,
+    entitlement: Arc<Entitlement>,
+) -> Result<Arc<Entitlement>> {
+    match entitlement.status.as_ref().and_then(|s| s.code.as_ref()) {
+        Some(_) => Ok(entitlement),
+        None => Ok(Arc::new(api.get(&entitlement.name_any()).await?)),
+    }
+}
+
+/// What tenure knows of the entitlement: its status, or, restored without
+/// status (from its manifest and metadata), the facts tenure kept in its
+/// annotation, so that it lands where it was.
+struct Known {
+    facts: Option<EntitlementFacts>,
+    status: Option<EntitlementStatus>,
+}
+
+impl Known {
+    fn of(entitlement: &Entitlement) -> Self {
+        let facts: Option<EntitlementFacts> = entitlement
+            .annotations()
+            .get(FACTS_ANNOTATION)
+            .and_then(|json| serde_json::from_str(json).ok());
+        let status = entitlement
+            .status
+            .clone()
+            .or_else(|| facts.as_ref().map(EntitlementFacts::restored));
+        Self { facts, status }
     }
 
-    let policies = context.policies.state();
-    let policies: Vec<&LifecyclePolicy> = policies.iter().map(Arc::as_ref).collect();
-    let effective = resolve(
-        &policies,
-        &subject_of(&entitlement),
-        entitlement.spec.policy.as_ref(),
+    fn code(&self) -> Option<&str> {
+        self.status.as_ref()?.code.as_deref()
+    }
+
+    /// Writes `status` over the known one; refused (Stale) when `version` is
+    /// given and the entitlement moved past it.
+    async fn write(
+        &self,
+        api: &Api<Entitlement>,
+        entitlement: &Entitlement,
+        version: Option<String>,
+        status: &EntitlementStatus,
+    ) -> Result<Applied> {
+        let name = entitlement.name_any();
+        apply_status_if_unchanged(api, &name, version.as_deref(), self.status.as_ref(), status)
+            .await
+    }
+
+    /// Purged, as recorded: its purge plan is kept as the record of what went.
+    fn purged(&self) -> Option<&EntitlementStatus> {
+        self.status
+            .as_ref()
+            .filter(|s| s.phase == Some(EntitlementPhase::Purged))
+    }
+}
+
+enum Dereferenced {
+    Found(Arc<EntitlementClass>, References),
+    Stalled(Verdict),
+}
+
+/// Finds the class and organizations the entitlement refers to in the index,
+/// and asks the core whether they can be used.
+async fn dereference(context: &Context, entitlement: &Entitlement) -> Result<Dereferenced> {
+    let class = context.index.class(&entitlement.spec.class);
+    let refusal = match &class {
+        Some(class) => class_refusal(context, class).await?,
+        None => None,
+    };
+    let organization = entitlement
+        .spec
+        .organization
+        .as_deref()
+        .and_then(|name| context.index.organization(name));
+    let tenant = context
+        .index
+        .organization_owning(&entitlement.namespace().unwrap_or_default());
+    let found = Found {
+        entitlement,
+        class: class.as_deref(),
+        class_refusal: refusal.as_ref(),
+        organization: organization.as_deref(),
+        tenant: tenant.as_deref(),
+    };
+    Ok(match (references::check(&found), class) {
+        (Ok(references), Some(class)) => Dereferenced::Found(class, references),
+        (Err(verdict), _) => Dereferenced::Stalled(verdict),
+        (Ok(_), None) => unreachable!("references::check refuses a missing class"),
+    })
+}
+
+/// Stuck until a reference appears or spec changes: says why, and waits.
+async fn stall(
+    context: &Context,
+    api: &Api<Entitlement>,
+    entitlement: &Entitlement,
+    known: &Known,
+    verdict: Verdict,
+) -> Result<Action> {
+    let generation = entitlement.metadata.generation;
+    let mut status = known.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    status.conditions = conditions(
+        &status.conditions,
+        &verdict,
+        &[],
+        generation,
+        context.clock.now(),
     );
-    let created = created_at(&context, entitlement.as_ref());
-    let retention_locked = locked_floor(
-        &policies,
-        &subject_of(&entitlement),
-        keys::DATA_RETENTION_DAYS,
-    )
-    .is_some();
+    apply_status(api, &entitlement.name_any(), known.status.as_ref(), &status).await?;
+    Ok(Action::await_change())
+}
+
+enum Taken {
+    Stored,
+    Refused(Verdict),
+}
+
+/// Takes the entitlement's code, `spec.code` for an import (unless another
+/// entitlement holds it) or the next of its class, and stores it before
+/// anything else is done: whatever fails later, a retry finds it and never
+/// takes another. None: the entitlement changed since it was read; the new
+/// code is skipped (never reused) and the newer version decided on its own.
+async fn take_code(
+    context: &Context,
+    api: &Api<Entitlement>,
+    entitlement: &Entitlement,
+    known: &mut Known,
+) -> Result<Option<Taken>> {
+    let class = &entitlement.spec.class;
+    let code = match &entitlement.spec.code {
+        Some(code) => match context.index.code_holder(code, entitlement) {
+            Some(holder) => {
+                return Ok(Some(Taken::Refused(crate::lifecycle::codes::in_use(
+                    code, &holder,
+                ))));
+            }
+            None => {
+                codes::reserve(context, class, code).await?;
+                code.clone()
+            }
+        },
+        None => {
+            let created = context.created_at(entitlement);
+            match codes::next(context, class, created).await? {
+                Some(code) => code,
+                None => {
+                    return Ok(Some(Taken::Refused(crate::lifecycle::codes::exhausted(
+                        class, created,
+                    ))));
+                }
+            }
+        }
+    };
+    let mut with_code = known.status.clone().unwrap_or_default();
+    with_code.code = Some(code);
+    let version = entitlement.resource_version();
+    if known.write(api, entitlement, version, &with_code).await? == Applied::Stale {
+        return Ok(None);
+    }
+    known.status = Some(with_code);
+    Ok(Some(Taken::Stored))
+}
+
+/// The core's decision. One that deletes is made again on the entitlement's
+/// latest version and on the holds as the API server has them now, not as
+/// the watch cache last saw them; the version it was made on is returned, so
+/// that the status recording it is written only over that version. None:
+/// the entitlement changed meanwhile.
+async fn decided(
+    context: &Context,
+    api: &Api<Entitlement>,
+    entitlement: &Entitlement,
+    class: &EntitlementClass,
+    references: &References,
+    known: &Known,
+) -> Result<Option<(Decision, Option<String>)>> {
+    let policies = context.index.all_policies();
+    let policies: Vec<_> = policies.iter().map(Arc::as_ref).collect();
+    let subject = Subject::of_entitlement(entitlement);
+    let effective = resolve(&policies, &subject, entitlement.spec.policy.as_ref());
+    let retention_locked = locked_floor(&policies, &subject, keys::DATA_RETENTION_DAYS).is_some();
+    let created = context.created_at(entitlement);
+    let now = context.clock.now();
     let deciding = |holds: &[Hold]| {
         decide(&Input {
             spec: &entitlement.spec,
@@ -279,113 +385,120 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
             organization_purge: references.organization_purge.as_ref(),
             retention_locked,
             holds,
-            recorded: current.as_ref(),
+            recorded: known.status.as_ref(),
             policy: &effective,
             now,
         })
     };
-    let cached = cached_holds(&context, |h| covered_by(h, &entitlement));
-    let mut decision = deciding(&cached);
-    let downstream = &references.class.spec.downstream;
-    let mut version = None;
-    if deletes(&decision, downstream) {
-        // A delete is decided only on the entitlement's latest version (the
-        // watch brings a newer one soon) and on the holds as the API server
-        // has them now, not as the watch cache last saw them; and the status
-        // that records it is written only over that version.
-        let fresh = api.get(&name).await?;
-        if fresh.resource_version() != entitlement.resource_version() {
-            return Ok(Action::requeue(Duration::from_secs(1)));
-        }
-        version = fresh.resource_version();
-        let live = live_holds(&context, |h| covered_by(h, &entitlement)).await?;
-        decision = deciding(&live);
-    }
-
-    // What the entitlement governs follows its phase; a purge is recorded only
-    // once the data is gone.
-    let recorded_purge = current
-        .as_ref()
-        .filter(|s| s.phase == Some(EntitlementPhase::Purged));
-    let governed = downstream::govern(
-        &context,
-        &entitlement,
+    let decision = deciding(&context.index.holds_covering_entitlement(entitlement));
+    let downstream = &class.spec.downstream;
+    if !deletes(
+        decision.phase,
         downstream,
-        Governing {
-            phase: decision.phase,
-            deprovision: decision.deprovision,
-            held: !decision.holds.is_empty(),
-            purged_since: recorded_purge.and_then(|s| s.phase_since),
-            recorded: current.as_ref().and_then(|s| s.resources.as_ref()),
-        },
-    )
-    .await?;
-    let announced = decision.phase == EntitlementPhase::Cancelled
-        && decision
-            .deadlines
-            .as_ref()
-            .is_some_and(|d| d.final_purge_at.is_some());
-    let purge_plan = match (announced, recorded_purge) {
+        decision.deprovision,
+        !decision.holds.is_empty(),
+    ) {
+        return Ok(Some((decision, None)));
+    }
+    let fresh = api.get(&entitlement.name_any()).await?;
+    if fresh.resource_version() != entitlement.resource_version() {
+        return Ok(None);
+    }
+    let live = live_holds(context, |h| covers_entitlement(h, entitlement)).await?;
+    Ok(Some((deciding(&live), fresh.resource_version())))
+}
+
+/// What the entitlement's bound objects became, and the purge plan its
+/// status shows: counted while the purge is announced, kept once Purged.
+struct Governed {
+    outcome: Outcome,
+    purge_plan: Option<EntitlementPurgePlan>,
+}
+
+/// Brings what the entitlement governs to what its phase wants; a purge is
+/// recorded only once the data is gone.
+async fn act(
+    context: &Context,
+    entitlement: &Entitlement,
+    class: &EntitlementClass,
+    decision: &Decision,
+    known: &Known,
+) -> Result<Governed> {
+    let downstream = &class.spec.downstream;
+    let purged = known.purged();
+    let governing = Governing {
+        phase: decision.phase,
+        deprovision: decision.deprovision,
+        held: !decision.holds.is_empty(),
+        purged_since: purged.and_then(|s| s.phase_since),
+        recorded: known.status.as_ref().and_then(|s| s.resources.as_ref()),
+    };
+    let outcome = downstream::govern(context, entitlement, downstream, governing).await?;
+    let purge_plan = match (decision.announces_purge(), purged) {
         (true, _) => Some(EntitlementPurgePlan {
-            objects: downstream::purge_plan(&context, &entitlement, downstream).await?,
+            objects: downstream::purge_plan(context, entitlement, downstream).await?,
         }),
         (false, Some(purged)) => purged.purge_plan.clone(),
         (false, None) => None,
     };
+    Ok(Governed {
+        outcome,
+        purge_plan,
+    })
+}
+
+/// Writes status (over `version` when the decision deletes), keeps the
+/// facts a restore needs, then records Events: a crash before them repeats
+/// them, never loses them. False: the entitlement changed since it was read.
+async fn report(
+    context: &Context,
+    api: &Api<Entitlement>,
+    entitlement: &Entitlement,
+    decision: &Decision,
+    governed: Governed,
+    known: &Known,
+    version: Option<String>,
+) -> Result<bool> {
+    let generation = entitlement.metadata.generation;
     let mut extra = decision.extra.clone();
     extra.extend(outcome_conditions(
-        &governed,
+        &governed.outcome,
         decision.phase,
         &decision.holds,
     ));
-
-    let mut status = current.clone().unwrap_or_default();
+    let mut status = known.status.clone().unwrap_or_default();
     status.observed_generation = generation;
     decision.write_to(&mut status);
-    status.resources = Some(governed.counts.clone());
-    status.purge_plan = purge_plan;
+    status.resources = Some(governed.outcome.counts.clone());
+    status.purge_plan = governed.purge_plan;
     status.conditions = conditions(
         &status.conditions,
         &decision.verdict,
         &extra,
         generation,
-        now,
+        context.clock.now(),
     );
-    let new_conditions: Vec<&Extra> = extra
-        .iter()
-        .filter(|extra| {
-            !current
-                .as_ref()
-                .is_some_and(|s| has_condition(&s.conditions, &extra.type_))
-        })
-        .collect();
-    match apply_status_if_unchanged(&api, &name, version.as_deref(), current.as_ref(), &status)
-        .await
-    {
-        // Changed since read: decide again on the newer version.
-        Err(error) if is_conflict(&error) => return Ok(Action::requeue(Duration::from_secs(1))),
-        other => other?,
-    };
-
-    let remembered = EntitlementFacts::remembered(&status);
-    if facts.as_ref() != Some(&remembered) {
-        remember(&api, &name, &remembered).await?;
+    if known.write(api, entitlement, version, &status).await? == Applied::Stale {
+        return Ok(false);
     }
-
-    // Events follow the status write: a crash before it repeats them, never
-    // loses them.
-    report(
-        &context,
-        &entitlement,
-        &decision,
-        &governed.changes,
+    let name = entitlement.name_any();
+    let remembered = EntitlementFacts::remembered(&status);
+    if known.facts.as_ref() != Some(&remembered) {
+        remember(api, &name, &remembered).await?;
+    }
+    let new_conditions = newly_set(
+        &extra,
+        known.status.as_ref().map(|s| s.conditions.as_slice()),
+    );
+    record_events(
+        context,
+        entitlement,
+        decision,
+        &governed.outcome,
         new_conditions,
     )
     .await;
-    Ok(match decision.wake_at {
-        Some(at) => requeue_at(&context.clock, at),
-        None => Action::await_change(),
-    })
+    Ok(true)
 }
 
 /// Keeps the facts a restore needs in the entitlement's annotation.
@@ -397,55 +510,30 @@ async fn remember(api: &Api<Entitlement>, name: &str, facts: &EntitlementFacts) 
     Ok(())
 }
 
-/// Whether the decision deletes a bound object of some kind the class lists.
-fn deletes(decision: &Decision, downstream: &[DownstreamKind]) -> bool {
-    let held = !decision.holds.is_empty();
-    downstream.iter().any(|kind| {
-        matches!(
-            desired(decision.phase, kind, decision.deprovision, held),
-            Desired::Deprovisioned | Desired::Deleted
-        )
-    })
-}
-
 /// Records an Event for each change to a bound object, lifecycle event,
 /// reminder and newly set condition.
-async fn report(
+async fn record_events(
     context: &Context,
     entitlement: &Entitlement,
     decision: &Decision,
-    changes: &[String],
+    outcome: &Outcome,
     new_conditions: Vec<&Extra>,
 ) {
-    for change in changes {
-        let reason = match change.split_whitespace().next() {
-            Some("paused") => "Paused",
-            Some("resumed") => "Resumed",
-            Some("deprovisioned") => "Deprovisioned",
-            _ => "TornDown",
+    for change in &outcome.changes {
+        let reason = match change.action {
+            ChangeAction::Paused => Reason::Paused,
+            ChangeAction::Resumed => Reason::Resumed,
+            ChangeAction::Deprovisioned => Reason::Deprovisioned,
+            ChangeAction::TornDown => Reason::TornDown,
         };
-        record(
-            context,
-            entitlement,
-            EventType::Normal,
-            reason,
-            change.clone(),
-        )
-        .await;
+        record(context, entitlement, reason, change.describe()).await;
     }
-    record_history(
-        context,
-        entitlement,
-        &decision.history,
-        &["Suspended", "Expired", "Cancelled"],
-    )
-    .await;
+    record_history(context, entitlement, &decision.history).await;
     if let Some(reminder) = &decision.reminder {
         record(
             context,
             entitlement,
-            EventType::Normal,
-            "RenewalReminder",
+            Reason::RenewalReminder,
             reminder.message.clone(),
         )
         .await;
@@ -454,146 +542,9 @@ async fn report(
         record(
             context,
             entitlement,
-            EventType::Warning,
-            &extra.type_,
+            Reason::Condition(&extra.type_),
             extra.message.clone(),
         )
         .await;
     }
-}
-
-/// The entitlement's class and its organization's standing, or why they
-/// cannot be used: what spec asks for is checked first, then the class, then
-/// the organization and that the entitlement lives in its namespace.
-async fn check_references(
-    context: &Context,
-    entitlement: &Entitlement,
-) -> Result<Result<References, Verdict>> {
-    if let Some(problem) = entitlement
-        .spec
-        .resources
-        .as_ref()
-        .and_then(|r| r.selector.as_ref())
-        .and_then(selector_problem)
-    {
-        return Ok(Err(Verdict::stalled("InvalidSelector", problem)));
-    }
-    // The class and the organization are read live when they matter: a
-    // change of either triggers this reconcile through a watch of its own,
-    // which may run ahead of the cache.
-    let class_name = &entitlement.spec.class;
-    let class = match context.classes.get(&ObjectRef::new(class_name)) {
-        Some(class) => Some(class),
-        None => Api::<EntitlementClass>::all(context.client.clone())
-            .get_opt(class_name)
-            .await?
-            .map(Arc::new),
-    };
-    let Some(class) = class else {
-        return Ok(Err(Verdict::stalled(
-            "ClassNotFound",
-            format!(
-                "spec.class names EntitlementClass {:?}, which does not exist",
-                entitlement.spec.class
-            ),
-        )));
-    };
-    if let Some(problem) = class_problem_of(context, &class).await? {
-        return Ok(Err(Verdict::stalled(
-            "ClassNotUsable",
-            format!(
-                "spec.class names EntitlementClass {}, which cannot be used: {}",
-                entitlement.spec.class, problem.message
-            ),
-        )));
-    }
-    if let Some(problem) = entitlement
-        .spec
-        .code
-        .as_deref()
-        .and_then(|code| crate::lifecycle::codes::import_problem(code, &class.spec.code_prefix))
-    {
-        return Ok(Err(Verdict::stalled("CodePrefixMismatch", problem)));
-    }
-    let namespace = entitlement.namespace().unwrap_or_default();
-    let Some(org_name) = entitlement.spec.organization.as_deref() else {
-        // Standalone; but in a tenant namespace its data is that
-        // organization's, kept by its purge guards.
-        let tenant = organization_owning(context, &namespace);
-        return Ok(Ok(References {
-            class,
-            standing: Standing::Active,
-            organization_purge: tenant
-                .and_then(|org| organization_view(&org))
-                .map(|(_, purge)| purge),
-        }));
-    };
-    let org = Api::<Organization>::all(context.client.clone())
-        .get_opt(org_name)
-        .await?;
-    let Some(org) = org else {
-        return Ok(Err(Verdict::stalled(
-            "OrganizationNotFound",
-            format!("spec.organization names Organization {org_name:?}, which does not exist"),
-        )));
-    };
-    let Some((standing, organization_purge)) = organization_view(&org) else {
-        return Ok(Err(Verdict::reconciling(
-            "OrganizationNotObserved",
-            format!(
-                "waiting for Organization {org_name} to be observed: its standing decides this entitlement's"
-            ),
-        )));
-    };
-    let owned = org.owned_namespace();
-    if owned != Some(namespace.as_str()) {
-        let lives = owned.map_or_else(
-            || "owns no namespace (see its conditions)".to_string(),
-            |tenant| format!("keeps its data in namespace {tenant}"),
-        );
-        return Ok(Err(Verdict::stalled(
-            "WrongNamespace",
-            format!(
-                "spec.organization names Organization {org_name}, which {lives}: its entitlements live there, not in {namespace}"
-            ),
-        )));
-    }
-    Ok(Ok(References {
-        class,
-        standing,
-        organization_purge: Some(organization_purge),
-    }))
-}
-
-/// The entitlement's code: `spec.code` for an import (unless another
-/// entitlement holds it), or the next of its class.
-async fn assign_code(
-    context: &Context,
-    entitlement: &Entitlement,
-) -> Result<Result<String, Verdict>> {
-    let class = &entitlement.spec.class;
-    if let Some(code) = &entitlement.spec.code {
-        if let Some(holder) = codes::holder_of(context, code, entitlement) {
-            return Ok(Err(Verdict::stalled(
-                "CodeInUse",
-                format!(
-                    "spec.code {code} is already the code of entitlement {holder}; codes are unique"
-                ),
-            )));
-        }
-        codes::reserve(context, class, code).await?;
-        return Ok(Ok(code.clone()));
-    }
-    let created = created_at(context, entitlement);
-    Ok(match codes::next(context, class, created).await? {
-        Some(code) => Ok(code),
-        None => Err(Verdict::stalled(
-            "CodesExhausted",
-            format!(
-                "EntitlementClass {class} handed out all {} codes of the month {}; create the entitlement with another class, or pin spec.code",
-                crate::lifecycle::codes::LAST_SEQUENCE,
-                crate::lifecycle::codes::month_of(created)
-            ),
-        )),
-    })
 }

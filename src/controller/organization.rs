@@ -1,111 +1,93 @@
-//! Organization reconciler: the tenant namespace, access, the finalizer that
-//! keeps an unpurged organization from being deleted, the purge, and status.
+//! Organization reconciler, as its steps: dereference (namespace,
+//! entitlements, exports, policies and holds from the index), decide (the
+//! core; re-decided on live holds before the namespace is deleted), act
+//! (namespace, access, purge plan, export artifacts), report (status, once,
+//! before the namespace delete it records), delete the namespace, record
+//! Events, and requeue at the next deadline.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions};
+use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
+use super::context::{Context, decide_again, reconciled, retry_later};
+use super::deletes::{delete_exactly, live_holds};
+use super::error::Result;
+use super::events::{Reason, record, record_history};
+use super::index::{Feeds, PolicyScopes};
 use super::status::{
-    apply_status, apply_status_if_unchanged, ensure_finalizer, is_conflict, remove_finalizer,
+    Applied, apply_status, apply_status_if_unchanged, ensure_finalizer, remove_finalizer,
 };
-use super::{
-    Context, PolicyScopes, Result, as_hold, cached_holds, created_at, live_holds, log_outcomes,
-    purge, reconciled, record, record_history, requeue_at, retry_later,
-};
+use super::{log_outcomes, purge};
 use crate::api::{
-    DataExport, Entitlement, EntitlementPhase, LifecyclePolicy, ORGANIZATION_LABEL, Organization,
-    OrganizationLifecycle, OrganizationPhase, PURGE_ANNOTATION, RetentionHold,
-    organization::EntitlementCounts,
+    LifecyclePolicy, ORGANIZATION_LABEL, Organization, OrganizationLifecycle, OrganizationPhase,
+    OrganizationStatus,
 };
-use crate::lifecycle::conditions::{Extra, conditions, has_condition};
-use crate::lifecycle::export::available;
+use crate::lifecycle::conditions::{conditions, newly_set};
+use crate::lifecycle::export::succeeded_exports;
 use crate::lifecycle::hold::Hold;
 use crate::lifecycle::organization::{
-    EntitlementLock, Input, LockedRetention, Namespace as NamespaceState, PurgeStep, decide,
+    DELETION_BLOCKED, Decision, Input, LockedRetention, Namespace as NamespaceState, PurgeStep,
+    count_entitlements, decide, entitlement_locks,
 };
 use crate::lifecycle::policy::{Subject, keys, locked_floor, resolve};
 
-pub async fn run(context: Arc<Context>) {
-    let organizations = Api::<Organization>::all(context.client.clone());
-    let namespaces = Api::<Namespace>::all(context.client.clone());
-    let controller = Controller::new(organizations, watcher::Config::default());
-    let by_policy = controller.store();
-    let by_tenant_namespace = controller.store();
-    let by_namespace = controller.store();
-    let by_export = controller.store();
-    let hold_context = context.clone();
+/// The Organization controller: its tenant namespace, the entitlements and
+/// exports in it, the holds covering it and the policies applying to it
+/// re-decide it.
+pub fn controller(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<Organization> {
+    let index = &context.index;
+    let (by_namespace, by_entitlement, by_export, by_hold, by_policy) = (
+        index.clone(),
+        index.clone(),
+        index.clone(),
+        index.clone(),
+        index.clone(),
+    );
     let scopes = PolicyScopes::default();
-    let controller = controller
+    Controller::for_shared_stream(feeds.organizations.subscribe(), index.organizations())
         // A tenant namespace changing, losing its label, or vanishing (also
         // unlabelled) wakes its organization: all namespaces are watched, and
         // found by name.
-        .watches(namespaces, watcher::Config::default(), move |namespace| {
-            owner_of(&by_tenant_namespace, &namespace.name_any())
+        .watches_shared_stream(feeds.namespaces.subscribe(), move |namespace| {
+            by_namespace.organization_for_namespace(&namespace.name_any())
         })
         // Entitlement counts and locked retentions follow the entitlements.
-        .watches(
-            Api::<Entitlement>::all(context.client.clone()),
-            watcher::Config::default(),
-            move |entitlement| owner_of(&by_namespace, &entitlement.namespace()?),
-        )
+        .watches_shared_stream(feeds.entitlements.subscribe(), move |entitlement| {
+            by_entitlement.organization_for_namespace(&entitlement.namespace()?)
+        })
         // An export succeeding or expiring counts for the purge and the tombstone.
-        .watches(
-            Api::<DataExport>::all(context.client.clone()),
-            watcher::Config::default(),
-            move |export| owner_of(&by_export, &export.namespace()?),
-        )
+        .watches_shared_stream(feeds.exports.subscribe(), move |export| {
+            by_export.organization_for_namespace(&export.namespace()?)
+        })
         // A hold placed, lifted or lapsing re-decides the organization it covers.
-        .watches(
-            Api::<RetentionHold>::all(context.client.clone()),
-            watcher::Config::default(),
-            move |hold| {
-                let hold = as_hold(&hold_context, &hold);
-                hold_context
-                    .organizations
-                    .state()
-                    .iter()
-                    .filter(|org| {
-                        hold.covers_organization(&org.name_any(), &org.tenant_namespace())
-                    })
-                    .map(|org| ObjectRef::from_obj(org.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_shared_stream(feeds.holds.subscribe(), move |hold| {
+            by_hold.covered_organizations(&hold)
+        })
         // A policy change re-decides the organizations it applies to, or
         // applied to before its scope changed; a locked one every
         // organization, since it sets minimums for their entitlements.
-        .watches(
-            Api::<LifecyclePolicy>::all(context.client.clone()),
-            watcher::Config::default(),
-            move |policy| {
-                let locked = policy.spec.locked == Some(true);
-                let concerns = scopes.changed(&policy);
-                by_policy
-                    .state()
-                    .iter()
-                    .filter(|org| {
-                        let name = org.name_any();
-                        let subject = Subject {
-                            organization: Some(&name),
-                            ..Subject::default()
-                        };
-                        locked || concerns(&subject)
-                    })
-                    .map(|org| ObjectRef::from_obj(org.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .shutdown_on_signal();
+        .watches_shared_stream(feeds.policies.subscribe(), move |policy| {
+            let locked = policy.spec.locked == Some(true);
+            let concerns = scopes.changed(&policy);
+            by_policy
+                .organizations()
+                .state()
+                .iter()
+                .filter(|org| locked || concerns(&Subject::of_organization(&org.name_any())))
+                .map(|org| ObjectRef::from_obj(org.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+}
+
+pub async fn run(controller: Controller<Organization>, context: Arc<Context>) {
     log_outcomes(
         "Organization",
         controller.run(
@@ -123,18 +105,8 @@ pub async fn run(context: Arc<Context>) {
     .await;
 }
 
-/// The organization whose tenant namespace is `namespace`, if any.
-fn owner_of(store: &Store<Organization>, namespace: &str) -> Option<ObjectRef<Organization>> {
-    store
-        .state()
-        .iter()
-        .find(|org| org.tenant_namespace() == namespace)
-        .map(|org| ObjectRef::from_obj(org.as_ref()))
-}
-
 async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Result<Action> {
     let api = Api::<Organization>::all(context.client.clone());
-    let name = organization.name_any();
     let deleting = organization.metadata.deletion_timestamp.is_some();
     let recorded_phase = organization.status.as_ref().and_then(|s| s.phase);
     if deleting && recorded_phase == Some(OrganizationPhase::Purged) {
@@ -144,25 +116,92 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
     if !deleting {
         ensure_finalizer(&api, organization.as_ref()).await?;
     }
-    // The purge's writes (Purging, the tombstone) must never come from a
-    // stale copy: once offboarding is under way, decide on a fresh one and
-    // write with its resourceVersion as a precondition.
+    let (organization, guarded) = latest_when_offboarding(&api, organization).await?;
+    let known = dereference(&context, &organization);
+    let decision = decided(&context, &organization, &known).await?;
+    let status = act(&context, &organization, &known, &decision).await?;
+    let version = guarded.then(|| organization.resource_version()).flatten();
+    let current = organization.status.as_ref();
+    let name = organization.name_any();
+    let applied = apply_status_if_unchanged(&api, &name, version.as_deref(), current, &status);
+    if applied.await? == Applied::Stale {
+        // Changed since it was read: decide again on a fresh copy.
+        return Ok(decide_again());
+    }
+    // Recorded first, done second: a purge resumed after a crash starts here.
+    if matches!(decision.purge, PurgeStep::DeleteNamespace { .. }) {
+        delete_namespace(&context, &api, &name, &known.namespace, &status).await?;
+    }
+    record_events(&context, &organization, &decision, current).await;
+    Ok(context.wake_at(decision.wake_at))
+}
+
+/// The purge's writes (Purging, the tombstone) must never come from a stale
+/// copy: once offboarding is under way, decide on a fresh one and write with
+/// its resourceVersion as a precondition (`true`).
+async fn latest_when_offboarding(
+    api: &Api<Organization>,
+    organization: Arc<Organization>,
+) -> Result<(Arc<Organization>, bool)> {
+    let recorded_phase = organization.status.as_ref().and_then(|s| s.phase);
     let offboarding = organization.spec.lifecycle != OrganizationLifecycle::Active
         || recorded_phase.is_some_and(|p| p != OrganizationPhase::Active);
-    let organization = match offboarding {
-        true => Arc::new(api.get(&name).await?),
-        false => organization,
-    };
-    let current = organization.status.clone();
-    let now = context.clock.now();
+    Ok(match offboarding {
+        true => (Arc::new(api.get(&organization.name_any()).await?), true),
+        false => (organization, false),
+    })
+}
+
+/// What the organization's lifecycle depends on besides itself and the holds.
+struct Known {
+    namespace: String,
+    namespace_state: NamespaceState,
+    policies: Vec<Arc<LifecyclePolicy>>,
+    /// The status as it stands, with the succeeded exports as they are now.
+    recorded: OrganizationStatus,
+    export_available: bool,
+}
+
+fn dereference(context: &Context, organization: &Organization) -> Known {
+    let index = &context.index;
+    let name = organization.name_any();
     let namespace = organization.tenant_namespace();
-    let namespace_state = observe_namespace(&context, &name, &namespace).await?;
-    let policies = context.policies.state();
-    let policies: Vec<&LifecyclePolicy> = policies.iter().map(Arc::as_ref).collect();
-    let subject = Subject {
-        organization: Some(&name),
-        ..Subject::default()
-    };
+    let namespace_state = NamespaceState::observed(index.namespace(&namespace).as_deref(), &name);
+    let mut recorded = organization.status.clone().unwrap_or_default();
+    // Once the purge started, the exports are kept as they were: the
+    // namespace holding them is going.
+    let purge_started = matches!(
+        recorded.phase,
+        Some(OrganizationPhase::Purging | OrganizationPhase::Purged)
+    );
+    let mut export_available = false;
+    if !purge_started {
+        let exports = index.exports_in(&namespace);
+        let statuses = exports
+            .iter()
+            .filter_map(|e| Some((e.metadata.name.as_deref()?, e.status.as_ref()?)));
+        (recorded.exports, export_available) = succeeded_exports(statuses, context.clock.now());
+    }
+    Known {
+        namespace,
+        namespace_state,
+        policies: index.all_policies(),
+        recorded,
+        export_available,
+    }
+}
+
+/// The core's decision; the one that deletes the namespace is made again
+/// on the holds as the API server has them now, not as the watch cache
+/// last saw them.
+async fn decided(
+    context: &Context,
+    organization: &Organization,
+    known: &Known,
+) -> Result<Decision> {
+    let name = organization.name_any();
+    let policies: Vec<&LifecyclePolicy> = known.policies.iter().map(Arc::as_ref).collect();
+    let subject = Subject::of_organization(&name);
     let effective = resolve(&policies, &subject, None);
     let floor = |key| {
         locked_floor(&policies, &subject, key)
@@ -172,242 +211,121 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
         floor(keys::DATA_RETENTION_DAYS),
         floor(keys::DISABLED_RETENTION_DAYS),
     );
-    let entitlement_locks = entitlement_locks(&context, &policies, &namespace);
-    // Once the purge started, the exports are kept as they were: the
-    // namespace holding them is going.
-    let purge_started = matches!(
-        recorded_phase,
-        Some(OrganizationPhase::Purging | OrganizationPhase::Purged)
-    );
-    let (exports, export_available) = match purge_started {
-        true => (
-            current
-                .as_ref()
-                .map(|s| s.exports.clone())
-                .unwrap_or_default(),
-            false,
-        ),
-        false => exports_of(&context, &namespace, now).await?,
-    };
-    let mut recorded = current.clone().unwrap_or_default();
-    recorded.exports = exports;
-    let created = created_at(&context, organization.as_ref());
+    let entitlements = context.index.entitlements_in(&known.namespace);
+    let locks = entitlement_locks(entitlements.iter().map(Arc::as_ref), &policies);
     let deciding = |holds: &[Hold]| {
         decide(&Input {
             name: &name,
             spec: &organization.spec,
-            created,
-            recorded: Some(&recorded),
+            created: context.created_at(organization),
+            recorded: Some(&known.recorded),
             policy: &effective,
             locked_archived: locked_archived.as_ref(),
             locked_disabled: locked_disabled.as_ref(),
-            entitlement_locks: &entitlement_locks,
+            entitlement_locks: &locks,
             holds,
-            namespace_name: &namespace,
-            namespace: &namespace_state,
-            export_available,
-            now,
+            namespace_name: &known.namespace,
+            namespace: &known.namespace_state,
+            export_available: known.export_available,
+            deleting: organization.metadata.deletion_timestamp.is_some(),
+            now: context.clock.now(),
         })
     };
-    let covers = |h: &Hold| h.covers_organization(&name, &namespace);
-    let mut decision = deciding(&cached_holds(&context, covers));
-    if matches!(decision.purge, PurgeStep::DeleteNamespace { .. }) {
-        // Recording Purging and deleting are decided on the holds as the API
-        // server has them now, not as the watch cache last saw them.
-        decision = deciding(&live_holds(&context, covers).await?);
-    }
-
-    if decision.provision_namespace {
-        create_namespace(&context, &organization, &namespace).await?;
-    }
-    let purging = matches!(
-        decision.phase,
-        OrganizationPhase::Purging | OrganizationPhase::Purged
+    let decision = deciding(
+        &context
+            .index
+            .holds_covering_organization(&name, &known.namespace),
     );
-    if namespace_state == NamespaceState::Owned && !purging {
-        set_access(&context, &organization, &namespace, decision.access_revoked).await?;
+    if !matches!(decision.purge, PurgeStep::DeleteNamespace { .. }) {
+        return Ok(decision);
     }
+    let covers = |h: &Hold| h.covers_organization(&name, &known.namespace);
+    Ok(deciding(&live_holds(context, covers).await?))
+}
 
-    // A namespace is recorded as the organization's only once it owns it: the
-    // isolation checks of entitlements and exports trust this field.
-    let mut status = recorded.clone();
-    if decision.provision_namespace
-        || matches!(
-            namespace_state,
-            NamespaceState::Owned | NamespaceState::Terminating { .. }
-        )
-    {
-        status.namespace = Some(namespace.clone());
+/// Provisions the namespace, governs access, counts the purge plan and,
+/// before the tombstone, deletes the export artifacts; returns the status
+/// to write.
+async fn act(
+    context: &Context,
+    organization: &Organization,
+    known: &Known,
+    decision: &Decision,
+) -> Result<OrganizationStatus> {
+    let name = organization.name_any();
+    let namespace = &known.namespace;
+    if decision.provision_namespace {
+        create_namespace(context, organization, namespace).await?;
     }
+    if decision.govern_access {
+        set_access(context, organization, namespace, decision.access_revoked).await?;
+    }
+    let mut status = known.recorded.clone();
     status.observed_generation = organization.metadata.generation;
-    status.entitlements = Some(count_entitlements(&context, &namespace));
+    let entitlements = context.index.entitlements_in(namespace);
+    status.entitlements = Some(count_entitlements(entitlements.iter().map(Arc::as_ref)));
     decision.write_to(&mut status);
-    // What the purge deletes is counted during its final grace, and once more
-    // as it starts, recorded before anything is deleted: that count is what
-    // the tombstone says.
-    if matches!(
-        decision.purge,
-        PurgeStep::Plan | PurgeStep::DeleteNamespace { freeze_plan: true }
-    ) {
-        status.purge_plan = Some(purge::plan(&context, &name, &namespace).await?);
+    if decision.purge.counts_plan() {
+        status.purge_plan = Some(purge::plan(context, &name, namespace).await?);
     }
-    let mut extra = decision.extra.clone();
-    let deletion_blocked = deleting.then(|| Extra {
-        type_: "DeletionBlocked".into(),
-        status: true,
-        reason: "NotPurged".into(),
-        message: format!(
-            "organization {name} is not Purged: deleting it now would lose the customer's record and its tombstone. \
-             Offboard it instead (spec.lifecycle: Archived, then spec.deletion); it can be deleted once status.phase is Purged"
-        ),
-    });
-    extra.extend(deletion_blocked.clone());
+    let generation = organization.metadata.generation;
+    let now = context.clock.now();
     status.conditions = conditions(
         &status.conditions,
         &decision.verdict,
-        &extra,
-        organization.metadata.generation,
+        &decision.extra,
+        generation,
         now,
     );
     // The tombstone says the export ZIPs went: they go first (after a live
     // look for holds).
     if matches!(decision.purge, PurgeStep::WriteTombstone(_)) {
-        purge::delete_artifacts(&context, &name, &namespace).await?;
+        purge::delete_artifacts(context, &name, namespace).await?;
     }
-    let version = offboarding
-        .then(|| organization.resource_version())
-        .flatten();
-    let written =
-        match apply_status_if_unchanged(&api, &name, version.as_deref(), current.as_ref(), &status)
-            .await
-        {
-            // Changed since it was read: decide again on a fresh copy.
-            Err(error) if is_conflict(&error) => {
-                return Ok(Action::requeue(Duration::from_secs(1)));
-            }
-            other => other?,
-        };
-
-    // Recorded first, done second: a purge resumed after a crash starts here.
-    if matches!(decision.purge, PurgeStep::DeleteNamespace { .. })
-        && purge::delete_namespace(&context, &name, &namespace).await?
-        && status.namespace_deleted_at.is_none()
-    {
-        // Reported once accepted: the tombstone is written only for a
-        // namespace tenure itself deleted.
-        let mut deleted = status.clone();
-        deleted.namespace_deleted_at = Some(now);
-        apply_status(&api, &name, Some(&status), &deleted).await?;
-    }
-    record_history(
-        &context,
-        organization.as_ref(),
-        &decision.history,
-        &["PurgeScheduled", "Purging", "Purged"],
-    )
-    .await;
-    if written
-        && let Some(blocked) = deletion_blocked
-        && !current
-            .as_ref()
-            .is_some_and(|s| has_condition(&s.conditions, "DeletionBlocked"))
-    {
-        record(
-            &context,
-            organization.as_ref(),
-            EventType::Warning,
-            "DeletionBlocked",
-            blocked.message,
-        )
-        .await;
-    }
-    Ok(match decision.wake_at {
-        Some(at) => requeue_at(&context.clock, at),
-        None => Action::await_change(),
-    })
+    Ok(status)
 }
 
-/// `status.exports` keeps at most this many names.
-const EXPORTS_LIMIT: usize = 20;
-
-/// Names of the DataExports of the tenant namespace that succeeded, newest
-/// first, and whether one of them still has its artifact (what
-/// `purge.requireExport` waits for).
-async fn exports_of(
+/// Deletes the tenant namespace, and once the API server accepted that,
+/// records when: the tombstone is written only for a namespace tenure itself
+/// deleted.
+async fn delete_namespace(
     context: &Context,
+    api: &Api<Organization>,
+    name: &str,
     namespace: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(Vec<String>, bool)> {
-    let exports = Api::<DataExport>::namespaced(context.client.clone(), namespace)
-        .list(&ListParams::default())
-        .await?;
-    let export_available = exports
-        .items
-        .iter()
-        .filter_map(|e| e.status.as_ref())
-        .any(|status| available(status, now));
-    let mut succeeded: Vec<(Option<chrono::DateTime<chrono::Utc>>, String)> = exports
-        .items
-        .iter()
-        .filter_map(|e| {
-            let status = e.status.as_ref()?;
-            (status.phase == Some(crate::api::export::ExportPhase::Succeeded))
-                .then(|| (status.completed_at, e.name_any()))
-        })
-        .collect();
-    succeeded.sort_by(|a, b| b.cmp(a));
-    let names = succeeded
-        .into_iter()
-        .take(EXPORTS_LIMIT)
-        .map(|(_, name)| name)
-        .collect();
-    Ok((names, export_available))
+    written: &OrganizationStatus,
+) -> Result<()> {
+    if purge::delete_namespace(context, name, namespace).await?
+        && written.namespace_deleted_at.is_none()
+    {
+        let mut deleted = written.clone();
+        deleted.namespace_deleted_at = Some(context.clock.now());
+        apply_status(api, name, Some(written), &deleted).await?;
+    }
+    Ok(())
 }
 
-/// The locked retention of every entitlement in the tenant namespace: a
-/// locked policy's data retention is a legal minimum the organization's purge
-/// waits for too.
-fn entitlement_locks(
+/// Events follow the status write: a crash before it repeats them, never
+/// loses them.
+async fn record_events(
     context: &Context,
-    policies: &[&LifecyclePolicy],
-    namespace: &str,
-) -> Vec<EntitlementLock> {
-    context
-        .entitlements
-        .state()
-        .iter()
-        .filter(|e| e.namespace().as_deref() == Some(namespace))
-        .filter_map(|e| {
-            let subject = Subject {
-                class: Some(&e.spec.class),
-                organization: e.spec.organization.as_deref(),
-                product: Some(&e.spec.product),
-            };
-            let retention = locked_floor(policies, &subject, keys::DATA_RETENTION_DAYS)
-                .map(|(minimum, policy)| LockedRetention { minimum, policy });
-            let final_grace =
-                locked_floor(policies, &subject, keys::FINAL_GRACE_DAYS).map(|(days, _)| days);
-            if retention.is_none() && final_grace.is_none() {
-                return None;
-            }
-            let status = e.status.as_ref();
-            let cancelled = status.is_some_and(|s| {
-                matches!(
-                    s.phase,
-                    Some(EntitlementPhase::Cancelled | EntitlementPhase::Purged)
-                )
-            });
-            Some(EntitlementLock {
-                entitlement: format!("{namespace}/{}", e.name_any()),
-                cancelled_at: status
-                    .and_then(|s| s.cancelled.as_ref())
-                    .filter(|_| cancelled)
-                    .map(|c| c.at),
-                retention,
-                final_grace,
-            })
-        })
-        .collect()
+    organization: &Organization,
+    decision: &Decision,
+    before: Option<&OrganizationStatus>,
+) {
+    record_history(context, organization, &decision.history).await;
+    let before = before.map(|s| s.conditions.as_slice());
+    for blocked in newly_set(&decision.extra, before) {
+        if blocked.type_ == DELETION_BLOCKED {
+            record(
+                context,
+                organization,
+                Reason::DeletionBlocked,
+                blocked.message.clone(),
+            )
+            .await;
+        }
+    }
 }
 
 /// The deny-all NetworkPolicy that revokes access to a Disabled or Archived
@@ -425,17 +343,13 @@ async fn set_access(
     let name = organization.name_any();
     let api = Api::<NetworkPolicy>::namespaced(context.client.clone(), namespace);
     let existing = api.get_opt(ACCESS_POLICY).await?;
+    let ours = |policy: &NetworkPolicy| {
+        policy.labels().get(ORGANIZATION_LABEL).map(String::as_str) == Some(name.as_str())
+    };
     match (revoked, existing) {
         (true, None) => {
             let policy = NetworkPolicy {
-                metadata: ObjectMeta {
-                    name: Some(ACCESS_POLICY.into()),
-                    labels: Some(BTreeMap::from([(
-                        ORGANIZATION_LABEL.to_string(),
-                        name.clone(),
-                    )])),
-                    ..Default::default()
-                },
+                metadata: labelled(ACCESS_POLICY, &name),
                 spec: Some(NetworkPolicySpec {
                     pod_selector: Some(LabelSelector::default()),
                     policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
@@ -443,63 +357,31 @@ async fn set_access(
                 }),
             };
             api.create(&PostParams::default(), &policy).await?;
-            record(
-                context,
-                organization,
-                EventType::Normal,
-                "AccessRevoked",
-                format!("NetworkPolicy {namespace}/{ACCESS_POLICY} denies all traffic"),
-            )
-            .await;
+            let note = format!("NetworkPolicy {namespace}/{ACCESS_POLICY} denies all traffic");
+            record(context, organization, Reason::AccessRevoked, note).await;
         }
-        (false, Some(existing))
-            if existing
-                .labels()
-                .get(ORGANIZATION_LABEL)
-                .map(String::as_str)
-                == Some(name.as_str()) =>
-        {
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: existing.uid(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            api.delete(ACCESS_POLICY, &params).await?;
-            record(
-                context,
-                organization,
-                EventType::Normal,
-                "AccessRestored",
-                format!("NetworkPolicy {namespace}/{ACCESS_POLICY} removed"),
-            )
-            .await;
+        (false, Some(existing)) if ours(&existing) => {
+            let removed = delete_exactly(&api, &existing).await?;
+            if removed {
+                let note = format!("NetworkPolicy {namespace}/{ACCESS_POLICY} removed");
+                record(context, organization, Reason::AccessRestored, note).await;
+            }
         }
         _ => {}
     }
     Ok(())
 }
 
-async fn observe_namespace(
-    context: &Context,
-    organization: &str,
-    namespace: &str,
-) -> Result<NamespaceState> {
-    let api = Api::<Namespace>::all(context.client.clone());
-    let Some(existing) = api.get_opt(namespace).await? else {
-        return Ok(NamespaceState::Missing);
-    };
-    Ok(match existing.labels().get(ORGANIZATION_LABEL) {
-        Some(owner) if owner == organization && existing.metadata.deletion_timestamp.is_some() => {
-            let marked = existing.annotations().get(PURGE_ANNOTATION);
-            NamespaceState::Terminating {
-                by_purge: marked.map(String::as_str) == Some(organization),
-            }
-        }
-        Some(owner) if owner == organization => NamespaceState::Owned,
-        owner => NamespaceState::NotOwned(owner.cloned()),
-    })
+/// Metadata named `name` carrying the organization's label.
+fn labelled(name: &str, organization: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        labels: Some(BTreeMap::from([(
+            ORGANIZATION_LABEL.to_string(),
+            organization.to_string(),
+        )])),
+        ..Default::default()
+    }
 }
 
 async fn create_namespace(
@@ -508,14 +390,7 @@ async fn create_namespace(
     namespace: &str,
 ) -> Result<()> {
     let new = Namespace {
-        metadata: ObjectMeta {
-            name: Some(namespace.to_string()),
-            labels: Some(BTreeMap::from([(
-                ORGANIZATION_LABEL.to_string(),
-                organization.name_any(),
-            )])),
-            ..Default::default()
-        },
+        metadata: labelled(namespace, &organization.name_any()),
         ..Default::default()
     };
     // Also when someone created it between our read and our create (409): the
@@ -523,33 +398,7 @@ async fn create_namespace(
     Api::<Namespace>::all(context.client.clone())
         .create(&PostParams::default(), &new)
         .await?;
-    record(
-        context,
-        organization,
-        EventType::Normal,
-        "NamespaceCreated",
-        format!("created tenant namespace {namespace}"),
-    )
-    .await;
+    let note = format!("created tenant namespace {namespace}");
+    record(context, organization, Reason::NamespaceCreated, note).await;
     Ok(())
-}
-
-/// How many of the entitlements in the tenant namespace are in each phase
-/// (one elsewhere that names the organization stalls and is not counted).
-fn count_entitlements(context: &Context, namespace: &str) -> EntitlementCounts {
-    let mut counts = EntitlementCounts::default();
-    for entitlement in context.entitlements.state() {
-        if entitlement.namespace().as_deref() != Some(namespace) {
-            continue;
-        }
-        match entitlement.status.as_ref().and_then(|s| s.phase) {
-            Some(EntitlementPhase::Active) => counts.active += 1,
-            Some(EntitlementPhase::Suspended) => counts.suspended += 1,
-            Some(EntitlementPhase::Expired) => counts.expired += 1,
-            Some(EntitlementPhase::Cancelled) => counts.cancelled += 1,
-            Some(EntitlementPhase::Purged) => counts.purged += 1,
-            Some(EntitlementPhase::Pending) | None => {}
-        }
-    }
-    counts
 }

@@ -1,17 +1,23 @@
-//! What a purge deletes, measured live, and the deletion itself: the tenant
-//! namespace, re-read and checked for tenure's label right before it goes.
+//! An organization's purge: what it deletes, counted live, and the deletes
+//! themselves: the tenant namespace (re-read and checked for tenure's label
+//! right before it goes) and then the export artifacts.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
-use kube::core::{ApiResource, DynamicObject};
-use kube::discovery::{Discovery, Scope, verbs};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::DynamicObject;
 use kube::{Api, ResourceExt};
 
-use super::{Context, Error, Result, export, no_live_hold};
+use super::context::Context;
+use super::deletes::{delete_exactly, no_live_hold};
+use super::discovery::namespaced_kinds;
+use super::error::{Error, Result};
 use crate::api::organization::PurgePlan;
 use crate::api::{ORGANIZATION_LABEL, PURGE_ANNOTATION};
+
+/// How purge plans and tombstones count export ZIPs.
+pub const ARTIFACT_KIND: &str = "ExportArtifact";
 
 /// Counts, by kind, every object in `namespace` that deleting it deletes,
 /// and the organization's export artifacts (`ExportArtifact`), which the
@@ -38,7 +44,7 @@ pub async fn plan(context: &Context, organization: &str, namespace: &str) -> Res
             *objects.entry(resource.kind.clone()).or_insert(0) += count;
         }
     }
-    let artifacts = export::artifacts_of(context, namespace).await?.len() as i64;
+    let artifacts = context.exports.artifacts_of(namespace).await?.len() as i64;
     if artifacts > 0 {
         objects.insert(ARTIFACT_KIND.into(), artifacts);
     }
@@ -48,9 +54,6 @@ pub async fn plan(context: &Context, organization: &str, namespace: &str) -> Res
     })
 }
 
-/// How purge plans and tombstones count export ZIPs.
-pub const ARTIFACT_KIND: &str = "ExportArtifact";
-
 /// Deletes every export artifact of the tenant namespace (files and S3
 /// objects, partial ones included), after a live look for holds: once the
 /// namespace is gone, so that a purge stopped before never loses an export.
@@ -59,7 +62,7 @@ pub async fn delete_artifacts(
     organization: &str,
     namespace: &str,
 ) -> Result<()> {
-    let artifacts = export::artifacts_of(context, namespace).await?;
+    let artifacts = context.exports.artifacts_of(namespace).await?;
     if artifacts.is_empty() {
         return Ok(());
     }
@@ -68,25 +71,9 @@ pub async fn delete_artifacts(
     })
     .await?;
     for artifact in &artifacts {
-        export::delete_artifact(context, artifact).await?;
+        context.exports.delete(artifact).await?;
     }
     Ok(())
-}
-
-/// Every namespaced kind the API server lets tenure list, Events left out:
-/// they are the cluster's record, not the customer's data.
-pub async fn namespaced_kinds(context: &Context) -> Result<Vec<ApiResource>> {
-    let discovery = Discovery::new(context.client.clone()).run().await?;
-    let mut kinds = Vec::new();
-    for group in discovery.groups() {
-        for (resource, capabilities) in group.recommended_resources() {
-            let listable = capabilities.supports_operation(verbs::LIST);
-            if capabilities.scope == Scope::Namespaced && listable && resource.kind != "Event" {
-                kinds.push(resource);
-            }
-        }
-    }
-    Ok(kinds)
 }
 
 /// Deletes the tenant namespace if it is still there and still labelled for
@@ -124,16 +111,5 @@ pub async fn delete_namespace(
     }});
     api.patch(namespace, &PatchParams::default(), &Patch::Merge(&mark))
         .await?;
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: live.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    match api.delete(namespace, &params).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
-        Err(error) => Err(error.into()),
-    }
+    delete_exactly(&api, &live).await
 }

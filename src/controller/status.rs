@@ -7,7 +7,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Context, FIELD_MANAGER, Result};
+use super::context::Context;
+use super::error::{Error, Result};
 use crate::api::class::EntitlementClassStatus;
 use crate::api::entitlement::EntitlementStatus;
 use crate::api::{
@@ -15,6 +16,9 @@ use crate::api::{
     LifecyclePolicyStatus, Organization, OrganizationStatus, RetentionHold, RetentionHoldStatus,
 };
 use crate::lifecycle::conditions::{Extra, READY, RECONCILING, STALLED, Verdict, conditions};
+
+/// The one field manager every status write uses.
+pub const FIELD_MANAGER: &str = "tenure";
 
 /// A kind whose status keeps `observedGeneration` and kstatus `conditions`:
 /// every kind of tenure's.
@@ -94,7 +98,8 @@ pub async fn write_verdict<K: WithStatus>(
         context.clock.now(),
     );
     let version = fresh.resource_version();
-    match apply_status_if_unchanged(
+    // Changed meanwhile (Stale): the next reconcile says it again.
+    apply_status_if_unchanged(
         &api,
         &fresh.name_any(),
         version.as_deref(),
@@ -102,11 +107,7 @@ pub async fn write_verdict<K: WithStatus>(
         &status,
     )
     .await
-    {
-        // Changed meanwhile: the next reconcile says it again.
-        Err(error) if is_conflict(&error) => Ok(()),
-        other => other.map(|_| ()),
-    }
+    .map(|_| ())
 }
 
 /// Applies `status` to the object `name` unless it equals `current`. The whole
@@ -116,12 +117,25 @@ pub async fn apply_status<K, S>(
     name: &str,
     current: Option<&S>,
     status: &S,
-) -> Result<bool>
+) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
-    apply_status_if_unchanged(api, name, None, current, status).await
+    apply_status_if_unchanged(api, name, None, current, status)
+        .await
+        .map(|_| ())
+}
+
+/// What became of a status write guarded by the resourceVersion it was
+/// decided on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Status is as wanted: written, or it already was.
+    Done,
+    /// Refused (409 Conflict): the object changed since it was read, and
+    /// nothing was written; the newer version is decided on its own.
+    Stale,
 }
 
 /// Like [`apply_status`], and when `resource_version` is given the API server
@@ -134,13 +148,13 @@ pub async fn apply_status_if_unchanged<K, S>(
     resource_version: Option<&str>,
     current: Option<&S>,
     status: &S,
-) -> Result<bool>
+) -> Result<Applied>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
     if current == Some(status) {
-        return Ok(false);
+        return Ok(Applied::Done);
     }
     let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -151,13 +165,18 @@ where
         patch["metadata"] = serde_json::json!({ "resourceVersion": version });
     }
     tracing::debug!(kind = %K::kind(&()), name, "writing status");
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(true)
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await;
+    match written.map_err(Error::from) {
+        Ok(_) => Ok(Applied::Done),
+        Err(error) if error.is_conflict() => Ok(Applied::Stale),
+        Err(error) => Err(error),
+    }
 }
 
 /// Adds the finalizer unless present, with optimistic concurrency on the
@@ -196,10 +215,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let meta = object.meta();
-    let name = meta
-        .name
-        .as_deref()
-        .ok_or(super::Error::Unnamed("object"))?;
+    let name = meta.name.as_deref().ok_or(Error::Unnamed("object"))?;
     let patch = serde_json::json!({
         "metadata": { "finalizers": finalizers, "resourceVersion": meta.resource_version }
     });
@@ -207,9 +223,4 @@ where
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
-}
-
-/// Whether the API server refused a write because the object changed meanwhile.
-pub fn is_conflict(error: &super::Error) -> bool {
-    matches!(error, super::Error::Kube(kube::Error::Api(status)) if status.code == 409)
 }

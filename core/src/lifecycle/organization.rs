@@ -19,15 +19,17 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::conditions::{Extra, Verdict};
 pub use super::hold::Hold;
 use super::hold::{HoldState, hold_state};
-use super::policy::{Effective, keys, recorded_days};
-use super::purge::{Announced, final_purge_at};
-use crate::api::ORGANIZATION_LABEL;
+use super::policy::{Effective, Subject, keys, locked_floor, recorded_days};
+use super::purge::{Announced, Schedule, final_purge_at};
 use crate::api::common::{HistoryEntry, append_history};
 use crate::api::entitlement::EffectiveValue;
+use crate::api::entitlement::EntitlementPhase;
+use crate::api::organization::EntitlementCounts;
 use crate::api::organization::{
     OrganizationLifecycle, OrganizationPhase, OrganizationSpec, OrganizationStatus, RetentionLock,
     Tombstone,
 };
+use crate::api::{Entitlement, LifecyclePolicy, ORGANIZATION_LABEL, PURGE_ANNOTATION};
 
 type Time = DateTime<Utc>;
 
@@ -95,6 +97,8 @@ pub struct Input<'a> {
     /// Whether a DataExport of the organization succeeded whose artifact
     /// still exists: what `purge.requireExport` waits for.
     pub export_available: bool,
+    /// Whether the Organization is being deleted (its finalizer holds it).
+    pub deleting: bool,
     pub now: Time,
 }
 
@@ -114,6 +118,18 @@ pub enum PurgeStep {
     /// artifacts (after a live look for holds), then write this tombstone and
     /// phase Purged, once.
     WriteTombstone(Tombstone),
+}
+
+impl PurgeStep {
+    /// Whether `status.purgePlan` is counted now: during the final grace,
+    /// and once more as the purge starts (that count is what the tombstone
+    /// says).
+    pub fn counts_plan(&self) -> bool {
+        matches!(
+            self,
+            PurgeStep::Plan | PurgeStep::DeleteNamespace { freeze_plan: true }
+        )
+    }
 }
 
 /// The lifecycle part of the new status, and what to do and tell.
@@ -139,6 +155,12 @@ pub struct Decision {
     /// Whether to create the tenant namespace: it is missing and the purge has
     /// not started.
     pub provision_namespace: bool,
+    /// Whether to bring access to the tenant namespace to `access_revoked`:
+    /// it is ours and not being purged.
+    pub govern_access: bool,
+    /// The namespace status records as the organization's: only once it owns
+    /// it, since the isolation checks of entitlements and exports trust it.
+    pub namespace: Option<String>,
     pub purge: PurgeStep,
     /// New history entries, oldest first; each also becomes an Event.
     pub history: Vec<HistoryEntry>,
@@ -166,6 +188,9 @@ impl Decision {
         status.namespace_deleted_at = self.namespace_deleted_at;
         status.effective_policy = self.effective_policy.clone();
         status.holds = self.holds.clone();
+        if let Some(namespace) = &self.namespace {
+            status.namespace = Some(namespace.clone());
+        }
         if matches!(
             self.phase,
             OrganizationPhase::Active | OrganizationPhase::Disabled | OrganizationPhase::Archived
@@ -186,8 +211,47 @@ enum Blocker {
     AwaitingExport,
 }
 
-/// Decides the organization's lifecycle at `input.now`.
+/// Decides the organization's lifecycle at `input.now`, and what becomes of
+/// its namespace and of a delete that came too early.
 pub fn decide(input: &Input) -> Decision {
+    let mut decision = lifecycle(input);
+    let purging = matches!(
+        decision.phase,
+        OrganizationPhase::Purging | OrganizationPhase::Purged
+    );
+    decision.govern_access = *input.namespace == Namespace::Owned && !purging;
+    let ours = matches!(
+        input.namespace,
+        Namespace::Owned | Namespace::Terminating { .. }
+    );
+    if decision.provision_namespace || ours {
+        decision.namespace = Some(input.namespace_name.to_string());
+    }
+    if input.deleting {
+        decision.extra.push(deletion_blocked(input.name));
+    }
+    decision
+}
+
+/// The condition of an organization deleted before it was Purged: its
+/// finalizer keeps it, and says how to offboard it instead.
+fn deletion_blocked(name: &str) -> Extra {
+    Extra {
+        type_: DELETION_BLOCKED.into(),
+        status: true,
+        reason: "NotPurged".into(),
+        message: format!(
+            "organization {name} is not Purged: deleting it now would lose the customer's record and its tombstone. \
+             Offboard it instead (spec.lifecycle: Archived, then spec.deletion); it can be deleted once status.phase is Purged"
+        ),
+    }
+}
+
+/// The condition an organization deleted too early carries.
+pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+
+/// The lifecycle itself: phase, dates, the purge's step and what to tell.
+fn lifecycle(input: &Input) -> Decision {
     let recorded = input.recorded;
     let holds = hold_state(
         input.holds,
@@ -246,46 +310,15 @@ fn scheduled(input: &Input, holds: HoldState) -> Decision {
             .and_then(|s| s.deletion_confirmed_at)
             .unwrap_or(now)
     });
-    let mut decision = Decision {
-        phase: Active,
+    let mut decision = active(
+        input,
+        &holds,
         disabled_at,
         archived_at,
         deletion_confirmed_at,
-        last_hold_lifted_at: holds.last_lifted_at,
-        portal_visible_until: None,
-        reactivation_deadline: None,
-        purge_after: None,
-        final_purge_at: None,
-        purge_announced_at: None,
-        retention_locked_by: None,
-        namespace_deleted_at: None,
-        effective_policy: policy.0.clone(),
-        holds: holds.in_force.clone(),
-        access_revoked: false,
-        provision_namespace: *input.namespace == Namespace::Missing,
-        purge: PurgeStep::None,
-        history: holds.history.clone(),
-        verdict: Verdict::ready("Active", "the organization is active"),
-        extra: Vec::new(),
-        wake_at: holds.next_lapse,
-    };
+    );
     let Some(offboarded_at) = archived_at.or(disabled_at) else {
-        if recorded.and_then(|s| s.phase).is_some_and(|p| p != Active) {
-            // From Disabled, Archived, or a purge of either not yet begun.
-            let event = if recorded.is_some_and(|s| s.archived_at.is_some()) {
-                "Unarchived"
-            } else {
-                "Enabled"
-            };
-            decision.history.push(entry(
-                event,
-                "Active",
-                "the organization is active again".into(),
-                now,
-            ));
-        }
-        decision.verdict = namespace_verdict(input, false).unwrap_or(decision.verdict);
-        return decision;
+        return back_to_active(input, decision);
     };
 
     let lifecycle_phase = match spec.lifecycle {
@@ -298,32 +331,8 @@ fn scheduled(input: &Input, holds: HoldState) -> Decision {
     decision.purge_after = Some(purge_after);
     decision.retention_locked_by = locked_by;
 
-    let blocker = if holds.held() {
-        Some(Blocker::Held(holds.described.clone()))
-    } else if policy.flag(keys::REQUIRE_CONFIRMATION) && spec.deletion.is_none() {
-        Some(Blocker::AwaitingConfirmation)
-    } else if policy.flag(keys::REQUIRE_EXPORT) && !input.export_available {
-        Some(Blocker::AwaitingExport)
-    } else {
-        None
-    };
-    let due_at = [
-        Some(purge_after),
-        deletion_confirmed_at,
-        holds.last_lifted_at,
-    ]
-    .into_iter()
-    .flatten()
-    .max()
-    .unwrap_or(purge_after);
-    // A locked final grace of an entitlement in the namespace counts too: the
-    // namespace holding its data goes no sooner.
-    let final_grace = input
-        .entitlement_locks
-        .iter()
-        .filter_map(|e| e.final_grace)
-        .fold(policy.days(keys::FINAL_GRACE_DAYS), TimeDelta::max);
-    let schedule = final_purge_at(due_at, final_grace, announced(recorded), now);
+    let blocker = purge_blocker(input, &holds);
+    let (due_at, schedule) = purge_due(input, &holds, purge_after, deletion_confirmed_at);
     let final_purge_at = schedule.at;
 
     // The purge starts only on a namespace tenure owns and finds in place.
@@ -366,6 +375,108 @@ fn scheduled(input: &Input, holds: HoldState) -> Decision {
         decision.extra.push(blocked(blocker, purge_after));
     }
     decision
+}
+
+/// An organization neither disabled nor archived: active, and active again
+/// (Enabled, Unarchived) when it was offboarded before its purge began.
+fn back_to_active(input: &Input, mut decision: Decision) -> Decision {
+    let recorded = input.recorded;
+    if recorded
+        .and_then(|s| s.phase)
+        .is_some_and(|p| p != OrganizationPhase::Active)
+    {
+        let event = if recorded.is_some_and(|s| s.archived_at.is_some()) {
+            "Unarchived"
+        } else {
+            "Enabled"
+        };
+        decision.history.push(entry(
+            event,
+            "Active",
+            "the organization is active again".into(),
+            input.now,
+        ));
+    }
+    decision.verdict = namespace_verdict(input, false).unwrap_or(decision.verdict);
+    decision
+}
+
+/// An active organization's decision: what every phase starts from.
+fn active(
+    input: &Input,
+    holds: &HoldState,
+    disabled_at: Option<Time>,
+    archived_at: Option<Time>,
+    deletion_confirmed_at: Option<Time>,
+) -> Decision {
+    Decision {
+        phase: OrganizationPhase::Active,
+        disabled_at,
+        archived_at,
+        deletion_confirmed_at,
+        last_hold_lifted_at: holds.last_lifted_at,
+        portal_visible_until: None,
+        reactivation_deadline: None,
+        purge_after: None,
+        final_purge_at: None,
+        purge_announced_at: None,
+        retention_locked_by: None,
+        namespace_deleted_at: None,
+        effective_policy: input.policy.0.clone(),
+        holds: holds.in_force.clone(),
+        access_revoked: false,
+        provision_namespace: *input.namespace == Namespace::Missing,
+        govern_access: false,
+        namespace: None,
+        purge: PurgeStep::None,
+        history: holds.history.clone(),
+        verdict: Verdict::ready("Active", "the organization is active"),
+        extra: Vec::new(),
+        wake_at: holds.next_lapse,
+    }
+}
+
+/// What keeps a due purge from being scheduled, if anything.
+fn purge_blocker(input: &Input, holds: &HoldState) -> Option<Blocker> {
+    let policy = input.policy;
+    if holds.held() {
+        Some(Blocker::Held(holds.described.clone()))
+    } else if policy.flag(keys::REQUIRE_CONFIRMATION) && input.spec.deletion.is_none() {
+        Some(Blocker::AwaitingConfirmation)
+    } else if policy.flag(keys::REQUIRE_EXPORT) && !input.export_available {
+        Some(Blocker::AwaitingExport)
+    } else {
+        None
+    }
+}
+
+/// When the purge is due (the retention's end, the confirmation, the last
+/// hold lifted, whichever is last), and its final purge date.
+fn purge_due(
+    input: &Input,
+    holds: &HoldState,
+    purge_after: Time,
+    deletion_confirmed_at: Option<Time>,
+) -> (Time, Schedule) {
+    let policy = input.policy;
+    let due_at = [
+        Some(purge_after),
+        deletion_confirmed_at,
+        holds.last_lifted_at,
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(purge_after);
+    // A locked final grace of an entitlement in the namespace counts too: the
+    // namespace holding its data goes no sooner.
+    let final_grace = input
+        .entitlement_locks
+        .iter()
+        .filter_map(|e| e.final_grace)
+        .fold(policy.days(keys::FINAL_GRACE_DAYS), TimeDelta::max);
+    let schedule = final_purge_at(due_at, final_grace, announced(input.recorded), input.now);
+    (due_at, schedule)
 }
 
 /// `purgeAfter`: the end of the retention (or the confirmation, when an
@@ -625,44 +736,57 @@ fn purging(input: &Input, recorded: &OrganizationStatus, holds: HoldState) -> De
             decision.namespace_deleted_at = None;
             decision.verdict = namespace_verdict(input, true).expect("a namespace not owned");
         }
-        Namespace::Missing => match recorded.namespace_deleted_at {
-            Some(_) if holds.held() => {
-                decision.verdict = Verdict::reconciling(
-                    "Held",
-                    format!(
-                        "the tenant namespace is gone; the organization's export ZIPs are kept while RetentionHold {} is in force, and the tombstone is written once they are deleted",
-                        holds.described.join(", ")
-                    ),
-                );
-            }
-            Some(_) => {
-                decision.phase = OrganizationPhase::Purged;
-                decision.purge = PurgeStep::WriteTombstone(tombstone(input, recorded));
-                decision.verdict =
-                    Verdict::ready("Purged", "purged; status.tombstone keeps the record");
-                let reason = offboarding_reason(input.spec);
-                decision.history.push(entry(
-                    "Purged",
-                    &reason,
-                    with_ticket(
-                        input.spec,
-                        "the tenant namespace and everything in it were deleted".into(),
-                    ),
-                    now,
-                ));
-            }
-            None => {
-                decision.verdict = Verdict::stalled(
-                    "NamespaceGone",
-                    format!(
-                        "namespace {} was deleted, but not by tenure's purge: tenure writes no tombstone for what it did not delete",
-                        input.namespace_name
-                    ),
-                );
-            }
-        },
+        Namespace::Missing => namespace_gone(input, recorded, &holds, &mut decision),
     }
     decision
+}
+
+/// The tenant namespace is gone: the tombstone is written for a namespace
+/// tenure's own delete removed (once no hold keeps the export ZIPs), never
+/// for one someone else deleted.
+fn namespace_gone(
+    input: &Input,
+    recorded: &OrganizationStatus,
+    holds: &HoldState,
+    decision: &mut Decision,
+) {
+    let now = input.now;
+    match recorded.namespace_deleted_at {
+        Some(_) if holds.held() => {
+            decision.verdict = Verdict::reconciling(
+                "Held",
+                format!(
+                    "the tenant namespace is gone; the organization's export ZIPs are kept while RetentionHold {} is in force, and the tombstone is written once they are deleted",
+                    holds.described.join(", ")
+                ),
+            );
+        }
+        Some(_) => {
+            decision.phase = OrganizationPhase::Purged;
+            decision.purge = PurgeStep::WriteTombstone(tombstone(input, recorded));
+            decision.verdict =
+                Verdict::ready("Purged", "purged; status.tombstone keeps the record");
+            let reason = offboarding_reason(input.spec);
+            decision.history.push(entry(
+                "Purged",
+                &reason,
+                with_ticket(
+                    input.spec,
+                    "the tenant namespace and everything in it were deleted".into(),
+                ),
+                now,
+            ));
+        }
+        None => {
+            decision.verdict = Verdict::stalled(
+                "NamespaceGone",
+                format!(
+                    "namespace {} was deleted, but not by tenure's purge: tenure writes no tombstone for what it did not delete",
+                    input.namespace_name
+                ),
+            );
+        }
+    }
 }
 
 fn entry(event: &str, reason: &str, message: String, at: Time) -> HistoryEntry {
@@ -783,6 +907,8 @@ fn started(
         holds: holds.in_force.clone(),
         access_revoked: true,
         provision_namespace: false,
+        govern_access: false,
+        namespace: None,
         purge: PurgeStep::None,
         history: holds.history.clone(),
         verdict,
@@ -808,6 +934,95 @@ fn tombstone(input: &Input, recorded: &OrganizationStatus) -> Tombstone {
         purged_at: input.now,
         deleted,
     }
+}
+
+impl Namespace {
+    /// The tenant namespace `namespace` (None: missing) as organization
+    /// `organization` sees it: by its label and tenure's purge mark.
+    pub fn observed(
+        namespace: Option<&k8s_openapi::api::core::v1::Namespace>,
+        organization: &str,
+    ) -> Self {
+        let Some(namespace) = namespace else {
+            return Namespace::Missing;
+        };
+        let meta = &namespace.metadata;
+        let label = meta.labels.as_ref().and_then(|l| l.get(ORGANIZATION_LABEL));
+        match label {
+            Some(owner) if owner == organization && meta.deletion_timestamp.is_some() => {
+                let marked = meta
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(PURGE_ANNOTATION));
+                Namespace::Terminating {
+                    by_purge: marked.map(String::as_str) == Some(organization),
+                }
+            }
+            Some(owner) if owner == organization => Namespace::Owned,
+            owner => Namespace::NotOwned(owner.cloned()),
+        }
+    }
+}
+
+/// How many of the entitlements in the tenant namespace are in each phase
+/// (one elsewhere that names the organization stalls and is not counted).
+pub fn count_entitlements<'a>(
+    entitlements: impl IntoIterator<Item = &'a Entitlement>,
+) -> EntitlementCounts {
+    let mut counts = EntitlementCounts::default();
+    for entitlement in entitlements {
+        match entitlement.status.as_ref().and_then(|s| s.phase) {
+            Some(EntitlementPhase::Active) => counts.active += 1,
+            Some(EntitlementPhase::Suspended) => counts.suspended += 1,
+            Some(EntitlementPhase::Expired) => counts.expired += 1,
+            Some(EntitlementPhase::Cancelled) => counts.cancelled += 1,
+            Some(EntitlementPhase::Purged) => counts.purged += 1,
+            Some(EntitlementPhase::Pending) | None => {}
+        }
+    }
+    counts
+}
+
+/// The locked retention of every entitlement in the tenant namespace: a
+/// locked policy's data retention is a legal minimum the organization's purge
+/// waits for too.
+pub fn entitlement_locks<'a>(
+    entitlements: impl IntoIterator<Item = &'a Entitlement>,
+    policies: &[&LifecyclePolicy],
+) -> Vec<EntitlementLock> {
+    entitlements
+        .into_iter()
+        .filter_map(|e| {
+            let subject = Subject::of_entitlement(e);
+            let retention = locked_floor(policies, &subject, keys::DATA_RETENTION_DAYS)
+                .map(|(minimum, policy)| LockedRetention { minimum, policy });
+            let final_grace =
+                locked_floor(policies, &subject, keys::FINAL_GRACE_DAYS).map(|(days, _)| days);
+            if retention.is_none() && final_grace.is_none() {
+                return None;
+            }
+            let status = e.status.as_ref();
+            let cancelled = status.is_some_and(|s| {
+                matches!(
+                    s.phase,
+                    Some(EntitlementPhase::Cancelled | EntitlementPhase::Purged)
+                )
+            });
+            Some(EntitlementLock {
+                entitlement: format!(
+                    "{}/{}",
+                    e.metadata.namespace.as_deref().unwrap_or_default(),
+                    e.metadata.name.as_deref().unwrap_or_default()
+                ),
+                cancelled_at: status
+                    .and_then(|s| s.cancelled.as_ref())
+                    .filter(|_| cancelled)
+                    .map(|c| c.at),
+                retention,
+                final_grace,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -75,12 +75,43 @@ fn wanted(phase: EntitlementPhase, kind: &DownstreamKind, deprovision_on_cancel:
     }
 }
 
+/// What was done to one bound object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeAction {
+    Paused,
+    Resumed,
+    /// Deleted when the entitlement was cancelled (`onCancel: Delete`).
+    Deprovisioned,
+    /// Deleted by the entitlement's purge (`onPurge: Delete`).
+    TornDown,
+}
+
+/// One change made to a bound object: what, and to which (`Kind name`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub action: ChangeAction,
+    pub object: String,
+}
+
+impl Change {
+    /// A line for people, e.g. `paused Deployment web`.
+    pub fn describe(&self) -> String {
+        let done = match self.action {
+            ChangeAction::Paused => "paused",
+            ChangeAction::Resumed => "resumed",
+            ChangeAction::Deprovisioned => "deprovisioned (deleted)",
+            ChangeAction::TornDown => "deleted",
+        };
+        format!("{done} {}", self.object)
+    }
+}
+
 /// What governing the downstream objects did, for status, conditions and Events.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub counts: ResourceCounts,
-    /// One line per change made, e.g. `paused Deployment web`.
-    pub changes: Vec<String>,
+    /// Each change made to a bound object.
+    pub changes: Vec<Change>,
     /// Workloads changed by hand while paused, left as they are.
     pub overridden: Vec<String>,
     /// Kinds the class lists that the API server does not serve.
@@ -89,6 +120,86 @@ pub struct Outcome {
     pub retained: Vec<String>,
     /// Bound objects created after the entitlement was purged: never deleted.
     pub after_purge: Vec<String>,
+}
+
+/// What to do with one bound object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ObjectAction {
+    /// Delete it (re-read and checked right before); `action` once accepted.
+    Delete(ChangeAction),
+    /// Merge-patch it (refused if it changed since it was read).
+    Patch(Value, ChangeAction),
+    /// Leave it as it is, for this reason.
+    Leave(Left),
+}
+
+/// Why a bound object is left as it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Left {
+    /// Nothing to do.
+    AsItIs,
+    /// Already paused by tenure.
+    Paused,
+    /// Paused by tenure, then changed by hand: people's changes stay.
+    Overridden,
+    /// A hold keeps it from being deleted.
+    Retained,
+    /// Created after the entitlement was purged: never deleted.
+    AfterPurge,
+}
+
+/// What one bound object (`object`, of a kind paused as `pause` says) needs
+/// so that it is as `want` says; `created_after_purge`: it appeared once the
+/// entitlement was already purged.
+pub fn object_action(
+    want: Desired,
+    pause: Option<Pausing>,
+    object: &Value,
+    created_after_purge: bool,
+) -> ObjectAction {
+    match (want, pause) {
+        (Desired::Deleted, _) if created_after_purge => ObjectAction::Leave(Left::AfterPurge),
+        (Desired::Deleted, _) => ObjectAction::Delete(ChangeAction::TornDown),
+        (Desired::Deprovisioned, _) => ObjectAction::Delete(ChangeAction::Deprovisioned),
+        (Desired::Retained, _) => ObjectAction::Leave(Left::Retained),
+        (Desired::Paused, Some(pause)) => match pause_patch(object, pause) {
+            Some(patch) => ObjectAction::Patch(patch, ChangeAction::Paused),
+            None => ObjectAction::Leave(match paused(object, pause) {
+                Paused::Yes => Left::Paused,
+                Paused::Overridden => Left::Overridden,
+                Paused::No => Left::AsItIs,
+            }),
+        },
+        (Desired::Running, Some(pause)) => match resume_patch(object, pause) {
+            Some(patch) => ObjectAction::Patch(patch, ChangeAction::Resumed),
+            None => ObjectAction::Leave(Left::AsItIs),
+        },
+        (_, None) => ObjectAction::Leave(Left::AsItIs),
+    }
+}
+
+impl Outcome {
+    /// Counts a change made to the bound object `object` (`Kind name`).
+    pub fn changed(&mut self, action: ChangeAction, object: String) {
+        match action {
+            ChangeAction::Paused => self.counts.paused += 1,
+            ChangeAction::TornDown => self.counts.deleted += 1,
+            ChangeAction::Deprovisioned => self.counts.deprovisioned += 1,
+            ChangeAction::Resumed => {}
+        }
+        self.changes.push(Change { action, object });
+    }
+
+    /// Notes a bound object left as it is, and why.
+    pub fn left(&mut self, why: Left, object: String) {
+        match why {
+            Left::AsItIs => {}
+            Left::Paused => self.counts.paused += 1,
+            Left::Overridden => self.overridden.push(object),
+            Left::Retained => self.retained.push(object),
+            Left::AfterPurge => self.after_purge.push(object),
+        }
+    }
 }
 
 /// The conditions that tell what governing the downstream objects did, or
@@ -167,6 +278,22 @@ pub enum KindScope {
     Namespaced,
     Cluster,
     NotServed,
+}
+
+/// Whether a phase deletes a bound object of some kind `kinds` lists: the
+/// deletes that are decided on the holds read live.
+pub fn deletes(
+    phase: EntitlementPhase,
+    kinds: &[DownstreamKind],
+    deprovision: bool,
+    held: bool,
+) -> bool {
+    kinds.iter().any(|kind| {
+        matches!(
+            desired(phase, kind, deprovision, held),
+            Desired::Deprovisioned | Desired::Deleted
+        )
+    })
 }
 
 /// Why a class cannot govern what it lists, if it cannot: an entry names a
@@ -469,6 +596,45 @@ mod tests {
             on_cancel: CancelAction::Delete,
             on_purge: PurgeAction::Delete,
         }
+    }
+
+    #[test]
+    fn each_bound_object_gets_the_one_action_its_desired_state_needs() {
+        let web = deployment(Some(3));
+        let act =
+            |want, after_purge| object_action(want, Some(Pausing::Replicas), &web, after_purge);
+        assert!(matches!(
+            act(Desired::Paused, false),
+            ObjectAction::Patch(_, ChangeAction::Paused)
+        ));
+        assert_eq!(
+            act(Desired::Running, false),
+            ObjectAction::Leave(Left::AsItIs)
+        );
+        assert_eq!(
+            act(Desired::Deleted, false),
+            ObjectAction::Delete(ChangeAction::TornDown)
+        );
+        assert_eq!(
+            act(Desired::Deleted, true),
+            ObjectAction::Leave(Left::AfterPurge),
+            "what appeared after the purge is never deleted"
+        );
+        assert_eq!(
+            act(Desired::Deprovisioned, false),
+            ObjectAction::Delete(ChangeAction::Deprovisioned)
+        );
+        assert_eq!(
+            act(Desired::Retained, false),
+            ObjectAction::Leave(Left::Retained)
+        );
+
+        let mut outcome = Outcome::default();
+        outcome.changed(ChangeAction::TornDown, "Deployment web".into());
+        outcome.left(Left::Retained, "Secret db".into());
+        assert_eq!(outcome.counts.deleted, 1);
+        assert_eq!(outcome.retained, ["Secret db"]);
+        assert_eq!(outcome.changes[0].describe(), "deleted Deployment web");
     }
 
     #[test]

@@ -3,6 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
+use super::conditions::Verdict;
+use crate::api::EntitlementClass;
+
 /// The sequence key of the month `at` falls in: `YYYYMM`.
 pub fn month_of(at: DateTime<Utc>) -> String {
     at.format("%Y%m").to_string()
@@ -49,6 +52,20 @@ pub struct ClassPrefix<'a> {
     pub created: Option<DateTime<Utc>>,
 }
 
+impl<'a> ClassPrefix<'a> {
+    pub fn of(class: &'a EntitlementClass) -> Self {
+        Self {
+            name: class.metadata.name.as_deref().unwrap_or_default(),
+            prefix: &class.spec.code_prefix,
+            created: class
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(super::conditions::from_time),
+        }
+    }
+}
+
 /// The class that owns `class`'s prefix when another class shares it: the
 /// oldest (then the name that sorts first) keeps the prefix, the others hand
 /// out no codes. None when `class` owns its prefix.
@@ -58,6 +75,25 @@ pub fn prefix_taken_by<'a>(class: &ClassPrefix, classes: &[ClassPrefix<'a>]) -> 
         .filter(|c| c.prefix == class.prefix)
         .min_by_key(|c| (c.created, c.name))?;
     (owner.name != class.name).then_some(owner.name)
+}
+
+/// Why an import cannot have `code`: `holder` (`namespace/name`) has it.
+pub fn in_use(code: &str, holder: &str) -> Verdict {
+    Verdict::stalled(
+        "CodeInUse",
+        format!("spec.code {code} is already the code of entitlement {holder}; codes are unique"),
+    )
+}
+
+/// Why an entitlement of `class` created at `created` gets no code.
+pub fn exhausted(class: &str, created: DateTime<Utc>) -> Verdict {
+    Verdict::stalled(
+        "CodesExhausted",
+        format!(
+            "EntitlementClass {class} handed out all {LAST_SEQUENCE} codes of the month {}; create the entitlement with another class, or pin spec.code",
+            month_of(created)
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -188,6 +188,7 @@ impl World {
             namespace_name: NAMESPACE,
             namespace: &self.namespace,
             export_available: self.export_available,
+            deleting: false,
             now,
         }
     }

@@ -63,16 +63,16 @@ mod tests {
         for (path, checked_in) in [
             (
                 "crds/tenure.dev.yaml",
-                include_str!("../../crds/tenure.dev.yaml"),
+                include_str!("../../../crds/tenure.dev.yaml"),
             ),
             (
                 "charts/tenure/crds/tenure.dev.yaml",
-                include_str!("../../charts/tenure/crds/tenure.dev.yaml"),
+                include_str!("../../../charts/tenure/crds/tenure.dev.yaml"),
             ),
         ] {
             assert!(
                 checked_in == super::crds_yaml(),
-                "{path} is out of date with src/api: run `make crds` and commit the result"
+                "{path} is out of date with core/src/api: run `make crds` and commit the result"
             );
         }
     }

@@ -57,6 +57,25 @@ pub struct Subject<'a> {
     pub product: Option<&'a str>,
 }
 
+impl<'a> Subject<'a> {
+    /// What policies an entitlement falls under: its class, organization and product.
+    pub fn of_entitlement(entitlement: &'a crate::api::Entitlement) -> Self {
+        Self {
+            class: Some(&entitlement.spec.class),
+            organization: entitlement.spec.organization.as_deref(),
+            product: Some(&entitlement.spec.product),
+        }
+    }
+
+    /// What policies an organization falls under: global and its own.
+    pub fn of_organization(name: &'a str) -> Self {
+        Self {
+            organization: Some(name),
+            ..Self::default()
+        }
+    }
+}
+
 /// The five policy levels, least specific first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {

@@ -153,6 +153,21 @@ pub fn from_time(at: &Time) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(at.0.as_microsecond()).unwrap_or_default()
 }
 
+/// The extra conditions not set before (`before`): each is announced once,
+/// as an Event.
+pub fn newly_set<'a>(extra: &'a [Extra], before: Option<&[Condition]>) -> Vec<&'a Extra> {
+    extra
+        .iter()
+        .filter(|e| !before.is_some_and(|before| has_condition(before, &e.type_)))
+        .collect()
+}
+
+/// What a condition says of a reference to an object that does not exist:
+/// the field, and what it names.
+pub fn names_missing(field: &str, kind: &str, name: &str) -> String {
+    format!("{field} names {kind} {name}, which does not exist")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,7 +201,7 @@ mod tests {
             &Verdict::stalled("ClassNotFound", "x"),
             &[],
             None,
-            Utc::now(),
+            DateTime::<Utc>::UNIX_EPOCH,
         );
         let types: Vec<_> = stalled.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, ["Ready", "Stalled"]);
@@ -195,7 +210,7 @@ mod tests {
             &Verdict::reconciling("Creating", "x"),
             &[],
             None,
-            Utc::now(),
+            DateTime::<Utc>::UNIX_EPOCH,
         );
         let types: Vec<_> = reconciling.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, ["Ready", "Reconciling"]);

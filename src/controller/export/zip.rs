@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 use zip::ZipWriter;
 use zip::write::SimpleFileOptions;
 
+use crate::api::export::{DataExportSpec, ExportFormat};
+
 /// What the export includes, from the DataExport's spec.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -20,6 +22,18 @@ pub struct Options {
     pub csv: bool,
     pub include_secrets: bool,
     pub include_secret_values: bool,
+}
+
+impl Options {
+    /// What the DataExport's spec asks for.
+    pub fn of(spec: &DataExportSpec) -> Self {
+        Self {
+            json: spec.formats.contains(&ExportFormat::Json),
+            csv: spec.formats.contains(&ExportFormat::Csv),
+            include_secrets: spec.include_secrets == Some(true),
+            include_secret_values: spec.include_secret_values == Some(true),
+        }
+    }
 }
 
 /// One file of the ZIP, as the manifest lists it.

@@ -413,3 +413,10 @@ pub struct ResourceCounts {
     /// Objects deleted at purge.
     pub deleted: i32,
 }
+
+impl Entitlement {
+    /// `spec.resources.selector`: objects matching it are bound too.
+    pub fn selector(&self) -> Option<&LabelSelector> {
+        self.spec.resources.as_ref()?.selector.as_ref()
+    }
+}

@@ -149,6 +149,16 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Whether the purge is announced: Cancelled with a final purge date,
+    /// the final grace during which its plan is shown for review.
+    pub fn announces_purge(&self) -> bool {
+        self.phase == EntitlementPhase::Cancelled
+            && self
+                .deadlines
+                .as_ref()
+                .is_some_and(|d| d.final_purge_at.is_some())
+    }
+
     /// Writes the lifecycle part of the decision into `status`; the history
     /// grows by the new entries (bounded, see [`append_history`]).
     pub fn write_to(&self, status: &mut EntitlementStatus) {
@@ -185,6 +195,9 @@ struct Cancel {
     /// Why, for people.
     message: String,
 }
+
+/// A phase change: when, and the state from then on.
+type Step = (Time, State);
 
 /// The phase at one instant, with its reason and the cancellation behind it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -313,6 +326,21 @@ impl Timeline {
         at
     }
 
+    /// The phase steps from the first fact (or creation) on, split into
+    /// those that happened by `now` and those still ahead.
+    fn past_and_future(&self, created: Time, now: Time) -> (Vec<Step>, Vec<Step>) {
+        let earliest = self
+            .boundaries()
+            .into_iter()
+            .chain([created])
+            .min()
+            .unwrap_or(created)
+            .min(now);
+        self.steps(earliest)
+            .into_iter()
+            .partition(|(at, _)| *at <= now)
+    }
+
     /// The phase changes from `from` on: the state at `from`, then each change.
     fn steps(&self, from: Time) -> Vec<(Time, State)> {
         let mut steps = vec![(from, self.state_at(from))];
@@ -348,17 +376,7 @@ pub fn decide(input: &Input) -> Decision {
     } = lay_out(input, &holds);
     let now = input.now;
     let current = timeline.state_at(now);
-    let created_or_earliest = timeline
-        .boundaries()
-        .into_iter()
-        .chain([input.created])
-        .min()
-        .unwrap_or(input.created)
-        .min(now);
-    let steps = timeline.steps(created_or_earliest);
-    let (past, future): (Vec<_>, Vec<_>) = steps.into_iter().partition(|(at, _)| *at <= now);
-    let entered_at = past.last().map_or(now, |(at, _)| *at);
-
+    let (past, future) = timeline.past_and_future(input.created, now);
     // The cancellation ahead, whichever cause brings it: what deadlines,
     // `next` and the messages all tell.
     let upcoming = future
@@ -373,41 +391,7 @@ pub fn decide(input: &Input) -> Decision {
         reason: state.reason.clone(),
         message: message(state.phase, state),
     };
-    let (phase_since, history) = match recorded.and_then(|s| s.phase.zip(s.phase_since)) {
-        None => {
-            let mut previous = None;
-            let history = past
-                .iter()
-                .map(|(at, state)| {
-                    let entry = entry(*at, previous, state);
-                    previous = Some(state.phase);
-                    entry
-                })
-                .collect();
-            (entered_at, history)
-        }
-        Some((phase, since)) if phase == current.phase => (since, Vec::new()),
-        Some((phase, since)) => {
-            let mut previous = Some(phase);
-            let new: Vec<HistoryEntry> = past
-                .iter()
-                .filter(|(at, _)| *at >= since)
-                .filter_map(|(at, state)| {
-                    let changed = previous != Some(state.phase);
-                    let entry = changed.then(|| entry(*at, previous, state));
-                    previous = Some(state.phase);
-                    entry
-                })
-                .collect();
-            if new.is_empty() {
-                // The phase changed because a fact went away (a payment recovered,
-                // the organization enabled again): that happened now.
-                (now, vec![entry(now, Some(phase), &current)])
-            } else {
-                (entered_at, new)
-            }
-        }
-    };
+    let (phase_since, history) = phase_history(recorded, &past, &current, now, &entry);
 
     let deadlines = deadlines(input, &timeline, upcoming.as_ref(), &current);
     let next = future.first().map(|(at, state)| NextTransition {
@@ -442,17 +426,7 @@ pub fn decide(input: &Input) -> Decision {
         deadlines,
         purge_announced_at,
         next,
-        // After a reactivation the lifted cancellation stays on record: it
-        // remembers when a cancellation without effectiveAt was first observed.
-        cancelled: current
-            .cancel
-            .as_ref()
-            .or(timeline.lifted.as_ref().map(|(cancel, _)| cancel))
-            .map(|c| CancellationRecord {
-                at: c.at,
-                reason: c.reason.clone(),
-                by: c.by,
-            }),
+        cancelled: cancellation_record(&current, &timeline),
         history,
         reminder,
         last_reminder_at,
@@ -464,6 +438,68 @@ pub fn decide(input: &Input) -> Decision {
         verdict: Verdict::ready(current.reason.clone(), message(current.phase, &current)),
         extra,
         wake_at,
+    }
+}
+
+/// The cancellation on record: the one in force, or after a reactivation
+/// the one it lifted, which remembers when a cancellation without
+/// effectiveAt was first observed.
+fn cancellation_record(current: &State, timeline: &Timeline) -> Option<CancellationRecord> {
+    current
+        .cancel
+        .as_ref()
+        .or(timeline.lifted.as_ref().map(|(cancel, _)| cancel))
+        .map(|c| CancellationRecord {
+            at: c.at,
+            reason: c.reason.clone(),
+            by: c.by,
+        })
+}
+
+/// Since when the entitlement is in its current phase, and the history
+/// entries that are new: every past step when nothing was recorded, the
+/// phase changes since the recorded one, or, when a fact went away (a payment
+/// recovered, the organization enabled again), the change now.
+fn phase_history(
+    recorded: Option<&EntitlementStatus>,
+    past: &[Step],
+    current: &State,
+    now: Time,
+    entry: &dyn Fn(Time, Option<EntitlementPhase>, &State) -> HistoryEntry,
+) -> (Time, Vec<HistoryEntry>) {
+    let entered_at = past.last().map_or(now, |(at, _)| *at);
+    match recorded.and_then(|s| s.phase.zip(s.phase_since)) {
+        None => {
+            let mut previous = None;
+            let history = past
+                .iter()
+                .map(|(at, state)| {
+                    let entry = entry(*at, previous, state);
+                    previous = Some(state.phase);
+                    entry
+                })
+                .collect();
+            (entered_at, history)
+        }
+        Some((phase, since)) if phase == current.phase => (since, Vec::new()),
+        Some((phase, since)) => {
+            let mut previous = Some(phase);
+            let new: Vec<HistoryEntry> = past
+                .iter()
+                .filter(|(at, _)| *at >= since)
+                .filter_map(|(at, state)| {
+                    let changed = previous != Some(state.phase);
+                    let entry = changed.then(|| entry(*at, previous, state));
+                    previous = Some(state.phase);
+                    entry
+                })
+                .collect();
+            if new.is_empty() {
+                (now, vec![entry(now, Some(phase), current)])
+            } else {
+                (entered_at, new)
+            }
+        }
     }
 }
 
@@ -565,140 +601,28 @@ struct Layout {
 
 /// Lays out the facts in time and decides whether a reactivation is honoured.
 fn lay_out(input: &Input, holds: &HoldState) -> Layout {
-    let spec = input.spec;
-    let policy = input.policy;
-    // Without startsAt, access began at creation, or earlier when backdated
-    // facts say the entitlement was already in use then.
-    let start = spec.starts_at.unwrap_or_else(|| {
-        let cancellation = spec.cancellation.as_ref().and_then(|c| c.effective_at);
-        let payment = spec.payment.as_ref().map(|p| p.failed_at);
-        let reactivation = spec.reactivation.as_ref().map(|r| r.requested_at);
-        [cancellation, payment, reactivation]
-            .into_iter()
-            .flatten()
-            .fold(input.created, DateTime::min)
-    });
-    let recorded_cancel = input.recorded.and_then(|s| s.cancelled.as_ref());
-    let requested = spec.cancellation.as_ref().map(|c| {
-        // Without effectiveAt a cancellation takes effect when first observed,
-        // which status remembers.
-        let first_observed = recorded_cancel
-            .filter(|r| r.by == CancelledBy::Request)
-            .map(|r| r.at);
-        let reason = format!("{:?}", c.reason);
-        Cancel {
-            at: c.effective_at.or(first_observed).unwrap_or(input.now),
-            message: format!("cancelled ({reason}, spec.cancellation)"),
-            reason,
-            by: CancelledBy::Request,
-        }
-    });
-    // A cancellation that happened stays, even when its cause is removed or
-    // its date is moved later (only a reactivation lifts it); one the
-    // organization caused follows the organization instead, and an earlier
-    // effectiveAt (a backdating correction) is taken from spec.
-    let sticky = recorded_cancel
-        .filter(|r| r.by != CancelledBy::Organization)
-        .filter(|r| {
-            r.by != CancelledBy::Request
-                || moved_later(input, r)
-                || spec
-                    .cancellation
-                    .as_ref()
-                    .is_none_or(|c| c.effective_at.is_none())
-        })
-        .map(from_record);
-    let archived = match input.organization {
-        Standing::Archived {
-            since,
-            reason,
-            ticket,
-        } => Some(Cancel {
-            at: *since,
-            reason: format!("{reason:?}"),
-            by: CancelledBy::Organization,
-            message: format!(
-                "organization {} archived ({reason:?}{})",
-                spec.organization.as_deref().unwrap_or_default(),
-                ticket
-                    .as_deref()
-                    .map(|t| format!(", ticket {t}"))
-                    .unwrap_or_default()
-            ),
-        }),
-        _ => None,
-    };
-    let disabled_since = match input.organization {
-        Standing::Disabled { since } => Some(*since),
-        _ => None,
-    };
-    let payment_grace = policy.days(keys::PAYMENT_GRACE_DAYS);
-    let expiry_grace = policy.days(keys::EXPIRY_GRACE_DAYS);
-
-    // The facts in force, ignoring those a reactivation at `lifted_at` undid.
-    let facts = |lifted_at: Option<Time>| {
-        let after = |t: &Time| lifted_at.is_none_or(|lifted| *t > lifted);
-        let payment_failed_at = spec
-            .payment
-            .as_ref()
-            .map(|p| p.failed_at)
-            .filter(|t| after(t));
-        // A reactivated entitlement past its end date expires anew from then on.
-        let ends_at = spec
-            .ends_at
-            .map(|at| lifted_at.map_or(at, |lifted| at.max(lifted)));
-        let auto_cancel = payment_failed_at.map(|failed| Cancel {
-            at: failed + payment_grace,
-            reason: "NonPayment".into(),
-            by: CancelledBy::PaymentGrace,
-            message: format!(
-                "the payment grace of {} days after the failed payment at {failed} ran out",
-                payment_grace.num_days()
-            ),
-        });
-        let not_renewed = ends_at.map(|ends| Cancel {
-            at: ends + expiry_grace,
-            reason: "NotRenewed".into(),
-            by: CancelledBy::ExpiryGrace,
-            message: format!(
-                "the expiry grace of {} days after the end at {ends} ran out",
-                expiry_grace.num_days()
-            ),
-        });
-        // The end of an expiry that began anew at the reactivation is never
-        // undone by it (with no expiry grace it falls right on it).
-        let not_renewed = not_renewed.filter(|c| lifted_at.is_none_or(|lifted| c.at >= lifted));
-        let cancel = [
-            // On a tie the first wins: a cause still in the facts describes
-            // itself better than the record of it.
-            requested.clone().filter(|c| after(&c.at)),
-            auto_cancel.filter(|c| after(&c.at)),
-            not_renewed,
-            archived.clone().filter(|c| after(&c.at)),
-            sticky.clone().filter(|c| after(&c.at)),
-        ]
-        .into_iter()
-        .flatten()
-        .min_by_key(|c| c.at);
-        (cancel, payment_failed_at, ends_at)
-    };
+    let causes = Causes::of(input);
     let purge = purge_timing(input, holds);
     let timeline = |lifted_at: Option<Time>, lifted: Option<Cancel>| {
-        let (cancel, payment_failed_at, ends_at) = facts(lifted_at);
+        let in_force = causes.in_force(lifted_at);
         Timeline {
-            start,
-            disabled_since,
-            payment_failed_at,
-            ends_at,
+            start: start_of(input),
+            disabled_since: match input.organization {
+                Standing::Disabled { since } => Some(*since),
+                _ => None,
+            },
+            payment_failed_at: in_force.payment_failed_at,
+            ends_at: in_force.ends_at,
             lifted: lifted.zip(lifted_at),
-            schedule: cancel.as_ref().and_then(|c| purge.schedule(c.at)),
-            cancel,
+            schedule: in_force.cancel.as_ref().and_then(|c| purge.schedule(c.at)),
+            cancel: in_force.cancel,
             timing: purge.clone(),
         }
     };
 
     // What an earlier reactivation lifted stays lifted, also once
     // spec.reactivation is removed or replaced by a later request.
+    let recorded_cancel = input.recorded.and_then(|s| s.cancelled.as_ref());
     let earlier = input
         .recorded
         .and_then(|s| s.reactivated_at)
@@ -711,17 +635,11 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
         refusal: None,
         reactivated_at: earlier,
     };
-    let (first_cancel, _, _) = facts(earlier);
-    let (Some(request), Some(cancel)) = (spec.reactivation.as_ref(), first_cancel) else {
+    let first_cancel = causes.in_force(earlier).cancel;
+    let (Some(request), Some(cancel)) = (input.spec.reactivation.as_ref(), first_cancel) else {
         return unchanged();
     };
     let requested_at = request.requested_at;
-    let refused = |reason: &str, message: String| Extra {
-        type_: REACTIVATION_REFUSED.into(),
-        status: true,
-        reason: reason.into(),
-        message: format!("spec.reactivation (requested at {requested_at}) is refused: {message}"),
-    };
     if requested_at <= cancel.at {
         // Used up by an earlier cancellation it lifted: nothing to say. Never
         // honoured: it cannot lift a cancellation that came after it, and
@@ -729,7 +647,8 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
         let used = earlier.is_some_and(|at| at >= requested_at);
         return Layout {
             refusal: (!used).then(|| {
-                refused(
+                reactivation_refused(
+                    requested_at,
                     "RequestedBeforeCancellation",
                     format!(
                         "it was requested before the cancellation at {}, and a reactivation lifts only a cancellation before it; record when the customer came back in spec.reactivation.requestedAt",
@@ -740,47 +659,7 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
             ..unchanged()
         };
     }
-    let deadline = cancel.at + policy.days(keys::REACTIVATION_WINDOW_DAYS);
-    // An organization archived by the time of the request keeps its
-    // entitlements cancelled, whatever cancelled them first: lifting an earlier
-    // cancellation would void the archival along with the facts before it.
-    let refusal = if let Some(archived) = archived.as_ref().filter(|a| a.at <= requested_at) {
-        Some(refused(
-            "OrganizationArchived",
-            format!("{}; unarchive the organization instead", archived.message),
-        ))
-    } else if !policy.flag(keys::ALLOW_REACTIVATION) {
-        Some(refused(
-            "NotAllowed",
-            format!(
-                "{} is false (from {})",
-                keys::ALLOW_REACTIVATION,
-                policy.source(keys::ALLOW_REACTIVATION)
-            ),
-        ))
-    } else if requested_at > deadline {
-        Some(refused(
-            "WindowClosed",
-            format!(
-                "the reactivation deadline was {deadline} ({} days after the cancellation at {})",
-                policy.days(keys::REACTIVATION_WINDOW_DAYS).num_days(),
-                cancel.at
-            ),
-        ))
-    } else if requested_at > purge.purge_after(cancel.at) {
-        // The retention is over: the purge of the data is announced, and a
-        // win-back cannot bring back what goes.
-        Some(refused(
-            "AlreadyPurged",
-            format!(
-                "the data retention ended at {}: the data is being purged",
-                purge.purge_after(cancel.at)
-            ),
-        ))
-    } else {
-        None
-    };
-    match refusal {
+    match reactivation_refusal(input, &causes, &purge, &cancel, requested_at) {
         Some(refusal) => Layout {
             refusal: Some(refusal),
             ..unchanged()
@@ -790,6 +669,230 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
             refusal: None,
             reactivated_at: Some(requested_at).filter(|at| *at <= input.now).or(earlier),
         },
+    }
+}
+
+/// Without startsAt, access began at creation, or earlier when backdated
+/// facts say the entitlement was already in use then.
+fn start_of(input: &Input) -> Time {
+    let spec = input.spec;
+    spec.starts_at.unwrap_or_else(|| {
+        let cancellation = spec.cancellation.as_ref().and_then(|c| c.effective_at);
+        let payment = spec.payment.as_ref().map(|p| p.failed_at);
+        let reactivation = spec.reactivation.as_ref().map(|r| r.requested_at);
+        [cancellation, payment, reactivation]
+            .into_iter()
+            .flatten()
+            .fold(input.created, DateTime::min)
+    })
+}
+
+/// Every cause of a cancellation the facts hold, before a reactivation
+/// lifts any of them.
+struct Causes<'a> {
+    spec: &'a EntitlementSpec,
+    /// spec.cancellation.
+    requested: Option<Cancel>,
+    /// The organization's archival.
+    archived: Option<Cancel>,
+    /// A cancellation recorded that stays whatever spec says now.
+    sticky: Option<Cancel>,
+    payment_grace: TimeDelta,
+    expiry_grace: TimeDelta,
+}
+
+/// The facts in force once a reactivation at some time undid those before it.
+struct InForce {
+    /// The cancellation that comes first.
+    cancel: Option<Cancel>,
+    payment_failed_at: Option<Time>,
+    ends_at: Option<Time>,
+}
+
+impl<'a> Causes<'a> {
+    fn of(input: &Input<'a>) -> Self {
+        let spec = input.spec;
+        let recorded_cancel = input.recorded.and_then(|s| s.cancelled.as_ref());
+        let requested = spec.cancellation.as_ref().map(|c| {
+            // Without effectiveAt a cancellation takes effect when first
+            // observed, which status remembers.
+            let first_observed = recorded_cancel
+                .filter(|r| r.by == CancelledBy::Request)
+                .map(|r| r.at);
+            let reason = format!("{:?}", c.reason);
+            Cancel {
+                at: c.effective_at.or(first_observed).unwrap_or(input.now),
+                message: format!("cancelled ({reason}, spec.cancellation)"),
+                reason,
+                by: CancelledBy::Request,
+            }
+        });
+        // A cancellation that happened stays, even when its cause is removed
+        // or its date is moved later (only a reactivation lifts it); one the
+        // organization caused follows the organization instead, and an
+        // earlier effectiveAt (a backdating correction) is taken from spec.
+        let sticky = recorded_cancel
+            .filter(|r| r.by != CancelledBy::Organization)
+            .filter(|r| {
+                r.by != CancelledBy::Request
+                    || moved_later(input, r)
+                    || spec
+                        .cancellation
+                        .as_ref()
+                        .is_none_or(|c| c.effective_at.is_none())
+            })
+            .map(from_record);
+        Self {
+            spec,
+            requested,
+            archived: archived_cancel(input),
+            sticky,
+            payment_grace: input.policy.days(keys::PAYMENT_GRACE_DAYS),
+            expiry_grace: input.policy.days(keys::EXPIRY_GRACE_DAYS),
+        }
+    }
+
+    /// The facts in force, ignoring those a reactivation at `lifted_at` undid.
+    fn in_force(&self, lifted_at: Option<Time>) -> InForce {
+        let after = |t: &Time| lifted_at.is_none_or(|lifted| *t > lifted);
+        let payment_failed_at = self
+            .spec
+            .payment
+            .as_ref()
+            .map(|p| p.failed_at)
+            .filter(|t| after(t));
+        // A reactivated entitlement past its end date expires anew from then on.
+        let ends_at = self
+            .spec
+            .ends_at
+            .map(|at| lifted_at.map_or(at, |lifted| at.max(lifted)));
+        let auto_cancel = payment_failed_at.map(|failed| Cancel {
+            at: failed + self.payment_grace,
+            reason: "NonPayment".into(),
+            by: CancelledBy::PaymentGrace,
+            message: format!(
+                "the payment grace of {} days after the failed payment at {failed} ran out",
+                self.payment_grace.num_days()
+            ),
+        });
+        let not_renewed = ends_at.map(|ends| Cancel {
+            at: ends + self.expiry_grace,
+            reason: "NotRenewed".into(),
+            by: CancelledBy::ExpiryGrace,
+            message: format!(
+                "the expiry grace of {} days after the end at {ends} ran out",
+                self.expiry_grace.num_days()
+            ),
+        });
+        // The end of an expiry that began anew at the reactivation is never
+        // undone by it (with no expiry grace it falls right on it).
+        let not_renewed = not_renewed.filter(|c| lifted_at.is_none_or(|lifted| c.at >= lifted));
+        let cancel = [
+            // On a tie the first wins: a cause still in the facts describes
+            // itself better than the record of it.
+            self.requested.clone().filter(|c| after(&c.at)),
+            auto_cancel.filter(|c| after(&c.at)),
+            not_renewed,
+            self.archived.clone().filter(|c| after(&c.at)),
+            self.sticky.clone().filter(|c| after(&c.at)),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|c| c.at);
+        InForce {
+            cancel,
+            payment_failed_at,
+            ends_at,
+        }
+    }
+}
+
+/// The cancellation an archived organization imposes on its entitlements.
+fn archived_cancel(input: &Input) -> Option<Cancel> {
+    let Standing::Archived {
+        since,
+        reason,
+        ticket,
+    } = input.organization
+    else {
+        return None;
+    };
+    Some(Cancel {
+        at: *since,
+        reason: format!("{reason:?}"),
+        by: CancelledBy::Organization,
+        message: format!(
+            "organization {} archived ({reason:?}{})",
+            input.spec.organization.as_deref().unwrap_or_default(),
+            ticket
+                .as_deref()
+                .map(|t| format!(", ticket {t}"))
+                .unwrap_or_default()
+        ),
+    })
+}
+
+/// Condition ReactivationRefused for the request made at `requested_at`.
+fn reactivation_refused(requested_at: Time, reason: &str, message: String) -> Extra {
+    Extra {
+        type_: REACTIVATION_REFUSED.into(),
+        status: true,
+        reason: reason.into(),
+        message: format!("spec.reactivation (requested at {requested_at}) is refused: {message}"),
+    }
+}
+
+/// Why a reactivation requested at `requested_at`, after `cancel`, is
+/// refused, if it is.
+fn reactivation_refusal(
+    input: &Input,
+    causes: &Causes,
+    purge: &PurgeTiming,
+    cancel: &Cancel,
+    requested_at: Time,
+) -> Option<Extra> {
+    let policy = input.policy;
+    let refused =
+        |reason: &str, message: String| Some(reactivation_refused(requested_at, reason, message));
+    let deadline = cancel.at + policy.days(keys::REACTIVATION_WINDOW_DAYS);
+    // An organization archived by the time of the request keeps its
+    // entitlements cancelled, whatever cancelled them first: lifting an earlier
+    // cancellation would void the archival along with the facts before it.
+    if let Some(archived) = causes.archived.as_ref().filter(|a| a.at <= requested_at) {
+        refused(
+            "OrganizationArchived",
+            format!("{}; unarchive the organization instead", archived.message),
+        )
+    } else if !policy.flag(keys::ALLOW_REACTIVATION) {
+        refused(
+            "NotAllowed",
+            format!(
+                "{} is false (from {})",
+                keys::ALLOW_REACTIVATION,
+                policy.source(keys::ALLOW_REACTIVATION)
+            ),
+        )
+    } else if requested_at > deadline {
+        refused(
+            "WindowClosed",
+            format!(
+                "the reactivation deadline was {deadline} ({} days after the cancellation at {})",
+                policy.days(keys::REACTIVATION_WINDOW_DAYS).num_days(),
+                cancel.at
+            ),
+        )
+    } else if requested_at > purge.purge_after(cancel.at) {
+        // The retention is over: the purge of the data is announced, and a
+        // win-back cannot bring back what goes.
+        refused(
+            "AlreadyPurged",
+            format!(
+                "the data retention ended at {}: the data is being purged",
+                purge.purge_after(cancel.at)
+            ),
+        )
+    } else {
+        None
     }
 }
 

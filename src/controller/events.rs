@@ -1,0 +1,131 @@
+//! Kubernetes Events: every reason tenure records is a variant of [`Reason`],
+//! and an Event that cannot be written never holds up the lifecycle.
+
+use kube::Resource;
+use kube::runtime::events::{Event, EventType};
+use tracing::warn;
+
+use super::context::Context;
+use crate::api::common::HistoryEntry;
+
+/// Why an Event is recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason<'a> {
+    /// A lifecycle transition the core wrote to `status.history` (its
+    /// `event`, e.g. `Suspended`, `Purged`); a Warning when customers lose
+    /// access or data.
+    Transition(&'a str),
+    /// A condition newly set besides the kstatus ones (its type, e.g.
+    /// `HoldActive`); always a Warning.
+    Condition(&'a str),
+    /// The entitlement's finalizer was released.
+    Deleted,
+    Paused,
+    Resumed,
+    /// Deleted when the entitlement was cancelled (`onCancel: Delete`).
+    Deprovisioned,
+    /// Deleted by the entitlement's purge (`onPurge: Delete`).
+    TornDown,
+    RenewalReminder,
+    NamespaceCreated,
+    AccessRevoked,
+    AccessRestored,
+    /// An organization was deleted before it was Purged.
+    DeletionBlocked,
+    ExportSucceeded,
+}
+
+/// Transitions after which customers lose access or data.
+const WARNING_TRANSITIONS: [&str; 6] = [
+    "Suspended",
+    "Expired",
+    "Cancelled",
+    "PurgeScheduled",
+    "Purging",
+    "Purged",
+];
+
+impl Reason<'_> {
+    /// The Event's reason field.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Reason::Transition(event) => event,
+            Reason::Condition(type_) => type_,
+            Reason::Deleted => "Deleted",
+            Reason::Paused => "Paused",
+            Reason::Resumed => "Resumed",
+            Reason::Deprovisioned => "Deprovisioned",
+            Reason::TornDown => "TornDown",
+            Reason::RenewalReminder => "RenewalReminder",
+            Reason::NamespaceCreated => "NamespaceCreated",
+            Reason::AccessRevoked => "AccessRevoked",
+            Reason::AccessRestored => "AccessRestored",
+            Reason::DeletionBlocked => "DeletionBlocked",
+            Reason::ExportSucceeded => "ExportSucceeded",
+        }
+    }
+
+    fn type_(&self) -> EventType {
+        match self {
+            Reason::Transition(event) if WARNING_TRANSITIONS.contains(event) => EventType::Warning,
+            Reason::Condition(_) | Reason::DeletionBlocked => EventType::Warning,
+            _ => EventType::Normal,
+        }
+    }
+}
+
+/// Records a Kubernetes Event about `object`. An Event that cannot be written is
+/// logged, not retried: it must never hold up the lifecycle.
+pub async fn record<K: Resource<DynamicType = ()>>(
+    context: &Context,
+    object: &K,
+    reason: Reason<'_>,
+    note: String,
+) {
+    let event = Event {
+        type_: reason.type_(),
+        reason: reason.as_str().into(),
+        note: Some(note),
+        action: reason.as_str().into(),
+        secondary: None,
+    };
+    tracing::debug!(
+        reason = reason.as_str(),
+        name = object.meta().name.as_deref(),
+        "recording an Event"
+    );
+    if let Err(error) = context
+        .recorder
+        .publish(&event, &object.object_ref(&()))
+        .await
+    {
+        warn!(%error, reason = reason.as_str(), "could not record an Event");
+    }
+}
+
+/// Records each new history entry as an Event.
+pub async fn record_history<K: Resource<DynamicType = ()>>(
+    context: &Context,
+    object: &K,
+    history: &[HistoryEntry],
+) {
+    for entry in history {
+        let note = format!("{} ({}, at {})", entry.message, entry.reason, entry.at);
+        record(context, object, Reason::Transition(&entry.event), note).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losing_access_or_data_is_a_warning_and_the_rest_is_normal() {
+        assert_eq!(Reason::Transition("Cancelled").type_(), EventType::Warning);
+        assert_eq!(Reason::Transition("Purged").type_(), EventType::Warning);
+        assert_eq!(Reason::Transition("Activated").type_(), EventType::Normal);
+        assert_eq!(Reason::Condition("HoldActive").type_(), EventType::Warning);
+        assert_eq!(Reason::Paused.type_(), EventType::Normal);
+        assert_eq!(Reason::Transition("Reactivated").as_str(), "Reactivated");
+    }
+}

@@ -1,0 +1,444 @@
+//! DataExport reconciler: writes the organization's data as a ZIP, keeps it
+//! where [`sink`] says, reports it in status, and deletes it when it
+//! expires. What to do next is the core's (`lifecycle::export::step`): it
+//! runs only in the organization's own namespace, and is refused (or, if
+//! still running, failed) once the organization's purge has started: there
+//! is nothing left that the customer could be sure is complete.
+
+pub mod sink;
+mod zip;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kube::api::ListParams;
+use kube::core::{ApiResource, DynamicObject};
+use kube::runtime::controller::{Action, Controller};
+use kube::{Api, ResourceExt};
+
+pub use sink::{Bucket, ExportSettings};
+
+use super::context::{Context, reconciled, retry_later};
+use super::deletes::held_live;
+use super::error::{Error, Result};
+use super::events::{Reason, record};
+use super::index::Feeds;
+use super::status::{apply_status, ensure_finalizer, remove_finalizer};
+use super::{discovery, log_outcomes};
+use crate::api::export::{Artifact, DataExportStatus, ExportPhase};
+use crate::api::{DataExport, Organization};
+use crate::lifecycle::conditions::{Extra, Verdict, conditions};
+use crate::lifecycle::export::{
+    ArtifactLocation, ExportInput, ExportStep, ExportedOrganization, Written, finished, may_run,
+    overtaken, step,
+};
+use zip::{Options, ZipExport, digest};
+
+/// Objects are listed this many at a time, so that a large namespace is
+/// never held in memory.
+const PAGE: u32 = 500;
+
+/// The DataExport controller, woken by its exports and their organizations.
+pub fn controller(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<DataExport> {
+    let index = context.index.clone();
+    // An export waiting for its organization goes on once it is observed.
+    Controller::for_shared_stream(feeds.exports.subscribe(), index.exports())
+        .watches_shared_stream(feeds.organizations.subscribe(), move |organization| {
+            index.exports_of(&organization.name_any())
+        })
+        .shutdown_on_signal()
+}
+
+pub async fn run(controller: Controller<DataExport>, context: Arc<Context>) {
+    log_outcomes(
+        "DataExport",
+        controller.run(
+            |export, context| {
+                reconciled(export.clone(), context.clone(), reconcile(export, context))
+            },
+            retry_later,
+            context,
+        ),
+    )
+    .await;
+}
+
+async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Action> {
+    let api = Api::<DataExport>::namespaced(context.client.clone(), &namespace_of(&export));
+    if export.metadata.deletion_timestamp.is_some() {
+        release(&context, &export).await?;
+        remove_finalizer(&api, export.as_ref()).await?;
+        return Ok(Action::await_change());
+    }
+    ensure_finalizer(&api, export.as_ref()).await?;
+    let namespace = namespace_of(&export);
+    let dir = context.exports.absolute_dir()?;
+    let organization = context.index.organization(&export.spec.organization);
+    let now = context.clock.now();
+    let next = step(&ExportInput {
+        namespace: &namespace,
+        organization_name: &export.spec.organization,
+        organization: organization.as_deref().map(exported).as_ref(),
+        status: export.status.as_ref(),
+        store: &context.exports.store(&dir, &namespace),
+        now,
+    });
+    let mut progress = Progress::of(&api, &export, now);
+    match next {
+        ExportStep::Wait => Ok(Action::await_change()),
+        ExportStep::KeepUntil(at) => Ok(context.wake_at(Some(at))),
+        ExportStep::Expire {
+            delete,
+            verdict,
+            keep,
+        } => {
+            if let Some(artifact) = delete {
+                context.exports.delete(&artifact).await?;
+            }
+            progress
+                .report(ExportPhase::Succeeded, verdict, &keep)
+                .await?;
+            Ok(Action::await_change())
+        }
+        ExportStep::Refuse { phase, verdict } => {
+            progress.report(phase, verdict, &[]).await?;
+            Ok(Action::await_change())
+        }
+        ExportStep::Run => export_data(&context, &export, progress).await,
+    }
+}
+
+fn namespace_of(export: &DataExport) -> String {
+    export.namespace().unwrap_or_default()
+}
+
+/// The export's status as last written, and how to write the next.
+struct Progress<'a> {
+    api: &'a Api<DataExport>,
+    name: String,
+    generation: Option<i64>,
+    reported: Option<DataExportStatus>,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+impl<'a> Progress<'a> {
+    fn of(
+        api: &'a Api<DataExport>,
+        export: &DataExport,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        Self {
+            api,
+            name: export.name_any(),
+            generation: export.metadata.generation,
+            reported: export.status.clone(),
+            now,
+        }
+    }
+
+    /// Writes what `change` makes of the status last written.
+    async fn write(&mut self, change: impl FnOnce(&mut DataExportStatus)) -> Result<()> {
+        let mut status = self.reported.clone().unwrap_or_default();
+        status.observed_generation = self.generation;
+        change(&mut status);
+        apply_status(self.api, &self.name, self.reported.as_ref(), &status).await?;
+        self.reported = Some(status);
+        Ok(())
+    }
+
+    /// Writes the phase and what the conditions say.
+    async fn report(
+        &mut self,
+        phase: ExportPhase,
+        verdict: Verdict,
+        extra: &[Extra],
+    ) -> Result<()> {
+        self.report_with(phase, verdict, extra, |_| {}).await
+    }
+
+    /// Writes the phase, the conditions and what `change` sets, at once.
+    async fn report_with(
+        &mut self,
+        phase: ExportPhase,
+        verdict: Verdict,
+        extra: &[Extra],
+        change: impl FnOnce(&mut DataExportStatus),
+    ) -> Result<()> {
+        let (generation, now) = (self.generation, self.now);
+        self.write(|status| {
+            change(status);
+            status.phase = Some(phase);
+            status.conditions = conditions(&status.conditions, &verdict, extra, generation, now);
+        })
+        .await
+    }
+}
+
+/// Writes the ZIP, checks the organization was not overtaken by its purge
+/// Writes the ZIP, checks the organization was not overtaken by its purge
+/// meanwhile, keeps the artifact and reports it.
+async fn export_data(
+    context: &Context,
+    export: &DataExport,
+    mut progress: Progress<'_>,
+) -> Result<Action> {
+    // Recorded before the work starts: a controller killed meanwhile starts
+    // the export again from the beginning, overwriting the partial file.
+    let exporting = Verdict::reconciling(
+        "Exporting",
+        "listing and writing the organization's objects",
+    );
+    progress
+        .report(ExportPhase::Running, exporting, &[])
+        .await?;
+    progress
+        .write(|status| status.objects_exported = Some(0))
+        .await?;
+    let (partial, mut written) = write_zip(context, export, &mut progress).await?;
+    if let Some(refusal) = overtaken_by_purge(context, export).await? {
+        progress
+            .report(ExportPhase::Failed, overtaken(refusal), &[])
+            .await?;
+        return Ok(Action::await_change());
+    }
+    let (zip, sha256) = seal(partial, &mut written)?;
+    let published = context
+        .exports
+        .publish(&namespace_of(export), &export.name_any(), &zip.0)
+        .await?;
+    let expires_at = context.clock.now() + context.exports.keep_for;
+    let artifact = Artifact {
+        uri: published.uri.clone(),
+        sha256,
+        size_bytes: written.size_bytes,
+        files: written.files,
+    };
+    if let Err(error) = succeed(
+        context,
+        export,
+        &mut progress,
+        artifact,
+        &written,
+        expires_at,
+    )
+    .await
+    {
+        // Deleted while it ran (404): the artifact goes with it (the file
+        // by `zip`).
+        if let Some(uploaded) = &published.uploaded {
+            context.exports.delete(uploaded).await?;
+        }
+        return Err(error);
+    }
+    if context.exports.keeps_files() {
+        // The file is the artifact now: keep it.
+        std::mem::forget(zip);
+    }
+    Ok(context.wake_at(Some(expires_at)))
+}
+
+/// Why the export cannot be complete, if the organization's purge started
+/// while it ran (read live): the ZIP may lack what was deleted meanwhile.
+async fn overtaken_by_purge(context: &Context, export: &DataExport) -> Result<Option<Verdict>> {
+    let org_name = &export.spec.organization;
+    let live = Api::<Organization>::all(context.client.clone())
+        .get_opt(org_name)
+        .await?;
+    let found = live.as_ref().map(exported);
+    Ok(may_run(&namespace_of(export), org_name, found.as_ref())
+        .err()
+        .map(|(_, refusal)| refusal))
+}
+
+/// Renames the finished partial file to `<name>.zip` and measures it: the
+/// file (removed when dropped unless kept) and its SHA-256.
+fn seal(partial: PartialFile, written: &mut Written) -> Result<(PartialFile, String)> {
+    let path = partial.0.with_extension("");
+    std::fs::rename(&partial.0, &path).map_err(Error::file(&path))?;
+    let zip = PartialFile(path);
+    let file = std::fs::File::open(&zip.0).map_err(Error::file(&zip.0))?;
+    let (sha256, size_bytes) = digest(file).map_err(Error::file(&zip.0))?;
+    written.size_bytes = size_bytes;
+    Ok((zip, sha256))
+}
+
+/// Reports the export Succeeded with its artifact, and records the Event.
+async fn succeed(
+    context: &Context,
+    export: &DataExport,
+    progress: &mut Progress<'_>,
+    artifact: Artifact,
+    written: &Written,
+    expires_at: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let (verdict, incomplete) = finished(written, expires_at, &namespace_of(export));
+    let message = verdict.message.clone();
+    let completed_at = context.clock.now();
+    progress
+        .report_with(
+            ExportPhase::Succeeded,
+            verdict,
+            incomplete.as_slice(),
+            |status| {
+                status.artifact = Some(artifact);
+                status.completed_at = Some(completed_at);
+                status.expires_at = Some(expires_at);
+                status.objects_exported = Some(written.objects);
+            },
+        )
+        .await?;
+    record(context, export, Reason::ExportSucceeded, message).await;
+    Ok(())
+}
+
+/// A file removed when dropped unless it was renamed away first: an export
+/// cut short (an error, its DataExport deleted) leaves no partial file.
+struct PartialFile(PathBuf);
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The export's organization as `may_run` reads it.
+fn exported(organization: &Organization) -> ExportedOrganization {
+    ExportedOrganization {
+        phase: organization.status.as_ref().and_then(|s| s.phase),
+        tenant_namespace: organization.owned_namespace().map(String::from),
+    }
+}
+
+/// A DataExport is being deleted: its ZIP goes with it (and a partial one),
+/// unless a hold covers the organization whose namespace it is in, read live;
+/// then the organization's purge removes it later.
+async fn release(context: &Context, export: &DataExport) -> Result<()> {
+    let namespace = namespace_of(export);
+    if let Some(owner) = context.index.organization_owning(&namespace) {
+        let covers =
+            |h: &crate::lifecycle::hold::Hold| h.covers_organization(&owner.name_any(), &namespace);
+        if held_live(context, context.clock.now(), covers)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+    }
+    let folder = context.exports.folder(&namespace);
+    let name = export.name_any();
+    for file in [format!("{name}.zip"), format!("{name}.zip.partial")] {
+        let file = ArtifactLocation::File(folder.join(file));
+        context.exports.delete(&file).await?;
+    }
+    if let Some(artifact) = export.status.as_ref().and_then(|s| s.artifact.as_ref()) {
+        let dir = context.exports.absolute_dir()?;
+        let store = context.exports.store(&dir, &namespace);
+        if let Ok(location) = crate::lifecycle::export::artifact_location(&artifact.uri, &store) {
+            context.exports.delete(&location).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the organization, its entitlements and every object of its
+/// namespace that tenure may read into `<name>.zip.partial`, reporting
+/// Writes the organization, its entitlements and every object of its
+/// namespace that tenure may read into `<name>.zip.partial`, reporting
+/// progress a kind at a time.
+async fn write_zip(
+    context: &Context,
+    export: &DataExport,
+    progress: &mut Progress<'_>,
+) -> Result<(PartialFile, Written)> {
+    let namespace = namespace_of(export);
+    let dir = context.exports.folder(&namespace);
+    std::fs::create_dir_all(&dir).map_err(Error::file(&dir))?;
+    let partial = PartialFile(dir.join(format!("{}.zip.partial", export.name_any())));
+    let path = partial.0.clone();
+    let file = std::fs::File::create(&path).map_err(Error::file(&path))?;
+    let options = Options::of(&export.spec);
+    let mut zip = ZipExport::new(std::io::BufWriter::new(file), options);
+    write_own_objects(context, export, &mut zip).map_err(Error::file(&path))?;
+    let mut unreadable = Vec::new();
+    for resource in discovery::namespaced_kinds(context).await? {
+        if resource.kind == "Secret" && !options.include_secrets {
+            continue;
+        }
+        if !write_kind(context, &namespace, &resource, &mut zip, &path).await? {
+            unreadable.push(resource.kind.clone());
+        }
+        zip.finish_kind(&resource.kind)
+            .map_err(Error::file(&path))?;
+        // Progress for people watching a long export, a kind at a time. A
+        // DataExport deleted meanwhile ends the export here (404), and the
+        // partial file goes with it.
+        let objects = zip.objects();
+        progress
+            .write(|status| status.objects_exported = Some(objects))
+            .await?;
+    }
+    let objects = zip.objects();
+    let (sink, files) = zip
+        .finish(&export.spec.organization, progress.now)
+        .map_err(Error::file(&path))?;
+    let file = sink
+        .into_inner()
+        .map_err(|e| Error::file(&path)(e.into_error()))?;
+    file.sync_all().map_err(Error::file(&path))?;
+    let written = Written {
+        objects,
+        files,
+        size_bytes: 0,
+        unreadable,
+    };
+    Ok((partial, written))
+}
+
+/// The organization and its entitlements, those in its namespace: one
+/// elsewhere naming it is not its data (and stalls).
+fn write_own_objects(
+    context: &Context,
+    export: &DataExport,
+    zip: &mut ZipExport<std::io::BufWriter<std::fs::File>>,
+) -> std::io::Result<()> {
+    let organization = context.index.organization(&export.spec.organization);
+    let value = serde_json::to_value(organization.as_deref()).unwrap_or_default();
+    zip.add("Organization", value)?;
+    zip.finish_kind("Organization")?;
+    for entitlement in context.index.entitlements_in(&namespace_of(export)) {
+        let value = serde_json::to_value(entitlement.as_ref()).unwrap_or_default();
+        zip.add("Entitlement", value)?;
+    }
+    zip.finish_kind("Entitlement")
+}
+
+/// Adds every object of one kind in `namespace`, a page at a time; false
+/// when tenure may not list the kind.
+async fn write_kind(
+    context: &Context,
+    namespace: &str,
+    resource: &ApiResource,
+    zip: &mut ZipExport<std::io::BufWriter<std::fs::File>>,
+    path: &std::path::Path,
+) -> Result<bool> {
+    let objects =
+        Api::<DynamicObject>::namespaced_with(context.client.clone(), namespace, resource);
+    let mut params = ListParams::default().limit(PAGE);
+    loop {
+        let page = match objects.list(&params).await {
+            Ok(page) => page,
+            Err(kube::Error::Api(status)) if status.code == 403 => return Ok(false),
+            // Served for discovery but not listable (a virtual resource).
+            Err(kube::Error::Api(status)) if matches!(status.code, 404 | 405) => return Ok(true),
+            Err(error) => return Err(error.into()),
+        };
+        for object in page.items {
+            let value = serde_json::to_value(&object).unwrap_or_default();
+            zip.add(&resource.kind, value).map_err(Error::file(path))?;
+        }
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(true),
+        }
+    }
+}

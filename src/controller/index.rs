@@ -1,0 +1,494 @@
+//! One index of what the controller knows: a cache per kind, each filled by
+//! the only watch of that kind, shared by every reconciler and every watch
+//! mapper, and read through typed queries.
+//!
+//! A [`Feed`] writes each change into its cache first and then hands the
+//! object to its subscribers (a controller's trigger, a watch mapper), so a
+//! reconcile woken by a change never reads a cache that lags behind it. Unlike
+//! kube-runtime's shared streams, a feed also hands on deleted objects (a hold
+//! lifted wakes what it covered) and, after a relist, those that went while
+//! the watch was down.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::warn;
+
+use crate::api::policy::PolicyScope;
+use crate::api::{
+    DataExport, Entitlement, EntitlementClass, LifecyclePolicy, Organization, RetentionHold,
+};
+use crate::lifecycle::codes::{ClassPrefix, prefix_taken_by};
+use crate::lifecycle::downstream::binds;
+use crate::lifecycle::hold::{Hold, HoldTarget};
+use crate::lifecycle::policy::{Subject, scope_matches};
+
+/// What every watch of tenure's has delivered: read-only, cheap to query.
+pub struct Index {
+    organizations: Store<Organization>,
+    entitlements: Store<Entitlement>,
+    classes: Store<EntitlementClass>,
+    policies: Store<LifecyclePolicy>,
+    holds: Store<RetentionHold>,
+    exports: Store<DataExport>,
+    namespaces: Store<Namespace>,
+}
+
+/// The watches that fill the [`Index`], one per kind.
+pub struct Feeds {
+    pub organizations: Feed<Organization>,
+    pub entitlements: Feed<Entitlement>,
+    pub classes: Feed<EntitlementClass>,
+    pub policies: Feed<LifecyclePolicy>,
+    pub holds: Feed<RetentionHold>,
+    pub exports: Feed<DataExport>,
+    pub namespaces: Feed<Namespace>,
+}
+
+/// An empty index and the feeds that fill it once run.
+pub fn index() -> (Index, Feeds) {
+    let feeds = Feeds {
+        organizations: Feed::default(),
+        entitlements: Feed::default(),
+        classes: Feed::default(),
+        policies: Feed::default(),
+        holds: Feed::default(),
+        exports: Feed::default(),
+        namespaces: Feed::default(),
+    };
+    let index = Index {
+        organizations: feeds.organizations.reader(),
+        entitlements: feeds.entitlements.reader(),
+        classes: feeds.classes.reader(),
+        policies: feeds.policies.reader(),
+        holds: feeds.holds.reader(),
+        exports: feeds.exports.reader(),
+        namespaces: feeds.namespaces.reader(),
+    };
+    (index, feeds)
+}
+
+impl Feeds {
+    /// Runs every watch for as long as the process does. Subscribe first:
+    /// a subscriber sees only what is delivered after it subscribed.
+    pub async fn run(self, client: Client) {
+        futures::future::join(
+            futures::future::join4(
+                self.organizations.run(client.clone()),
+                self.entitlements.run(client.clone()),
+                self.classes.run(client.clone()),
+                self.policies.run(client.clone()),
+            ),
+            futures::future::join3(
+                self.holds.run(client.clone()),
+                self.exports.run(client.clone()),
+                self.namespaces.run(client),
+            ),
+        )
+        .await;
+    }
+}
+
+/// The only watch of `K`: its cache, and who is told of each change.
+pub struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
+    writer: Writer<K>,
+    subscribers: Vec<mpsc::UnboundedSender<Arc<K>>>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Default for Feed<K> {
+    fn default() -> Self {
+        Self {
+            writer: Writer::default(),
+            subscribers: Vec::new(),
+        }
+    }
+}
+
+impl<K> Feed<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    fn reader(&self) -> Store<K> {
+        self.writer.as_reader()
+    }
+
+    /// Every object changed, created or deleted from now on. Unbounded, so a
+    /// slow subscriber never holds up the cache or the others.
+    pub fn subscribe(&mut self) -> mpsc::UnboundedReceiver<Arc<K>> {
+        let (sender, receiver) = mpsc::unbounded();
+        self.subscribers.push(sender);
+        receiver
+    }
+
+    /// Writes one watch event into the cache; returns the objects it
+    /// concerns, as the subscribers should see them.
+    fn apply(&mut self, event: &watcher::Event<K>) -> Vec<Arc<K>> {
+        let reader = self.reader();
+        match event {
+            watcher::Event::Apply(object) => {
+                self.writer.apply_watcher_event(event);
+                reader
+                    .get(&ObjectRef::from_obj(object))
+                    .into_iter()
+                    .collect()
+            }
+            watcher::Event::Delete(object) => {
+                self.writer.apply_watcher_event(event);
+                vec![Arc::new(object.clone())]
+            }
+            watcher::Event::Init | watcher::Event::InitApply(_) => {
+                self.writer.apply_watcher_event(event);
+                Vec::new()
+            }
+            // A (re)list is complete: everything listed, and what went
+            // while the watch was down.
+            watcher::Event::InitDone => {
+                let before = reader.state();
+                self.writer.apply_watcher_event(event);
+                let now = reader.state();
+                let listed: HashSet<ObjectRef<K>> = now
+                    .iter()
+                    .map(|o| ObjectRef::from_obj(o.as_ref()))
+                    .collect();
+                let gone = before
+                    .into_iter()
+                    .filter(|o| !listed.contains(&ObjectRef::from_obj(o.as_ref())));
+                now.into_iter().chain(gone).collect()
+            }
+        }
+    }
+
+    async fn run(mut self, client: Client) {
+        let mut events = watcher(Api::<K>::all(client), watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    for object in self.apply(&event) {
+                        self.subscribers
+                            .retain(|s| s.unbounded_send(object.clone()).is_ok());
+                    }
+                }
+                Err(error) => {
+                    warn!(kind = %K::kind(&()), %error, "watch failed; it is retried with backoff")
+                }
+            }
+        }
+    }
+}
+
+impl Index {
+    /// Waits until every cache holds its first full list.
+    pub async fn wait_until_ready(&self) -> anyhow::Result<()> {
+        self.organizations.wait_until_ready().await?;
+        self.entitlements.wait_until_ready().await?;
+        self.classes.wait_until_ready().await?;
+        self.policies.wait_until_ready().await?;
+        self.holds.wait_until_ready().await?;
+        self.exports.wait_until_ready().await?;
+        self.namespaces.wait_until_ready().await?;
+        Ok(())
+    }
+
+    /// The caches the controllers of each kind schedule from.
+    pub fn organizations(&self) -> Store<Organization> {
+        self.organizations.clone()
+    }
+    pub fn entitlements(&self) -> Store<Entitlement> {
+        self.entitlements.clone()
+    }
+    pub fn classes(&self) -> Store<EntitlementClass> {
+        self.classes.clone()
+    }
+    pub fn policies(&self) -> Store<LifecyclePolicy> {
+        self.policies.clone()
+    }
+    pub fn holds(&self) -> Store<RetentionHold> {
+        self.holds.clone()
+    }
+    pub fn exports(&self) -> Store<DataExport> {
+        self.exports.clone()
+    }
+
+    pub fn organization(&self, name: &str) -> Option<Arc<Organization>> {
+        self.organizations.get(&ObjectRef::new(name))
+    }
+
+    /// The organization that owns `namespace` (its status records it).
+    pub fn organization_owning(&self, namespace: &str) -> Option<Arc<Organization>> {
+        self.organizations
+            .find(|org| org.owned_namespace() == Some(namespace))
+    }
+
+    /// The organization whose tenant namespace is, or will be, `namespace`.
+    pub fn organization_for_namespace(&self, namespace: &str) -> Option<ObjectRef<Organization>> {
+        self.organizations
+            .find(|org| org.tenant_namespace() == namespace)
+            .map(|org| ObjectRef::from_obj(org.as_ref()))
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.namespaces.get(&ObjectRef::new(name))
+    }
+
+    pub fn class(&self, name: &str) -> Option<Arc<EntitlementClass>> {
+        self.classes.get(&ObjectRef::new(name))
+    }
+
+    /// The class that owns `class`'s code prefix, when it is another.
+    pub fn prefix_owner(&self, class: &EntitlementClass) -> Option<String> {
+        let classes = self.classes.state();
+        let prefixes: Vec<ClassPrefix> = classes.iter().map(|c| ClassPrefix::of(c)).collect();
+        prefix_taken_by(&ClassPrefix::of(class), &prefixes).map(String::from)
+    }
+
+    pub fn all_policies(&self) -> Vec<Arc<LifecyclePolicy>> {
+        self.policies.state()
+    }
+
+    pub fn entitlement(&self, namespace: &str, name: &str) -> Option<Arc<Entitlement>> {
+        self.entitlements
+            .get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The entitlements that live in `namespace`: an organization's are those
+    /// in its tenant namespace.
+    pub fn entitlements_in(&self, namespace: &str) -> Vec<Arc<Entitlement>> {
+        self.entitlements_where(|e| e.namespace().as_deref() == Some(namespace))
+    }
+
+    fn entitlements_where(&self, matches: impl Fn(&Entitlement) -> bool) -> Vec<Arc<Entitlement>> {
+        self.entitlements
+            .state()
+            .into_iter()
+            .filter(|e| matches(e))
+            .collect()
+    }
+
+    /// Entitlements of class `class`.
+    pub fn entitlements_of_class(&self, class: &str) -> Vec<ObjectRef<Entitlement>> {
+        refs(self.entitlements_where(|e| e.spec.class == class))
+    }
+
+    /// Entitlements that name `organization` or live in its namespace: those
+    /// whose standing follows it.
+    pub fn entitlements_of(&self, organization: &Organization) -> Vec<ObjectRef<Entitlement>> {
+        let name = organization.name_any();
+        let namespace = organization.tenant_namespace();
+        refs(self.entitlements_where(|e| {
+            e.spec.organization.as_deref() == Some(name.as_str())
+                || e.namespace().as_deref() == Some(namespace.as_str())
+        }))
+    }
+
+    /// Entitlements in `namespace` that bind an object with these labels.
+    pub fn binders(
+        &self,
+        namespace: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<Arc<Entitlement>> {
+        self.entitlements_where(|e| {
+            e.namespace().as_deref() == Some(namespace)
+                && binds(&e.name_any(), e.selector(), labels)
+        })
+    }
+
+    /// The entitlement other than `entitlement` that holds `code`, or pinned
+    /// it first, as `namespace/name`.
+    pub fn code_holder(&self, code: &str, entitlement: &Entitlement) -> Option<String> {
+        let created = |e: &Entitlement| (e.creation_timestamp(), e.name_any());
+        self.entitlements
+            .find(|other| {
+                other.uid() != entitlement.uid()
+                    && (other.status.as_ref().and_then(|s| s.code.as_deref()) == Some(code)
+                        || (other.spec.code.as_deref() == Some(code)
+                            && created(other) < created(entitlement)))
+            })
+            .map(|other| {
+                format!(
+                    "{}/{}",
+                    other.namespace().unwrap_or_default(),
+                    other.name_any()
+                )
+            })
+    }
+
+    /// The DataExports that name `organization`.
+    pub fn exports_of(&self, organization: &str) -> Vec<ObjectRef<DataExport>> {
+        refs(
+            self.exports
+                .state()
+                .into_iter()
+                .filter(|e| e.spec.organization == organization)
+                .collect(),
+        )
+    }
+
+    /// The DataExports in `namespace`.
+    pub fn exports_in(&self, namespace: &str) -> Vec<Arc<DataExport>> {
+        self.exports
+            .state()
+            .into_iter()
+            .filter(|e| e.namespace().as_deref() == Some(namespace))
+            .collect()
+    }
+
+    /// A RetentionHold as the lifecycle reads it: the organization it names
+    /// is looked up for its tenant namespace.
+    pub fn as_hold(&self, hold: &RetentionHold) -> Hold {
+        let target = match (&hold.spec.organization, &hold.spec.entitlement) {
+            (Some(organization), _) => HoldTarget::Organization {
+                name: organization.clone(),
+                namespace: self
+                    .organization(organization)
+                    .map(|o| o.tenant_namespace()),
+            },
+            (None, Some(entitlement)) => HoldTarget::Entitlement {
+                namespace: entitlement.namespace.clone(),
+                name: entitlement.name.clone(),
+            },
+            // The API server refuses a hold without a target.
+            (None, None) => HoldTarget::Entitlement {
+                namespace: String::new(),
+                name: String::new(),
+            },
+        };
+        Hold {
+            name: hold.name_any(),
+            reason: hold.spec.reason.clone(),
+            ticket: hold.spec.ticket.clone(),
+            until: hold.spec.until,
+            target,
+        }
+    }
+
+    /// The holds (not being deleted) that `covers` says apply.
+    fn holds_where(&self, covers: impl Fn(&Hold) -> bool) -> Vec<Hold> {
+        self.holds
+            .state()
+            .iter()
+            .filter(|h| h.metadata.deletion_timestamp.is_none())
+            .map(|h| self.as_hold(h))
+            .filter(|h| covers(h))
+            .collect()
+    }
+
+    /// The holds covering `entitlement`.
+    pub fn holds_covering_entitlement(&self, entitlement: &Entitlement) -> Vec<Hold> {
+        self.holds_where(|h| covers_entitlement(h, entitlement))
+    }
+
+    /// The holds covering organization `name` with tenant namespace `namespace`.
+    pub fn holds_covering_organization(&self, name: &str, namespace: &str) -> Vec<Hold> {
+        self.holds_where(|h| h.covers_organization(name, namespace))
+    }
+
+    /// The entitlements `hold` covers.
+    pub fn covered_entitlements(&self, hold: &RetentionHold) -> Vec<Arc<Entitlement>> {
+        let hold = self.as_hold(hold);
+        self.entitlements_where(|e| covers_entitlement(&hold, e))
+    }
+
+    /// The organizations `hold` covers.
+    pub fn covered_organizations(&self, hold: &RetentionHold) -> Vec<ObjectRef<Organization>> {
+        let hold = self.as_hold(hold);
+        refs(
+            self.organizations
+                .state()
+                .into_iter()
+                .filter(|org| hold.covers_organization(&org.name_any(), &org.tenant_namespace()))
+                .collect(),
+        )
+    }
+
+    /// The holds naming organization `name`.
+    pub fn holds_naming_organization(&self, name: &str) -> Vec<ObjectRef<RetentionHold>> {
+        self.hold_refs(|h| h.spec.organization.as_deref() == Some(name))
+    }
+
+    /// The holds whose coverage lists `entitlement`: on it, and on the
+    /// organization it names or lives in.
+    pub fn holds_listing(&self, entitlement: &Entitlement) -> Vec<ObjectRef<RetentionHold>> {
+        let namespace = entitlement.namespace().unwrap_or_default();
+        let name = entitlement.name_any();
+        let named = entitlement.spec.organization.as_deref();
+        self.hold_refs(|h| match &h.spec.organization {
+            Some(organization) => {
+                named == Some(organization.as_str())
+                    || self
+                        .organization(organization)
+                        .is_some_and(|o| o.tenant_namespace() == namespace)
+            }
+            None => h
+                .spec
+                .entitlement
+                .as_ref()
+                .is_some_and(|t| t.namespace == namespace && t.name == name),
+        })
+    }
+
+    fn hold_refs(&self, matches: impl Fn(&RetentionHold) -> bool) -> Vec<ObjectRef<RetentionHold>> {
+        refs(
+            self.holds
+                .state()
+                .into_iter()
+                .filter(|h| matches(h))
+                .collect(),
+        )
+    }
+}
+
+/// Whether `hold` covers `entitlement`: the one rule, used for the cache
+/// and for the live re-read before a delete.
+pub fn covers_entitlement(hold: &Hold, entitlement: &Entitlement) -> bool {
+    hold.covers_entitlement(
+        &entitlement.namespace().unwrap_or_default(),
+        &entitlement.name_any(),
+        entitlement.spec.organization.as_deref(),
+    )
+}
+
+fn refs<K: Resource<DynamicType = ()>>(objects: Vec<Arc<K>>) -> Vec<ObjectRef<K>> {
+    objects
+        .iter()
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
+/// The scope each LifecyclePolicy had when last seen, for one watch mapper:
+/// a policy whose scope changed re-decides what its old scope matched as well
+/// as its new one.
+#[derive(Default)]
+pub struct PolicyScopes(Mutex<HashMap<String, Option<PolicyScope>>>);
+
+impl PolicyScopes {
+    /// Records the policy's scope now, and returns whether a change of it
+    /// concerns `subject`: matched by the scope now or by the one before.
+    pub fn changed(&self, policy: &LifecyclePolicy) -> impl Fn(&Subject) -> bool + use<> {
+        let scope = policy.spec.scope.clone();
+        let before = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(policy.name_any(), scope.clone());
+        move |subject| {
+            scope_matches(scope.as_ref(), subject)
+                || before
+                    .as_ref()
+                    .is_some_and(|old| scope_matches(old.as_ref(), subject))
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "index_tests.rs"]
+mod tests;

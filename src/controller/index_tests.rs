@@ -1,0 +1,192 @@
+//! The index fed objects as its watches would deliver them.
+
+use super::*;
+use kube::runtime::watcher::Event;
+use serde_json::json;
+
+fn object<T: DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
+
+fn organization(name: &str, owned: Option<&str>) -> Organization {
+    let status = owned.map(|namespace| json!({"phase": "Active", "namespace": namespace}));
+    object(json!({
+        "apiVersion": "tenure.dev/v1alpha1", "kind": "Organization",
+        "metadata": {"name": name}, "spec": {}, "status": status,
+    }))
+}
+
+fn entitlement(namespace: &str, name: &str, organization: Option<&str>) -> Entitlement {
+    object(json!({
+        "apiVersion": "tenure.dev/v1alpha1", "kind": "Entitlement",
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("{namespace}/{name}")},
+        "spec": {"class": "plugin", "product": "grafana", "organization": organization},
+    }))
+}
+
+fn with_code(mut entitlement: Entitlement, code: &str) -> Entitlement {
+    entitlement.status = Some(object(json!({"code": code})));
+    entitlement
+}
+
+fn hold(name: &str, target: serde_json::Value) -> RetentionHold {
+    let mut spec = json!({"reason": "litigation"});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(target.as_object().unwrap().clone());
+    object(json!({
+        "apiVersion": "tenure.dev/v1alpha1", "kind": "RetentionHold",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+}
+
+/// An index holding acme (namespace org-acme), globex (org-globex), and
+/// entitlements: one in acme's namespace, one elsewhere naming acme, one of
+/// globex, and a standalone one in acme's namespace.
+fn world() -> (Index, Feeds) {
+    let (index, mut feeds) = super::index();
+    for org in [
+        organization("acme", Some("org-acme")),
+        organization("globex", Some("org-globex")),
+    ] {
+        feeds.organizations.apply(&Event::Apply(org));
+    }
+    for e in [
+        with_code(
+            entitlement("org-acme", "grafana", Some("acme")),
+            "PLG-2026-01-0001",
+        ),
+        entitlement("shared", "naming-acme", Some("acme")),
+        entitlement("org-globex", "loki", Some("globex")),
+        entitlement("org-acme", "standalone", None),
+    ] {
+        feeds.entitlements.apply(&Event::Apply(e));
+    }
+    (index, feeds)
+}
+
+fn names(entitlements: &[Arc<Entitlement>]) -> Vec<String> {
+    let mut names: Vec<String> = entitlements.iter().map(|e| e.name_any()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_hold_on_an_organization_covers_its_namespace_and_what_names_it() {
+    let (index, mut feeds) = world();
+    let on_acme = hold("acme-legal", json!({"organization": "acme"}));
+    assert_eq!(
+        names(&index.covered_entitlements(&on_acme)),
+        ["grafana", "naming-acme", "standalone"]
+    );
+    feeds.holds.apply(&Event::Apply(on_acme.clone()));
+    let loki = index.entitlement("org-globex", "loki").unwrap();
+    assert!(index.holds_covering_entitlement(&loki).is_empty());
+    let standalone = index.entitlement("org-acme", "standalone").unwrap();
+    assert_eq!(index.holds_covering_entitlement(&standalone).len(), 1);
+    assert_eq!(
+        index.covered_organizations(&on_acme),
+        [ObjectRef::new("acme")]
+    );
+    assert_eq!(
+        index.holds_covering_organization("acme", "org-acme")[0].name,
+        "acme-legal"
+    );
+}
+
+#[test]
+fn a_hold_on_an_entitlement_covers_it_and_blocks_its_organizations_purge() {
+    let (index, mut feeds) = world();
+    let on_grafana = hold(
+        "grafana-dispute",
+        json!({"entitlement": {"namespace": "org-acme", "name": "grafana"}}),
+    );
+    feeds.holds.apply(&Event::Apply(on_grafana.clone()));
+    assert_eq!(names(&index.covered_entitlements(&on_grafana)), ["grafana"]);
+    assert_eq!(
+        index.covered_organizations(&on_grafana),
+        [ObjectRef::new("acme")]
+    );
+    let grafana = index.entitlement("org-acme", "grafana").unwrap();
+    assert_eq!(
+        index.holds_listing(&grafana),
+        [ObjectRef::new("grafana-dispute")]
+    );
+    assert!(
+        index
+            .holds_covering_organization("globex", "org-globex")
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_code_is_held_by_one_entitlement_and_a_pin_by_the_first() {
+    let (index, _) = world();
+    let newcomer = entitlement("org-globex", "newcomer", Some("globex"));
+    assert_eq!(
+        index.code_holder("PLG-2026-01-0001", &newcomer).as_deref(),
+        Some("org-acme/grafana")
+    );
+    let holder = index.entitlement("org-acme", "grafana").unwrap();
+    assert_eq!(index.code_holder("PLG-2026-01-0001", &holder), None);
+    assert_eq!(index.code_holder("PLG-2026-01-0002", &newcomer), None);
+}
+
+#[test]
+fn an_organization_owns_a_namespace_only_once_its_status_records_it() {
+    let (index, mut feeds) = world();
+    feeds
+        .organizations
+        .apply(&Event::Apply(organization("initech", None)));
+    assert!(index.organization_owning("org-initech").is_none());
+    assert_eq!(
+        index.organization_for_namespace("org-initech"),
+        Some(ObjectRef::new("initech"))
+    );
+    assert_eq!(
+        index.organization_owning("org-acme").map(|o| o.name_any()),
+        Some("acme".into())
+    );
+    let acme = index.organization("acme").unwrap();
+    let mut of_acme: Vec<String> = index
+        .entitlements_of(&acme)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    of_acme.sort();
+    assert_eq!(of_acme, ["grafana", "naming-acme", "standalone"]);
+    assert_eq!(
+        names(&index.entitlements_in("org-acme")),
+        ["grafana", "standalone"]
+    );
+}
+
+#[test]
+fn a_feed_hands_on_changes_deletes_and_what_went_while_the_watch_was_down() {
+    let (index, mut feeds) = world();
+    let loki = entitlement("org-globex", "loki", Some("globex"));
+    let deleted = feeds.entitlements.apply(&Event::Delete(loki));
+    assert_eq!(names(&deleted), ["loki"]);
+    assert!(index.entitlement("org-globex", "loki").is_none());
+
+    // A relist that no longer finds `standalone` hands it on as gone, with
+    // everything listed.
+    feeds.entitlements.apply(&Event::Init);
+    for name in ["grafana", "naming-acme"] {
+        let namespace = if name == "grafana" {
+            "org-acme"
+        } else {
+            "shared"
+        };
+        let listed = entitlement(namespace, name, Some("acme"));
+        assert!(
+            feeds
+                .entitlements
+                .apply(&Event::InitApply(listed))
+                .is_empty()
+        );
+    }
+    let relisted = feeds.entitlements.apply(&Event::InitDone);
+    assert_eq!(names(&relisted), ["grafana", "naming-acme", "standalone"]);
+    assert!(index.entitlement("org-acme", "standalone").is_none());
+}
