@@ -50,6 +50,10 @@ struct RunArgs {
     /// Days a finished export's ZIP is kept before it is deleted.
     #[arg(long, value_name = "DAYS", default_value_t = 7)]
     export_keep_days: u32,
+    /// Reconciles run at once, per kind: bounds the load on the API server
+    /// and the controller's memory during a mass change.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
     /// Log lines for people (human) or for log pipelines (json).
     #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "TENURE_LOG_FORMAT")]
     log_format: LogFormat,
@@ -90,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
                     .map(controller::export::Bucket::from_url)
                     .transpose()?,
             };
-            controller::run(client, clock, exports).await?;
+            controller::run(client, clock, exports, args.concurrency).await?;
         }
     }
     Ok(())

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use futures::channel::mpsc::UnboundedReceiver;
 use futures::future::BoxFuture;
 use kube::ResourceExt;
 use kube::runtime::controller::{Action, Controller};
@@ -14,9 +13,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::context::{Context, reconciled, retry_later};
 use super::error::Result;
-use super::index::{Feeds, Index};
-use super::log_outcomes;
+use super::index::{Feed, Feeds, Index};
 use super::status::{Applied, WithStatus, apply_status_if_unchanged};
+use super::{log_outcomes, matters};
 use crate::api::{EntitlementClass, LifecyclePolicy, RetentionHold, RetentionHoldStatus};
 use crate::lifecycle::acceptance::{self, Judgement};
 use crate::lifecycle::conditions::{Verdict, conditions};
@@ -33,7 +32,7 @@ pub trait Accepted: WithStatus {
     fn observe(&self, _index: &Index, _status: &mut Self::Status) {}
     /// The index's cache of this kind, and the feed of its changes.
     fn cache(index: &Index) -> Store<Self>;
-    fn subscribe(feeds: &mut Feeds) -> UnboundedReceiver<Arc<Self>>;
+    fn feed(feeds: &mut Feeds) -> &mut Feed<Self>;
     /// Other kinds whose changes re-decide objects of this one.
     fn related(
         controller: Controller<Self>,
@@ -57,10 +56,12 @@ pub trait Accepted: WithStatus {
 pub fn controller<K: Accepted>(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<K> {
     let store = K::cache(&context.index);
     let siblings = store.clone();
-    let controller = Controller::for_shared_stream(K::subscribe(feeds), store)
-        .watches_shared_stream(K::subscribe(feeds), move |changed| {
+    let own = K::feed(feeds).subscribe_to(matters::own::<K>);
+    let controller = Controller::for_shared_stream(own, store)
+        .watches_shared_stream(K::feed(feeds).subscribe(), move |changed| {
             K::siblings(&changed, &siblings.state())
         })
+        .with_config(context.controller_config())
         .shutdown_on_signal();
     K::related(controller, &context.index, feeds)
 }
@@ -101,7 +102,7 @@ async fn reconcile<K: Accepted>(object: Arc<K>, context: Arc<Context>) -> Result
     let applied =
         apply_status_if_unchanged(&api, &name, version.as_deref(), current.as_ref(), &status);
     Ok(match applied.await? {
-        Applied::Done => context.wake_at(judged.wake_at),
+        Applied::Done(_) => context.wake_at(judged.wake_at),
         // The newer version is on its way through the watch, and is decided then.
         Applied::Stale => Action::await_change(),
     })
@@ -150,8 +151,8 @@ impl Accepted for EntitlementClass {
     fn cache(index: &Index) -> Store<Self> {
         index.classes()
     }
-    fn subscribe(feeds: &mut Feeds) -> UnboundedReceiver<Arc<Self>> {
-        feeds.classes.subscribe()
+    fn feed(feeds: &mut Feeds) -> &mut Feed<Self> {
+        &mut feeds.classes
     }
 }
 
@@ -177,8 +178,8 @@ impl Accepted for LifecyclePolicy {
     fn cache(index: &Index) -> Store<Self> {
         index.policies()
     }
-    fn subscribe(feeds: &mut Feeds) -> UnboundedReceiver<Arc<Self>> {
-        feeds.policies.subscribe()
+    fn feed(feeds: &mut Feeds) -> &mut Feed<Self> {
+        &mut feeds.policies
     }
 }
 
@@ -233,8 +234,8 @@ impl Accepted for RetentionHold {
     fn cache(index: &Index) -> Store<Self> {
         index.holds()
     }
-    fn subscribe(feeds: &mut Feeds) -> UnboundedReceiver<Arc<Self>> {
-        feeds.holds.subscribe()
+    fn feed(feeds: &mut Feeds) -> &mut Feed<Self> {
+        &mut feeds.holds
     }
     /// Its target appearing or going, and an entitlement it covers.
     fn related(
@@ -244,11 +245,19 @@ impl Accepted for RetentionHold {
     ) -> Controller<Self> {
         let (by_organization, by_entitlement) = (index.clone(), index.clone());
         controller
-            .watches_shared_stream(feeds.organizations.subscribe(), move |organization| {
-                by_organization.holds_naming_organization(&organization.name_any())
-            })
-            .watches_shared_stream(feeds.entitlements.subscribe(), move |entitlement| {
-                by_entitlement.holds_listing(&entitlement)
-            })
+            .watches_shared_stream(
+                feeds
+                    .organizations
+                    .subscribe_to(matters::organization_namespace),
+                move |organization| {
+                    by_organization.holds_naming_organization(&organization.name_any())
+                },
+            )
+            .watches_shared_stream(
+                feeds
+                    .entitlements
+                    .subscribe_to(matters::entitlement_organization),
+                move |entitlement| by_entitlement.holds_listing(&entitlement),
+            )
     }
 }

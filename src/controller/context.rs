@@ -14,7 +14,7 @@ use tracing::warn;
 use super::error::{Error, Result};
 use super::export::ExportSettings;
 use super::index::Index;
-use super::{codes, discovery, status};
+use super::{codes, discovery, downstream, status};
 use crate::clock::Clock;
 use crate::lifecycle::conditions::{Verdict, from_time};
 
@@ -30,13 +30,22 @@ pub struct Context {
     pub exports: ExportSettings,
     /// The API resources of downstream kinds, found by discovery.
     pub downstream_kinds: discovery::Kinds,
+    /// Objects labelled for entitlements, of the kinds classes list.
+    pub bound_caches: downstream::BoundCaches,
     /// Serialises code allocation per class in this process (see `codes`).
     pub code_allocation: codes::Allocation,
     /// Consecutive failures per object, for exponential backoff.
     pub failures: Failures,
+    /// Reconciles run at once, per kind (`--concurrency`).
+    pub concurrency: u16,
 }
 
 impl Context {
+    /// How every controller runs: at most `concurrency` reconciles at once.
+    pub fn controller_config(&self) -> kube::runtime::controller::Config {
+        kube::runtime::controller::Config::default().concurrency(self.concurrency)
+    }
+
     /// When `object` was created, on the controller's clock.
     pub fn created_at<K: Resource>(&self, object: &K) -> DateTime<Utc> {
         object

@@ -4,23 +4,50 @@
 //! is deleted without being re-read and found still bound, and the holds
 //! re-read live, right before.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DynamicObject;
+use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use serde_json::Value;
 
 use super::context::Context;
 use super::deletes::{delete_exactly, no_live_hold};
 use super::discovery::Served;
-use super::error::Result;
+use super::error::{Error, Result};
 use crate::api::class::{DownstreamKind, PurgeAction};
 use crate::api::entitlement::ResourceCounts;
 use crate::api::{ENTITLEMENT_LABEL, Entitlement, EntitlementPhase};
 use crate::lifecycle::conditions::from_time;
 use crate::lifecycle::downstream::{ObjectAction, Outcome, binds, desired, object_action, pausing};
+
+/// Caches of the objects labelled for an entitlement, of each downstream
+/// kind the classes listed when the controller started: what an
+/// entitlement's reconcile reads instead of listing every kind each time.
+#[derive(Default)]
+pub struct BoundCaches(Mutex<HashMap<(String, String), Store<DynamicObject>>>);
+
+impl BoundCaches {
+    pub fn insert(&self, kind: &DownstreamKind, cache: Store<DynamicObject>) {
+        let key = (kind.api_version.clone(), kind.kind.clone());
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, cache);
+    }
+
+    fn of(&self, kind: &DownstreamKind) -> Option<Store<DynamicObject>> {
+        let key = (kind.api_version.clone(), kind.kind.clone());
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
+    }
+}
 
 /// How the entitlement's phase bears on its bound objects.
 pub struct Governing<'a> {
@@ -129,19 +156,44 @@ async fn bound_of_kind(
     };
     let namespace = entitlement.namespace().unwrap_or_default();
     let api = Api::<DynamicObject>::namespaced_with(context.client.clone(), &namespace, &resource);
-    let objects = bound(&api, entitlement).await?;
+    let objects = bound(&api, context.bound_caches.of(kind), kind, entitlement).await?;
     Ok(Some((api, objects)))
 }
 
 /// The objects bound to the entitlement: labelled with its name, or matching
 /// its selector and labelled for no other entitlement.
-async fn bound(api: &Api<DynamicObject>, entitlement: &Entitlement) -> Result<Vec<DynamicObject>> {
+/// Objects labelled for an entitlement are read from the kind's cache when
+/// there is one (what is deleted is re-read live first).
+async fn bound(
+    api: &Api<DynamicObject>,
+    cache: Option<Store<DynamicObject>>,
+    kind: &DownstreamKind,
+    entitlement: &Entitlement,
+) -> Result<Vec<DynamicObject>> {
     let name = entitlement.name_any();
-    let labelled = ListParams::default().labels(&format!("{ENTITLEMENT_LABEL}={name}"));
-    let mut objects: BTreeMap<String, DynamicObject> = api
-        .list(&labelled)
-        .await?
-        .items
+    let labelled: Vec<DynamicObject> = match cache {
+        Some(cache) => {
+            // Read once it holds its first full list, so that no bound
+            // object counts as missing.
+            cache
+                .wait_until_ready()
+                .await
+                .map_err(|_| Error::WatchStopped(format!("{} {}", kind.api_version, kind.kind)))?;
+            let namespace = entitlement.namespace();
+            cache
+                .state()
+                .iter()
+                .filter(|o| o.namespace() == namespace)
+                .filter(|o| o.labels().get(ENTITLEMENT_LABEL) == Some(&name))
+                .map(|o| o.as_ref().clone())
+                .collect()
+        }
+        None => {
+            let labelled = ListParams::default().labels(&format!("{ENTITLEMENT_LABEL}={name}"));
+            api.list(&labelled).await?.items
+        }
+    };
+    let mut objects: BTreeMap<String, DynamicObject> = labelled
         .into_iter()
         .map(|o| (o.uid().unwrap_or_default(), o))
         .collect();

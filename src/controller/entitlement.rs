@@ -9,8 +9,9 @@ use std::sync::Arc;
 use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
 use super::acceptance::class_refusal;
@@ -21,14 +22,12 @@ use super::downstream::{self, Governing};
 use super::error::Result;
 use super::events::{Reason, record, record_history};
 use super::index::{Feeds, PolicyScopes, covers_entitlement};
-use super::status::{
-    Applied, apply_status, apply_status_if_unchanged, ensure_finalizer, remove_finalizer,
-};
-use super::{codes, log_outcomes};
+use super::status::{Applied, apply_status, apply_status_if_unchanged, remove_finalizer};
+use super::{codes, log_outcomes, matters};
 use crate::api::class::DownstreamKind;
 use crate::api::entitlement::{EntitlementFacts, EntitlementPurgePlan, EntitlementStatus};
 use crate::api::{
-    ENTITLEMENT_LABEL, Entitlement, EntitlementClass, EntitlementPhase, FACTS_ANNOTATION,
+    ENTITLEMENT_LABEL, Entitlement, EntitlementClass, EntitlementPhase, FACTS_ANNOTATION, FINALIZER,
 };
 use crate::lifecycle::conditions::{Extra, Verdict, conditions, newly_set};
 use crate::lifecycle::downstream::{ChangeAction, Outcome, deletes, outcome_conditions};
@@ -45,31 +44,39 @@ pub fn controller(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<Entit
     let (by_class, by_organization, by_hold, by_policy) =
         (index.clone(), index.clone(), index.clone(), index.clone());
     let scopes = PolicyScopes::default();
-    Controller::for_shared_stream(feeds.entitlements.subscribe(), index.entitlements())
-        .watches_shared_stream(feeds.classes.subscribe(), move |class| {
-            by_class.entitlements_of_class(&class.name_any())
-        })
-        .watches_shared_stream(feeds.organizations.subscribe(), move |org| {
-            by_organization.entitlements_of(&org)
-        })
-        .watches_shared_stream(feeds.holds.subscribe(), move |hold| {
-            let covered = by_hold.covered_entitlements(&hold);
-            covered
-                .iter()
-                .map(|e| ObjectRef::from_obj(e.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .watches_shared_stream(feeds.policies.subscribe(), move |policy| {
-            let concerns = scopes.changed(&policy);
-            by_policy
-                .entitlements()
-                .state()
-                .iter()
-                .filter(|e| concerns(&Subject::of_entitlement(e)))
-                .map(|e| ObjectRef::from_obj(e.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .shutdown_on_signal()
+    Controller::for_shared_stream(
+        feeds.entitlements.subscribe_to(matters::own),
+        index.entitlements(),
+    )
+    .watches_shared_stream(
+        feeds.classes.subscribe_to(matters::class_usability),
+        move |class| by_class.entitlements_of_class(&class.name_any()),
+    )
+    .watches_shared_stream(
+        feeds
+            .organizations
+            .subscribe_to(matters::organization_standing),
+        move |org| by_organization.entitlements_of(&org),
+    )
+    .watches_shared_stream(feeds.holds.subscribe(), move |hold| {
+        let covered = by_hold.covered_entitlements(&hold);
+        covered
+            .iter()
+            .map(|e| ObjectRef::from_obj(e.as_ref()))
+            .collect::<Vec<_>>()
+    })
+    .watches_shared_stream(feeds.policies.subscribe(), move |policy| {
+        let concerns = scopes.changed(&policy);
+        by_policy
+            .entitlements()
+            .state()
+            .iter()
+            .filter(|e| concerns(&Subject::of_entitlement(e)))
+            .map(|e| ObjectRef::from_obj(e.as_ref()))
+            .collect::<Vec<_>>()
+    })
+    .with_config(context.controller_config())
+    .shutdown_on_signal()
 }
 
 /// A labelled object of a kind some class governs appearing or changing
@@ -99,18 +106,25 @@ pub async fn watch_bound_objects(
                 continue;
             }
         };
+        // One watch fills the cache first and then wakes the entitlement,
+        // so that its reconcile reads what woke it.
         let api = Api::<DynamicObject>::all_with(context.client.clone(), &resource);
-        controller = controller.watches_with(
-            api,
-            resource,
-            watcher::Config::default().labels(ENTITLEMENT_LABEL),
-            |object| {
-                let entitlement = object.labels().get(ENTITLEMENT_LABEL)?;
-                Some(ObjectRef::new(entitlement).within(&object.namespace()?))
-            },
-        );
+        let writer = Writer::new(resource.clone());
+        let cache = writer.as_reader();
+        let labelled = watcher(api, watcher::Config::default().labels(ENTITLEMENT_LABEL))
+            .default_backoff()
+            .modify(|object| object.metadata.managed_fields = None);
+        let changes = reflector(writer, labelled).touched_objects();
+        controller = controller.watches_stream_with(changes, bound_to, resource);
+        context.bound_caches.insert(&kind, cache);
     }
     controller
+}
+
+/// The entitlement a labelled object is bound to.
+fn bound_to(object: DynamicObject) -> Option<ObjectRef<Entitlement>> {
+    let entitlement = object.labels().get(ENTITLEMENT_LABEL)?;
+    Some(ObjectRef::new(entitlement).within(&object.namespace()?))
 }
 
 pub async fn run(controller: Controller<Entitlement>, context: Arc<Context>) {
@@ -143,7 +157,6 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         remove_finalizer(&api, entitlement.as_ref()).await?;
         return Ok(Action::await_change());
     }
-    ensure_finalizer(&api, entitlement.as_ref()).await?;
     let entitlement = with_latest_code(&api, entitlement).await?;
     let mut known = Known::of(&entitlement);
     let (class, references) = match dereference(&context, &entitlement).await? {
@@ -152,13 +165,18 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
             return stall(&context, &api, &entitlement, &known, verdict).await;
         }
     };
+    // A code taken now is written with the rest of the status, over the
+    // version it was taken for: a newer version skips it (never reused).
+    let mut code_taken_on = None;
     if known.code().is_none() {
-        match take_code(&context, &api, &entitlement, &mut known).await? {
-            Some(Taken::Stored) => {}
-            Some(Taken::Refused(verdict)) => {
+        match take_code(&context, &entitlement).await? {
+            Taken::Code(code) => {
+                known.status.get_or_insert_default().code = Some(code);
+                code_taken_on = entitlement.resource_version();
+            }
+            Taken::Refused(verdict) => {
                 return stall(&context, &api, &entitlement, &known, verdict).await;
             }
-            None => return Ok(Action::await_change()),
         }
     }
     let Some((decision, version)) =
@@ -167,6 +185,7 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         return Ok(decide_again());
     };
     let governed = act(&context, &entitlement, &class, &decision, &known).await?;
+    let version = version.or(code_taken_on);
     let written = report(
         &context,
         &api,
@@ -225,20 +244,6 @@ impl Known {
 
     fn code(&self) -> Option<&str> {
         self.status.as_ref()?.code.as_deref()
-    }
-
-    /// Writes `status` over the known one; refused (Stale) when `version` is
-    /// given and the entitlement moved past it.
-    async fn write(
-        &self,
-        api: &Api<Entitlement>,
-        entitlement: &Entitlement,
-        version: Option<String>,
-        status: &EntitlementStatus,
-    ) -> Result<Applied> {
-        let name = entitlement.name_any();
-        apply_status_if_unchanged(api, &name, version.as_deref(), self.status.as_ref(), status)
-            .await
     }
 
     /// Purged, as recorded: its purge plan is kept as the record of what went.
@@ -302,59 +307,36 @@ async fn stall(
         generation,
         context.clock.now(),
     );
-    apply_status(api, &entitlement.name_any(), known.status.as_ref(), &status).await?;
+    let stored = entitlement.status.as_ref();
+    apply_status(api, &entitlement.name_any(), stored, &status).await?;
     Ok(Action::await_change())
 }
 
 enum Taken {
-    Stored,
+    Code(String),
     Refused(Verdict),
 }
 
-/// Takes the entitlement's code, `spec.code` for an import (unless another
-/// entitlement holds it) or the next of its class, and stores it before
-/// anything else is done: whatever fails later, a retry finds it and never
-/// takes another. None: the entitlement changed since it was read; the new
-/// code is skipped (never reused) and the newer version decided on its own.
-async fn take_code(
-    context: &Context,
-    api: &Api<Entitlement>,
-    entitlement: &Entitlement,
-    known: &mut Known,
-) -> Result<Option<Taken>> {
+/// Takes the entitlement's code: `spec.code` for an import (unless another
+/// entitlement holds it), or the next of its class.
+async fn take_code(context: &Context, entitlement: &Entitlement) -> Result<Taken> {
     let class = &entitlement.spec.class;
-    let code = match &entitlement.spec.code {
+    Ok(match &entitlement.spec.code {
         Some(code) => match context.index.code_holder(code, entitlement) {
-            Some(holder) => {
-                return Ok(Some(Taken::Refused(crate::lifecycle::codes::in_use(
-                    code, &holder,
-                ))));
-            }
+            Some(holder) => Taken::Refused(crate::lifecycle::codes::in_use(code, &holder)),
             None => {
                 codes::reserve(context, class, code).await?;
-                code.clone()
+                Taken::Code(code.clone())
             }
         },
         None => {
             let created = context.created_at(entitlement);
             match codes::next(context, class, created).await? {
-                Some(code) => code,
-                None => {
-                    return Ok(Some(Taken::Refused(crate::lifecycle::codes::exhausted(
-                        class, created,
-                    ))));
-                }
+                Some(code) => Taken::Code(code),
+                None => Taken::Refused(crate::lifecycle::codes::exhausted(class, created)),
             }
         }
-    };
-    let mut with_code = known.status.clone().unwrap_or_default();
-    with_code.code = Some(code);
-    let version = entitlement.resource_version();
-    if known.write(api, entitlement, version, &with_code).await? == Applied::Stale {
-        return Ok(None);
-    }
-    known.status = Some(with_code);
-    Ok(Some(Taken::Stored))
+    })
 }
 
 /// The core's decision. One that deletes is made again on the entitlement's
@@ -478,14 +460,14 @@ async fn report(
         generation,
         context.clock.now(),
     );
-    if known.write(api, entitlement, version, &status).await? == Applied::Stale {
-        return Ok(false);
-    }
     let name = entitlement.name_any();
-    let remembered = EntitlementFacts::remembered(&status);
-    if known.facts.as_ref() != Some(&remembered) {
-        remember(api, &name, &remembered).await?;
-    }
+    let stored = entitlement.status.as_ref();
+    let applied = apply_status_if_unchanged(api, &name, version.as_deref(), stored, &status);
+    let written_as = match applied.await? {
+        Applied::Stale => return Ok(false),
+        Applied::Done(written_as) => written_as,
+    };
+    remember(api, entitlement, known, &status, written_as).await?;
     let new_conditions = newly_set(
         &extra,
         known.status.as_ref().map(|s| s.conditions.as_slice()),
@@ -501,11 +483,34 @@ async fn report(
     Ok(true)
 }
 
-/// Keeps the facts a restore needs in the entitlement's annotation.
-async fn remember(api: &Api<Entitlement>, name: &str, facts: &EntitlementFacts) -> Result<()> {
-    let json = serde_json::to_string(facts).unwrap_or_default();
-    let patch = serde_json::json!({"metadata": {"annotations": {FACTS_ANNOTATION: json}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+/// Keeps the facts a restore needs in the entitlement's annotation, and
+/// tenure's finalizer on it, in one write: over the version the status
+/// write left (`written_as`), so that no finalizer someone added meanwhile
+/// is lost.
+async fn remember(
+    api: &Api<Entitlement>,
+    entitlement: &Entitlement,
+    known: &Known,
+    status: &EntitlementStatus,
+    written_as: Option<String>,
+) -> Result<()> {
+    let facts = EntitlementFacts::remembered(status);
+    let mut finalizers = entitlement.finalizers().to_vec();
+    let finalized = finalizers.iter().any(|f| f == FINALIZER);
+    if finalized && known.facts.as_ref() == Some(&facts) {
+        return Ok(());
+    }
+    if !finalized {
+        finalizers.push(FINALIZER.to_string());
+    }
+    let json = serde_json::to_string(&facts).unwrap_or_default();
+    let patch = serde_json::json!({"metadata": {
+        "annotations": {FACTS_ANNOTATION: json},
+        "finalizers": finalizers,
+        "resourceVersion": written_as.or_else(|| entitlement.resource_version()),
+    }});
+    let name = entitlement.name_any();
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
 }

@@ -19,6 +19,9 @@ pub enum Error {
     ArtifactBucket(#[from] object_store::Error),
     #[error("{0} has no name")]
     Unnamed(&'static str),
+    /// A cache can no longer be filled: its watch stopped (at shutdown).
+    #[error("the watch filling the cache of {0} stopped")]
+    WatchStopped(String),
     /// Something tenure was about to change turned out not to be its own.
     #[error("refusing to touch what tenure does not own: {0}")]
     NotOwned(String),
@@ -51,6 +54,7 @@ impl Error {
             Error::ArtifactFile { .. } => "ArtifactFile",
             Error::ArtifactBucket(_) => "ArtifactBucket",
             Error::Unnamed(_) => "Unnamed",
+            Error::WatchStopped(_) => "WatchStopped",
             Error::NotOwned(_) => "NotOwned",
             Error::HoldAppeared(_) => "HoldAppeared",
         }

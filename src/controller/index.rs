@@ -100,7 +100,7 @@ impl Feeds {
 /// The only watch of `K`: its cache, and who is told of each change.
 pub struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
     writer: Writer<K>,
-    subscribers: Vec<mpsc::UnboundedSender<Arc<K>>>,
+    subscribers: Vec<Subscriber<K>>,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Default for Feed<K> {
@@ -109,6 +109,58 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Default for Feed<K> {
             writer: Writer::default(),
             subscribers: Vec::new(),
         }
+    }
+}
+
+/// What of an object a subscriber reacts to, as a fingerprint (see
+/// [`fingerprint`]): a change that leaves it as it was is not handed on.
+pub type Matters<K> = Box<dyn Fn(&K) -> u64 + Send + Sync>;
+
+/// The fingerprint of what matters of an object.
+pub fn fingerprint(what: impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(what)
+}
+
+/// One subscriber of a feed, and what it last saw of each object.
+struct Subscriber<K: Resource> {
+    sender: mpsc::UnboundedSender<Arc<K>>,
+    matters: Option<Matters<K>>,
+    seen: HashMap<ObjectRef<K>, u64>,
+}
+
+/// An object a watch event concerns; `gone`: deleted.
+struct Change<K> {
+    object: Arc<K>,
+    gone: bool,
+}
+
+impl<K: Resource<DynamicType = ()>> Subscriber<K> {
+    /// Hands `change` on if what matters to the subscriber changed (a new or
+    /// deleted object always does); false once the subscriber is gone.
+    fn offer(&mut self, change: &Change<K>) -> bool {
+        let key = ObjectRef::from_obj(change.object.as_ref());
+        let changed = match (&self.matters, change.gone) {
+            (_, true) => {
+                self.seen.remove(&key);
+                true
+            }
+            (None, false) => true,
+            (Some(matters), false) => {
+                let now = matters(change.object.as_ref());
+                self.seen.insert(key, now) != Some(now)
+            }
+        };
+        !changed || self.sender.unbounded_send(change.object.clone()).is_ok()
+    }
+}
+
+/// What tenure never reads of an object and need not keep in memory.
+fn strip<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
 
@@ -123,26 +175,57 @@ where
     /// Every object changed, created or deleted from now on. Unbounded, so a
     /// slow subscriber never holds up the cache or the others.
     pub fn subscribe(&mut self) -> mpsc::UnboundedReceiver<Arc<K>> {
+        self.subscribe_with(None)
+    }
+
+    /// Objects created or deleted, and those whose fingerprint of what
+    /// `matters` changed: a status write of tenure's own wakes only those
+    /// who read what it changed.
+    pub fn subscribe_to(
+        &mut self,
+        matters: impl Fn(&K) -> u64 + Send + Sync + 'static,
+    ) -> mpsc::UnboundedReceiver<Arc<K>> {
+        self.subscribe_with(Some(Box::new(matters)))
+    }
+
+    fn subscribe_with(&mut self, matters: Option<Matters<K>>) -> mpsc::UnboundedReceiver<Arc<K>> {
         let (sender, receiver) = mpsc::unbounded();
-        self.subscribers.push(sender);
+        self.subscribers.push(Subscriber {
+            sender,
+            matters,
+            seen: HashMap::new(),
+        });
         receiver
+    }
+
+    /// Writes one watch event into the cache and hands what it changed to
+    /// the subscribers.
+    fn apply(&mut self, event: &watcher::Event<K>) {
+        for change in self.changes(event) {
+            self.subscribers.retain_mut(|s| s.offer(&change));
+        }
     }
 
     /// Writes one watch event into the cache; returns the objects it
     /// concerns, as the subscribers should see them.
-    fn apply(&mut self, event: &watcher::Event<K>) -> Vec<Arc<K>> {
+    fn changes(&mut self, event: &watcher::Event<K>) -> Vec<Change<K>> {
         let reader = self.reader();
+        let changed = |object| Change {
+            object,
+            gone: false,
+        };
         match event {
             watcher::Event::Apply(object) => {
                 self.writer.apply_watcher_event(event);
-                reader
-                    .get(&ObjectRef::from_obj(object))
-                    .into_iter()
-                    .collect()
+                let stored = reader.get(&ObjectRef::from_obj(object));
+                stored.into_iter().map(changed).collect()
             }
             watcher::Event::Delete(object) => {
                 self.writer.apply_watcher_event(event);
-                vec![Arc::new(object.clone())]
+                vec![Change {
+                    object: Arc::new(object.clone()),
+                    gone: true,
+                }]
             }
             watcher::Event::Init | watcher::Event::InitApply(_) => {
                 self.writer.apply_watcher_event(event);
@@ -160,8 +243,9 @@ where
                     .collect();
                 let gone = before
                     .into_iter()
-                    .filter(|o| !listed.contains(&ObjectRef::from_obj(o.as_ref())));
-                now.into_iter().chain(gone).collect()
+                    .filter(|o| !listed.contains(&ObjectRef::from_obj(o.as_ref())))
+                    .map(|object| Change { object, gone: true });
+                now.into_iter().map(changed).chain(gone).collect()
             }
         }
     }
@@ -169,15 +253,11 @@ where
     async fn run(mut self, client: Client) {
         let mut events = watcher(Api::<K>::all(client), watcher::Config::default())
             .default_backoff()
+            .modify(strip)
             .boxed();
         while let Some(event) = events.next().await {
             match event {
-                Ok(event) => {
-                    for object in self.apply(&event) {
-                        self.subscribers
-                            .retain(|s| s.unbounded_send(object.clone()).is_ok());
-                    }
-                }
+                Ok(event) => self.apply(&event),
                 Err(error) => {
                     warn!(kind = %K::kind(&()), %error, "watch failed; it is retried with backoff")
                 }

@@ -161,12 +161,18 @@ fn an_organization_owns_a_namespace_only_once_its_status_records_it() {
     );
 }
 
+/// What a subscriber was handed so far.
+fn drained(receiver: &mut mpsc::UnboundedReceiver<Arc<Entitlement>>) -> Vec<Arc<Entitlement>> {
+    std::iter::from_fn(|| receiver.try_recv().ok()).collect()
+}
+
 #[test]
 fn a_feed_hands_on_changes_deletes_and_what_went_while_the_watch_was_down() {
     let (index, mut feeds) = world();
+    let mut everything = feeds.entitlements.subscribe();
     let loki = entitlement("org-globex", "loki", Some("globex"));
-    let deleted = feeds.entitlements.apply(&Event::Delete(loki));
-    assert_eq!(names(&deleted), ["loki"]);
+    feeds.entitlements.apply(&Event::Delete(loki));
+    assert_eq!(names(&drained(&mut everything)), ["loki"]);
     assert!(index.entitlement("org-globex", "loki").is_none());
 
     // A relist that no longer finds `standalone` hands it on as gone, with
@@ -179,14 +185,63 @@ fn a_feed_hands_on_changes_deletes_and_what_went_while_the_watch_was_down() {
             "shared"
         };
         let listed = entitlement(namespace, name, Some("acme"));
+        feeds.entitlements.apply(&Event::InitApply(listed));
         assert!(
-            feeds
-                .entitlements
-                .apply(&Event::InitApply(listed))
-                .is_empty()
+            drained(&mut everything).is_empty(),
+            "nothing before the list is complete"
         );
     }
-    let relisted = feeds.entitlements.apply(&Event::InitDone);
-    assert_eq!(names(&relisted), ["grafana", "naming-acme", "standalone"]);
+    feeds.entitlements.apply(&Event::InitDone);
+    assert_eq!(
+        names(&drained(&mut everything)),
+        ["grafana", "naming-acme", "standalone"]
+    );
     assert!(index.entitlement("org-acme", "standalone").is_none());
+}
+
+#[test]
+fn a_subscriber_is_woken_only_by_what_it_reads() {
+    let (_, mut feeds) = world();
+    let mut by_spec = feeds
+        .entitlements
+        .subscribe_to(|e| fingerprint(&e.spec.product));
+    let grafana = entitlement("org-acme", "grafana", Some("acme"));
+    feeds.entitlements.apply(&Event::Apply(grafana.clone()));
+    assert_eq!(names(&drained(&mut by_spec)), ["grafana"], "first seen");
+    // A status write leaves what it reads as it was.
+    let coded = with_code(grafana.clone(), "PLG-2026-01-0009");
+    feeds.entitlements.apply(&Event::Apply(coded.clone()));
+    assert!(drained(&mut by_spec).is_empty());
+    let mut moved = coded.clone();
+    moved.spec.product = "loki".into();
+    feeds.entitlements.apply(&Event::Apply(moved.clone()));
+    assert_eq!(names(&drained(&mut by_spec)), ["grafana"]);
+    feeds.entitlements.apply(&Event::Delete(moved));
+    assert_eq!(
+        names(&drained(&mut by_spec)),
+        ["grafana"],
+        "a delete always wakes"
+    );
+}
+
+#[test]
+fn what_tenure_never_reads_is_not_kept() {
+    let mut object = entitlement("org-acme", "grafana", Some("acme"));
+    object.metadata.managed_fields = Some(vec![Default::default()]);
+    object.metadata.annotations = Some(
+        [
+            (
+                "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                "{}".to_string(),
+            ),
+            ("tenure.dev/facts".to_string(), "{}".to_string()),
+        ]
+        .into(),
+    );
+    strip(&mut object);
+    assert_eq!(object.metadata.managed_fields, None);
+    assert_eq!(
+        object.annotations().keys().collect::<Vec<_>>(),
+        ["tenure.dev/facts"]
+    );
 }

@@ -23,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod export;
 pub mod index;
+pub mod matters;
 pub mod organization;
 pub mod purge;
 pub mod status;
@@ -42,7 +43,12 @@ use export::ExportSettings;
 
 /// Runs every controller until SIGTERM or SIGINT, then lets in-flight
 /// reconciles finish.
-pub async fn run(client: Client, clock: Clock, exports: ExportSettings) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    clock: Clock,
+    exports: ExportSettings,
+    concurrency: u16,
+) -> anyhow::Result<()> {
     let (index, mut feeds) = index::index();
     let reporter = Reporter {
         controller: "tenure".into(),
@@ -56,7 +62,9 @@ pub async fn run(client: Client, clock: Clock, exports: ExportSettings) -> anyho
         code_allocation: codes::Allocation::default(),
         failures: context::Failures::default(),
         downstream_kinds: discovery::Kinds::default(),
+        bound_caches: downstream::BoundCaches::default(),
         exports,
+        concurrency,
     });
     info!(now = %context.clock.now(), "tenure controller starting");
 

@@ -24,7 +24,7 @@ use super::index::{Feeds, PolicyScopes};
 use super::status::{
     Applied, apply_status, apply_status_if_unchanged, ensure_finalizer, remove_finalizer,
 };
-use super::{log_outcomes, purge};
+use super::{log_outcomes, matters, purge};
 use crate::api::{
     LifecyclePolicy, ORGANIZATION_LABEL, Organization, OrganizationLifecycle, OrganizationPhase,
     OrganizationStatus,
@@ -51,40 +51,49 @@ pub fn controller(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<Organ
         index.clone(),
     );
     let scopes = PolicyScopes::default();
-    Controller::for_shared_stream(feeds.organizations.subscribe(), index.organizations())
-        // A tenant namespace changing, losing its label, or vanishing (also
-        // unlabelled) wakes its organization: all namespaces are watched, and
-        // found by name.
-        .watches_shared_stream(feeds.namespaces.subscribe(), move |namespace| {
-            by_namespace.organization_for_namespace(&namespace.name_any())
-        })
-        // Entitlement counts and locked retentions follow the entitlements.
-        .watches_shared_stream(feeds.entitlements.subscribe(), move |entitlement| {
-            by_entitlement.organization_for_namespace(&entitlement.namespace()?)
-        })
-        // An export succeeding or expiring counts for the purge and the tombstone.
-        .watches_shared_stream(feeds.exports.subscribe(), move |export| {
-            by_export.organization_for_namespace(&export.namespace()?)
-        })
-        // A hold placed, lifted or lapsing re-decides the organization it covers.
-        .watches_shared_stream(feeds.holds.subscribe(), move |hold| {
-            by_hold.covered_organizations(&hold)
-        })
-        // A policy change re-decides the organizations it applies to, or
-        // applied to before its scope changed; a locked one every
-        // organization, since it sets minimums for their entitlements.
-        .watches_shared_stream(feeds.policies.subscribe(), move |policy| {
-            let locked = policy.spec.locked == Some(true);
-            let concerns = scopes.changed(&policy);
-            by_policy
-                .organizations()
-                .state()
-                .iter()
-                .filter(|org| locked || concerns(&Subject::of_organization(&org.name_any())))
-                .map(|org| ObjectRef::from_obj(org.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .shutdown_on_signal()
+    Controller::for_shared_stream(
+        feeds.organizations.subscribe_to(matters::own),
+        index.organizations(),
+    )
+    // A tenant namespace changing, losing its label, or vanishing (also
+    // unlabelled) wakes its organization: all namespaces are watched, and
+    // found by name.
+    .watches_shared_stream(
+        feeds.namespaces.subscribe_to(matters::namespace_ownership),
+        move |namespace| by_namespace.organization_for_namespace(&namespace.name_any()),
+    )
+    // Entitlement counts and locked retentions follow the entitlements.
+    .watches_shared_stream(
+        feeds
+            .entitlements
+            .subscribe_to(matters::entitlement_standing),
+        move |entitlement| by_entitlement.organization_for_namespace(&entitlement.namespace()?),
+    )
+    // An export succeeding or expiring counts for the purge and the tombstone.
+    .watches_shared_stream(
+        feeds.exports.subscribe_to(matters::export_outcome),
+        move |export| by_export.organization_for_namespace(&export.namespace()?),
+    )
+    // A hold placed, lifted or lapsing re-decides the organization it covers.
+    .watches_shared_stream(feeds.holds.subscribe(), move |hold| {
+        by_hold.covered_organizations(&hold)
+    })
+    // A policy change re-decides the organizations it applies to, or
+    // applied to before its scope changed; a locked one every
+    // organization, since it sets minimums for their entitlements.
+    .watches_shared_stream(feeds.policies.subscribe(), move |policy| {
+        let locked = policy.spec.locked == Some(true);
+        let concerns = scopes.changed(&policy);
+        by_policy
+            .organizations()
+            .state()
+            .iter()
+            .filter(|org| locked || concerns(&Subject::of_organization(&org.name_any())))
+            .map(|org| ObjectRef::from_obj(org.as_ref()))
+            .collect::<Vec<_>>()
+    })
+    .with_config(context.controller_config())
+    .shutdown_on_signal()
 }
 
 pub async fn run(controller: Controller<Organization>, context: Arc<Context>) {

@@ -129,10 +129,11 @@ where
 
 /// What became of a status write guarded by the resourceVersion it was
 /// decided on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// Status is as wanted: written, or it already was.
-    Done,
+    /// Status is as wanted: written (the object's new resourceVersion), or
+    /// it already was (None).
+    Done(Option<String>),
     /// Refused (409 Conflict): the object changed since it was read, and
     /// nothing was written; the newer version is decided on its own.
     Stale,
@@ -154,7 +155,7 @@ where
     S: Serialize + PartialEq,
 {
     if current == Some(status) {
-        return Ok(Applied::Done);
+        return Ok(Applied::Done(None));
     }
     let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -173,7 +174,7 @@ where
         )
         .await;
     match written.map_err(Error::from) {
-        Ok(_) => Ok(Applied::Done),
+        Ok(written) => Ok(Applied::Done(written.resource_version())),
         Err(error) if error.is_conflict() => Ok(Applied::Stale),
         Err(error) => Err(error),
     }

@@ -24,7 +24,7 @@ use super::error::{Error, Result};
 use super::events::{Reason, record};
 use super::index::Feeds;
 use super::status::{apply_status, ensure_finalizer, remove_finalizer};
-use super::{discovery, log_outcomes};
+use super::{discovery, log_outcomes, matters};
 use crate::api::export::{Artifact, DataExportStatus, ExportPhase};
 use crate::api::{DataExport, Organization};
 use crate::lifecycle::conditions::{Extra, Verdict, conditions};
@@ -42,10 +42,14 @@ const PAGE: u32 = 500;
 pub fn controller(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<DataExport> {
     let index = context.index.clone();
     // An export waiting for its organization goes on once it is observed.
-    Controller::for_shared_stream(feeds.exports.subscribe(), index.exports())
-        .watches_shared_stream(feeds.organizations.subscribe(), move |organization| {
-            index.exports_of(&organization.name_any())
-        })
+    Controller::for_shared_stream(feeds.exports.subscribe_to(matters::own), index.exports())
+        .watches_shared_stream(
+            feeds
+                .organizations
+                .subscribe_to(matters::organization_namespace),
+            move |organization| index.exports_of(&organization.name_any()),
+        )
+        .with_config(context.controller_config())
         .shutdown_on_signal()
 }
 

@@ -1,0 +1,98 @@
+//! What of an object each watcher reacts to, as a fingerprint: a write that
+//! leaves it as it was wakes nobody. Without this, every status write of
+//! tenure's own (an entitlement's, an organization's counts, a class's code
+//! sequences) re-queued every object related to it, and those writes fed
+//! back into each other.
+
+use k8s_openapi::api::core::v1::Namespace;
+
+use super::index::fingerprint;
+use super::status::WithStatus;
+use crate::api::{DataExport, Entitlement, EntitlementClass, Organization};
+use crate::lifecycle::entitlement::organization_view;
+use crate::lifecycle::export::ExportedOrganization;
+
+/// For an object's own controller: everything but the status it writes
+/// itself (whether there is one at all does: a restore comes without).
+pub fn own<K: WithStatus>(object: &K) -> u64 {
+    let meta = object.meta();
+    fingerprint((
+        meta.generation,
+        meta.deletion_timestamp.is_some(),
+        &meta.labels,
+        &meta.annotations,
+        &meta.finalizers,
+        object.status().is_some(),
+    ))
+}
+
+/// For its entitlements: the organization's standing and purge, and the
+/// namespace it owns.
+pub fn organization_standing(organization: &Organization) -> u64 {
+    let view = format!("{:?}", organization_view(organization));
+    fingerprint((
+        view,
+        organization.owned_namespace(),
+        organization.tenant_namespace(),
+    ))
+}
+
+/// For its holds and exports: its phase and tenant namespace.
+pub fn organization_namespace(organization: &Organization) -> u64 {
+    let exported = ExportedOrganization {
+        phase: organization.status.as_ref().and_then(|s| s.phase),
+        tenant_namespace: organization.owned_namespace().map(String::from),
+    };
+    fingerprint((format!("{exported:?}"), organization.tenant_namespace()))
+}
+
+/// For its entitlements: the class's spec and whether it is usable, not
+/// the code sequences its status keeps.
+pub fn class_usability(class: &EntitlementClass) -> u64 {
+    let conditions: Vec<(&str, &str, &str)> = class
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+        .collect();
+    fingerprint((class.metadata.generation, conditions))
+}
+
+/// For its organization: what its counts and locked retentions read.
+pub fn entitlement_standing(entitlement: &Entitlement) -> u64 {
+    let status = entitlement.status.as_ref();
+    fingerprint((
+        status.and_then(|s| s.phase).map(|p| format!("{p:?}")),
+        status.and_then(|s| s.cancelled.as_ref()).map(|c| c.at),
+        &entitlement.spec.class,
+        &entitlement.spec.organization,
+        &entitlement.spec.product,
+    ))
+}
+
+/// For the holds whose coverage lists it: the organization it names.
+pub fn entitlement_organization(entitlement: &Entitlement) -> u64 {
+    fingerprint(&entitlement.spec.organization)
+}
+
+/// For its organization: whether it succeeded and still has its artifact.
+pub fn export_outcome(export: &DataExport) -> u64 {
+    let status = export.status.as_ref();
+    fingerprint((
+        status.and_then(|s| s.phase).map(|p| format!("{p:?}")),
+        status.and_then(|s| s.completed_at),
+        status.and_then(|s| s.expires_at),
+        format!("{:?}", status.map(|s| &s.artifact)),
+        format!("{:?}", status.map(|s| &s.conditions)),
+    ))
+}
+
+/// For the organization owning it: its owner label, purge mark and deletion.
+pub fn namespace_ownership(namespace: &Namespace) -> u64 {
+    let meta = &namespace.metadata;
+    fingerprint((
+        &meta.labels,
+        &meta.annotations,
+        meta.deletion_timestamp.is_some(),
+    ))
+}
