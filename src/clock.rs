@@ -39,9 +39,15 @@ impl Clock {
 
     /// The time now, in whole seconds (as Kubernetes timestamps are).
     pub fn now(&self) -> DateTime<Utc> {
+        self.precise_now().trunc_subsecs(0)
+    }
+
+    /// The time now, to the microsecond: what a wait until a deadline is
+    /// measured from, so that it ends on the deadline's second, not up to a
+    /// second after it.
+    fn precise_now(&self) -> DateTime<Utc> {
         let simulated = self.started.elapsed().as_secs_f64() * self.rate;
-        let now = self.origin + TimeDelta::microseconds((simulated * 1e6) as i64);
-        now.trunc_subsecs(0)
+        self.origin + TimeDelta::microseconds((simulated * 1e6) as i64)
     }
 
     /// Where a wall-clock instant (an object's creationTimestamp) falls on this
@@ -60,7 +66,7 @@ impl Clock {
     /// How long to wait in real time until the clock reads `at`; zero if it is
     /// already past.
     pub fn real_duration_until(&self, at: DateTime<Utc>) -> Duration {
-        let simulated = (at - self.now()).to_std().unwrap_or(Duration::ZERO);
+        let simulated = (at - self.precise_now()).to_std().unwrap_or(Duration::ZERO);
         simulated.div_f64(self.rate)
     }
 }
@@ -78,6 +84,15 @@ mod tests {
             wait <= Duration::from_secs(3) && wait > Duration::from_millis(2_900),
             "{wait:?}"
         );
+    }
+
+    #[test]
+    fn a_wait_ends_on_the_deadlines_second_not_up_to_a_second_later() {
+        // 0.6 s into a second: the next whole second is 0.4 s away.
+        let origin: DateTime<Utc> = "2030-01-01T00:00:00.600Z".parse().unwrap();
+        let clock = Clock::simulated(origin, 1.0);
+        let wait = clock.real_duration_until("2030-01-01T00:00:01Z".parse().unwrap());
+        assert!(wait <= Duration::from_millis(400), "{wait:?}");
     }
 
     #[test]

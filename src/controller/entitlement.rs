@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::{Action, Controller};
@@ -20,7 +21,7 @@ use super::deletes::live_holds;
 use super::discovery::Served;
 use super::downstream::{self, Governing};
 use super::error::Result;
-use super::events::{Reason, record, record_history};
+use super::events::{Events, Reason, record};
 use super::index::{Feeds, PolicyScopes, covers_entitlement};
 use super::status::{Applied, apply_status, apply_status_if_unchanged, remove_finalizer};
 use super::{codes, log_outcomes, matters};
@@ -107,14 +108,30 @@ pub async fn watch_bound_objects(
             }
         };
         // One watch fills the cache first and then wakes the entitlement,
-        // so that its reconcile reads what woke it.
+        // so that its reconcile reads what woke it. It runs in a task of
+        // its own: a controller whose reconciles all wait for the cache to
+        // fill stops polling its triggers, so it must not be the one
+        // driving the watch.
         let api = Api::<DynamicObject>::all_with(context.client.clone(), &resource);
         let writer = Writer::new(resource.clone());
         let cache = writer.as_reader();
         let labelled = watcher(api, watcher::Config::default().labels(ENTITLEMENT_LABEL))
             .default_backoff()
             .modify(|object| object.metadata.managed_fields = None);
-        let changes = reflector(writer, labelled).touched_objects();
+        let (changed, changes) = futures::channel::mpsc::unbounded();
+        let kind_name = kind.kind.clone();
+        let watch = reflector(writer, labelled).touched_objects();
+        tokio::spawn(watch.for_each(move |touched| {
+            match touched {
+                Ok(object) => {
+                    let _ = changed.unbounded_send(Ok(object));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, kind = %kind_name, "watch failed; it is retried with backoff")
+                }
+            }
+            futures::future::ready(())
+        }));
         controller = controller.watches_stream_with(changes, bound_to, resource);
         context.bound_caches.insert(&kind, cache);
     }
@@ -157,7 +174,6 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         remove_finalizer(&api, entitlement.as_ref()).await?;
         return Ok(Action::await_change());
     }
-    let entitlement = with_latest_code(&api, entitlement).await?;
     let mut known = Known::of(&entitlement);
     let (class, references) = match dereference(&context, &entitlement).await? {
         Dereferenced::Found(class, references) => (class, references),
@@ -166,7 +182,9 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         }
     };
     // A code taken now is written with the rest of the status, over the
-    // version it was taken for: a newer version skips it (never reused).
+    // version it was taken for: if the cached copy was behind (its code
+    // already written), the write is refused and the code skipped, never
+    // reused, and the newer version decided on its own.
     let mut code_taken_on = None;
     if known.code().is_none() {
         match take_code(&context, &entitlement).await? {
@@ -207,18 +225,6 @@ fn entitlement_api(context: &Context, entitlement: &Entitlement) -> Api<Entitlem
         context.client.clone(),
         &entitlement.namespace().unwrap_or_default(),
     )
-}
-
-/// A code is assigned once: without one in the (possibly stale) copy from
-/// the cache, the entitlement is read afresh.
-async fn with_latest_code(
-    api: &Api<Entitlement>,
-    entitlement: Arc<Entitlement>,
-) -> Result<Arc<Entitlement>> {
-    match entitlement.status.as_ref().and_then(|s| s.code.as_ref()) {
-        Some(_) => Ok(entitlement),
-        None => Ok(Arc::new(api.get(&entitlement.name_any()).await?)),
-    }
 }
 
 /// What tenure knows of the entitlement: its status, or, restored without
@@ -478,8 +484,7 @@ async fn report(
         decision,
         &governed.outcome,
         new_conditions,
-    )
-    .await;
+    );
     Ok(true)
 }
 
@@ -516,14 +521,16 @@ async fn remember(
 }
 
 /// Records an Event for each change to a bound object, lifecycle event,
-/// reminder and newly set condition.
-async fn record_events(
+/// Records an Event for each change to a bound object, lifecycle event,
+/// reminder and newly set condition, in the background.
+fn record_events(
     context: &Context,
     entitlement: &Entitlement,
     decision: &Decision,
     outcome: &Outcome,
     new_conditions: Vec<&Extra>,
 ) {
+    let mut events = Events::about(entitlement);
     for change in &outcome.changes {
         let reason = match change.action {
             ChangeAction::Paused => Reason::Paused,
@@ -531,25 +538,14 @@ async fn record_events(
             ChangeAction::Deprovisioned => Reason::Deprovisioned,
             ChangeAction::TornDown => Reason::TornDown,
         };
-        record(context, entitlement, reason, change.describe()).await;
+        events.add(reason, change.describe());
     }
-    record_history(context, entitlement, &decision.history).await;
+    events.history(&decision.history);
     if let Some(reminder) = &decision.reminder {
-        record(
-            context,
-            entitlement,
-            Reason::RenewalReminder,
-            reminder.message.clone(),
-        )
-        .await;
+        events.add(Reason::RenewalReminder, reminder.message.clone());
     }
     for extra in new_conditions {
-        record(
-            context,
-            entitlement,
-            Reason::Condition(&extra.type_),
-            extra.message.clone(),
-        )
-        .await;
+        events.add(Reason::Condition(&extra.type_), extra.message.clone());
     }
+    events.send(context);
 }

@@ -1,8 +1,9 @@
 //! Kubernetes Events: every reason tenure records is a variant of [`Reason`],
 //! and an Event that cannot be written never holds up the lifecycle.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use tracing::warn;
 
 use super::context::Context;
@@ -82,36 +83,65 @@ pub async fn record<K: Resource<DynamicType = ()>>(
     reason: Reason<'_>,
     note: String,
 ) {
-    let event = Event {
-        type_: reason.type_(),
-        reason: reason.as_str().into(),
-        note: Some(note),
-        action: reason.as_str().into(),
-        secondary: None,
-    };
-    tracing::debug!(
-        reason = reason.as_str(),
-        name = object.meta().name.as_deref(),
-        "recording an Event"
-    );
-    if let Err(error) = context
-        .recorder
-        .publish(&event, &object.object_ref(&()))
-        .await
-    {
-        warn!(%error, reason = reason.as_str(), "could not record an Event");
-    }
+    let mut events = Events::about(object);
+    events.add(reason, note);
+    events.publish(&context.recorder).await;
 }
 
-/// Records each new history entry as an Event.
-pub async fn record_history<K: Resource<DynamicType = ()>>(
-    context: &Context,
-    object: &K,
-    history: &[HistoryEntry],
-) {
-    for entry in history {
-        let note = format!("{} ({}, at {})", entry.message, entry.reason, entry.at);
-        record(context, object, Reason::Transition(&entry.event), note).await;
+/// Events about one object, recorded in order, after what they tell was
+/// written: [`Events::send`] records them in the background, so that a
+/// reconcile does not wait for them.
+pub struct Events {
+    about: ObjectReference,
+    events: Vec<Event>,
+}
+
+impl Events {
+    pub fn about<K: Resource<DynamicType = ()>>(object: &K) -> Self {
+        Self {
+            about: object.object_ref(&()),
+            events: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, reason: Reason<'_>, note: String) {
+        self.events.push(Event {
+            type_: reason.type_(),
+            reason: reason.as_str().into(),
+            note: Some(note),
+            action: reason.as_str().into(),
+            secondary: None,
+        });
+    }
+
+    /// Each new history entry.
+    pub fn history(&mut self, history: &[HistoryEntry]) {
+        for entry in history {
+            let note = format!("{} ({}, at {})", entry.message, entry.reason, entry.at);
+            self.add(Reason::Transition(&entry.event), note);
+        }
+    }
+
+    /// Records them in the background, in order.
+    pub fn send(self, context: &Context) {
+        if self.events.is_empty() {
+            return;
+        }
+        let recorder = context.recorder.clone();
+        tokio::spawn(async move { self.publish(&recorder).await });
+    }
+
+    async fn publish(self, recorder: &Recorder) {
+        for event in &self.events {
+            tracing::debug!(
+                reason = event.reason,
+                name = self.about.name.as_deref(),
+                "recording an Event"
+            );
+            if let Err(error) = recorder.publish(event, &self.about).await {
+                warn!(%error, reason = event.reason, "could not record an Event");
+            }
+        }
     }
 }
 

@@ -544,6 +544,35 @@ fn refs<K: Resource<DynamicType = ()>>(objects: Vec<Arc<K>>) -> Vec<ObjectRef<K>
         .collect()
 }
 
+/// Hands each object on at most once per `window`, at its end: many
+/// changes that concern one object (an organization's entitlements
+/// converging) wake it once, while its own deadlines stay on time.
+pub fn batched<K>(
+    triggers: impl futures::Stream<Item = ObjectRef<K>> + Send + Unpin + 'static,
+    window: std::time::Duration,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
+    let batches = futures::stream::unfold(triggers, move |mut triggers| async move {
+        let mut pending = HashSet::new();
+        pending.insert(triggers.next().await?);
+        let window_ends = tokio::time::sleep(window);
+        tokio::pin!(window_ends);
+        loop {
+            tokio::select! {
+                next = triggers.next() => match next {
+                    Some(trigger) => { pending.insert(trigger); }
+                    None => break,
+                },
+                () = &mut window_ends => break,
+            }
+        }
+        Some((futures::stream::iter(pending), triggers))
+    });
+    batches.flatten()
+}
+
 /// The scope each LifecyclePolicy had when last seen, for one watch mapper:
 /// a policy whose scope changed re-decides what its old scope matched as well
 /// as its new one.

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -19,8 +20,8 @@ use kube::{Api, ResourceExt};
 use super::context::{Context, decide_again, reconciled, retry_later};
 use super::deletes::{delete_exactly, live_holds};
 use super::error::Result;
-use super::events::{Reason, record, record_history};
-use super::index::{Feeds, PolicyScopes};
+use super::events::{Events, Reason, record};
+use super::index::{Feeds, PolicyScopes, batched};
 use super::status::{
     Applied, apply_status, apply_status_if_unchanged, ensure_finalizer, remove_finalizer,
 };
@@ -37,6 +38,10 @@ use crate::lifecycle::organization::{
     count_entitlements, decide, entitlement_locks,
 };
 use crate::lifecycle::policy::{Subject, keys, locked_floor, resolve};
+
+/// How long the entitlement changes that concern one organization are
+/// gathered before it is reconciled once for all of them.
+const ENTITLEMENTS_BATCH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The Organization controller: its tenant namespace, the entitlements and
 /// exports in it, the holds covering it and the policies applying to it
@@ -62,13 +67,19 @@ pub fn controller(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<Organ
         feeds.namespaces.subscribe_to(matters::namespace_ownership),
         move |namespace| by_namespace.organization_for_namespace(&namespace.name_any()),
     )
-    // Entitlement counts and locked retentions follow the entitlements.
-    .watches_shared_stream(
+    // Entitlement counts and locked retentions follow the entitlements, a
+    // batch at a time: a mass change writes each organization once.
+    .reconcile_on(batched(
         feeds
             .entitlements
-            .subscribe_to(matters::entitlement_standing),
-        move |entitlement| by_entitlement.organization_for_namespace(&entitlement.namespace()?),
-    )
+            .subscribe_to(matters::entitlement_standing)
+            .filter_map(move |entitlement| {
+                let namespace = entitlement.namespace();
+                let owner = namespace.and_then(|ns| by_entitlement.organization_for_namespace(&ns));
+                futures::future::ready(owner)
+            }),
+        ENTITLEMENTS_BATCH,
+    ))
     // An export succeeding or expiring counts for the purge and the tombstone.
     .watches_shared_stream(
         feeds.exports.subscribe_to(matters::export_outcome),
@@ -141,7 +152,7 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
     if matches!(decision.purge, PurgeStep::DeleteNamespace { .. }) {
         delete_namespace(&context, &api, &name, &known.namespace, &status).await?;
     }
-    record_events(&context, &organization, &decision, current).await;
+    record_events(&context, &organization, &decision, current);
     Ok(context.wake_at(decision.wake_at))
 }
 
@@ -315,26 +326,23 @@ async fn delete_namespace(
 }
 
 /// Events follow the status write: a crash before it repeats them, never
-/// loses them.
-async fn record_events(
+/// Events follow the status write: a crash before it repeats them, never
+/// loses them. They are recorded in the background.
+fn record_events(
     context: &Context,
     organization: &Organization,
     decision: &Decision,
     before: Option<&OrganizationStatus>,
 ) {
-    record_history(context, organization, &decision.history).await;
+    let mut events = Events::about(organization);
+    events.history(&decision.history);
     let before = before.map(|s| s.conditions.as_slice());
     for blocked in newly_set(&decision.extra, before) {
         if blocked.type_ == DELETION_BLOCKED {
-            record(
-                context,
-                organization,
-                Reason::DeletionBlocked,
-                blocked.message.clone(),
-            )
-            .await;
+            events.add(Reason::DeletionBlocked, blocked.message.clone());
         }
     }
+    events.send(context);
 }
 
 /// The deny-all NetworkPolicy that revokes access to a Disabled or Archived

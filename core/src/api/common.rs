@@ -35,6 +35,9 @@ pub const HISTORY_LIMIT: usize = 50;
 /// Appends `new` to `history`, keeping the newest [`HISTORY_LIMIT`] entries.
 pub fn append_history(history: &mut Vec<HistoryEntry>, new: &[HistoryEntry]) {
     history.extend(new.iter().cloned());
+    // A fact learnt late (a backdated cancellation) goes where it happened,
+    // before what was noted since: the history reads forward in time.
+    history.sort_by_key(|entry| entry.at);
     let overflow = history.len().saturating_sub(HISTORY_LIMIT);
     history.drain(..overflow);
 }
