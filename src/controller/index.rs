@@ -40,6 +40,73 @@ pub struct Index {
     holds: Store<RetentionHold>,
     exports: Store<DataExport>,
     namespaces: Store<Namespace>,
+    /// Entitlements by the namespace they live in.
+    entitlements_by_namespace: Arc<Lookup<Entitlement>>,
+    /// Organizations by the tenant namespace they own or will own.
+    organizations_by_tenant_namespace: Arc<Lookup<Organization>>,
+    /// Organizations by the namespace their status records as owned.
+    organizations_by_owned_namespace: Arc<Lookup<Organization>>,
+}
+
+/// Objects by a key computed from each (their namespace, say), kept up to
+/// date by the feed as it writes the cache: a query by key reads the
+/// objects that have it instead of every object of the kind.
+pub struct Lookup<K: Resource> {
+    key: fn(&K) -> Option<String>,
+    keyed: std::sync::RwLock<LookupMaps<K>>,
+}
+
+struct LookupMaps<K: Resource> {
+    by_key: HashMap<String, HashSet<ObjectRef<K>>>,
+    key_of: HashMap<ObjectRef<K>, String>,
+}
+
+impl<K: Resource<DynamicType = ()>> Lookup<K> {
+    fn new(key: fn(&K) -> Option<String>) -> Arc<Self> {
+        Arc::new(Self {
+            key,
+            keyed: std::sync::RwLock::new(LookupMaps {
+                by_key: HashMap::new(),
+                key_of: HashMap::new(),
+            }),
+        })
+    }
+
+    /// Files `object` under its key now (or under none once `gone`).
+    fn file(&self, object: &K, gone: bool) {
+        let reference = ObjectRef::from_obj(object);
+        let key = (self.key)(object).filter(|_| !gone);
+        let mut maps = self.keyed.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = maps.key_of.remove(&reference)
+            && let Some(filed) = maps.by_key.get_mut(&old)
+        {
+            filed.remove(&reference);
+            if filed.is_empty() {
+                maps.by_key.remove(&old);
+            }
+        }
+        if let Some(key) = key {
+            maps.by_key
+                .entry(key.clone())
+                .or_default()
+                .insert(reference.clone());
+            maps.key_of.insert(reference, key);
+        }
+    }
+
+    /// The objects filed under `key`, as the cache holds them now.
+    fn get(&self, key: &str, cache: &Store<K>) -> Vec<Arc<K>>
+    where
+        K: Clone,
+    {
+        let maps = self.keyed.read().unwrap_or_else(|p| p.into_inner());
+        maps.by_key
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|reference| cache.get(reference))
+            .collect()
+    }
 }
 
 /// The watches that fill the [`Index`], one per kind.
@@ -55,7 +122,12 @@ pub struct Feeds {
 
 /// An empty index and the feeds that fill it once run.
 pub fn index() -> (Index, Feeds) {
-    let feeds = Feeds {
+    let entitlements_by_namespace = Lookup::new(|e: &Entitlement| e.namespace());
+    let organizations_by_tenant_namespace =
+        Lookup::new(|o: &Organization| Some(o.tenant_namespace()));
+    let organizations_by_owned_namespace =
+        Lookup::new(|o: &Organization| o.owned_namespace().map(String::from));
+    let mut feeds = Feeds {
         organizations: Feed::default(),
         entitlements: Feed::default(),
         classes: Feed::default(),
@@ -72,7 +144,15 @@ pub fn index() -> (Index, Feeds) {
         holds: feeds.holds.reader(),
         exports: feeds.exports.reader(),
         namespaces: feeds.namespaces.reader(),
+        entitlements_by_namespace: entitlements_by_namespace.clone(),
+        organizations_by_tenant_namespace: organizations_by_tenant_namespace.clone(),
+        organizations_by_owned_namespace: organizations_by_owned_namespace.clone(),
     };
+    feeds.entitlements.lookups.push(entitlements_by_namespace);
+    feeds.organizations.lookups = vec![
+        organizations_by_tenant_namespace,
+        organizations_by_owned_namespace,
+    ];
     (index, feeds)
 }
 
@@ -101,6 +181,8 @@ impl Feeds {
 pub struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
     writer: Writer<K>,
     subscribers: Vec<Subscriber<K>>,
+    /// Lookups by key, kept with the cache.
+    lookups: Vec<Arc<Lookup<K>>>,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Default for Feed<K> {
@@ -108,6 +190,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Default for Feed<K> {
         Self {
             writer: Writer::default(),
             subscribers: Vec::new(),
+            lookups: Vec::new(),
         }
     }
 }
@@ -202,6 +285,9 @@ where
     /// the subscribers.
     fn apply(&mut self, event: &watcher::Event<K>) {
         for change in self.changes(event) {
+            for lookup in &self.lookups {
+                lookup.file(&change.object, change.gone);
+            }
             self.subscribers.retain_mut(|s| s.offer(&change));
         }
     }
@@ -305,14 +391,20 @@ impl Index {
 
     /// The organization that owns `namespace` (its status records it).
     pub fn organization_owning(&self, namespace: &str) -> Option<Arc<Organization>> {
-        self.organizations
-            .find(|org| org.owned_namespace() == Some(namespace))
+        let owners = self
+            .organizations_by_owned_namespace
+            .get(namespace, &self.organizations);
+        owners.into_iter().min_by_key(|org| org.name_any())
     }
 
     /// The organization whose tenant namespace is, or will be, `namespace`.
     pub fn organization_for_namespace(&self, namespace: &str) -> Option<ObjectRef<Organization>> {
-        self.organizations
-            .find(|org| org.tenant_namespace() == namespace)
+        let tenants = self
+            .organizations_by_tenant_namespace
+            .get(namespace, &self.organizations);
+        tenants
+            .into_iter()
+            .min_by_key(|org| org.name_any())
             .map(|org| ObjectRef::from_obj(org.as_ref()))
     }
 
@@ -343,7 +435,8 @@ impl Index {
     /// The entitlements that live in `namespace`: an organization's are those
     /// in its tenant namespace.
     pub fn entitlements_in(&self, namespace: &str) -> Vec<Arc<Entitlement>> {
-        self.entitlements_where(|e| e.namespace().as_deref() == Some(namespace))
+        self.entitlements_by_namespace
+            .get(namespace, &self.entitlements)
     }
 
     fn entitlements_where(&self, matches: impl Fn(&Entitlement) -> bool) -> Vec<Arc<Entitlement>> {
@@ -376,10 +469,9 @@ impl Index {
         namespace: &str,
         labels: &std::collections::BTreeMap<String, String>,
     ) -> Vec<Arc<Entitlement>> {
-        self.entitlements_where(|e| {
-            e.namespace().as_deref() == Some(namespace)
-                && binds(&e.name_any(), e.selector(), labels)
-        })
+        let mut binders = self.entitlements_in(namespace);
+        binders.retain(|e| binds(&e.name_any(), e.selector(), labels));
+        binders
     }
 
     /// The entitlement other than `entitlement` that holds `code`, or pinned

@@ -174,6 +174,7 @@ fn a_feed_hands_on_changes_deletes_and_what_went_while_the_watch_was_down() {
     feeds.entitlements.apply(&Event::Delete(loki));
     assert_eq!(names(&drained(&mut everything)), ["loki"]);
     assert!(index.entitlement("org-globex", "loki").is_none());
+    assert!(index.entitlements_in("org-globex").is_empty());
 
     // A relist that no longer finds `standalone` hands it on as gone, with
     // everything listed.
@@ -197,6 +198,28 @@ fn a_feed_hands_on_changes_deletes_and_what_went_while_the_watch_was_down() {
         ["grafana", "naming-acme", "standalone"]
     );
     assert!(index.entitlement("org-acme", "standalone").is_none());
+    assert_eq!(names(&index.entitlements_in("org-acme")), ["grafana"]);
+}
+
+#[test]
+fn an_organization_is_found_by_the_namespace_it_owns_now() {
+    let (index, mut feeds) = world();
+    feeds
+        .organizations
+        .apply(&Event::Apply(organization("acme", Some("acme-data"))));
+    assert!(index.organization_owning("org-acme").is_none());
+    assert_eq!(
+        index.organization_owning("acme-data").map(|o| o.name_any()),
+        Some("acme".into())
+    );
+    assert_eq!(
+        index.organization_for_namespace("acme-data"),
+        Some(ObjectRef::new("acme"))
+    );
+    feeds
+        .organizations
+        .apply(&Event::Delete(organization("acme", Some("acme-data"))));
+    assert!(index.organization_owning("acme-data").is_none());
 }
 
 #[test]
