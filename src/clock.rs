@@ -54,13 +54,23 @@ impl Clock {
     /// clock. A simulated clock places what happened before it started at its
     /// start, and nothing after its present.
     pub fn observed(&self, wall: DateTime<Utc>) -> DateTime<Utc> {
-        if self.rate == 1.0 && self.origin == self.started_wall {
+        if !self.is_simulated() {
             return wall.trunc_subsecs(0).min(self.now());
         }
         let elapsed = (wall - self.started_wall).as_seconds_f64() * self.rate;
         let at = self.origin + TimeDelta::microseconds((elapsed * 1e6) as i64);
         at.trunc_subsecs(0)
             .clamp(self.origin.trunc_subsecs(0), self.now())
+    }
+
+    /// Real seconds in `simulated` seconds of this clock.
+    pub fn real_seconds(&self, simulated: f64) -> f64 {
+        simulated / self.rate
+    }
+
+    /// Whether the clock runs other than the host's real time.
+    pub fn is_simulated(&self) -> bool {
+        self.rate != 1.0 || self.origin != self.started_wall
     }
 
     /// How long to wait in real time until the clock reads `at`; zero if it is

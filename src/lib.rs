@@ -3,6 +3,9 @@
 
 pub mod clock;
 pub mod controller;
+pub mod endpoints;
+pub mod leadership;
+pub mod metrics;
 pub mod telemetry;
 
 /// The API types and the pure core live in their own crate, `tenure-core`,

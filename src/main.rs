@@ -1,8 +1,11 @@
 //! The `tenure` command: the controller and its tools.
 
+use std::net::SocketAddr;
+
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use tenure::clock::Clock;
+use tenure::leadership::LeaseSettings;
 use tenure::telemetry::{self, LogFormat};
 use tenure::{api, controller};
 
@@ -57,6 +60,45 @@ struct RunArgs {
     /// Log lines for people (human) or for log pipelines (json).
     #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "TENURE_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Where /metrics, /healthz and /readyz are served (`:8080`: every
+    /// interface; `127.0.0.1:0`: loopback, any free port).
+    #[arg(long, value_name = "ADDR", default_value = ":8080", value_parser = listen_address)]
+    metrics_addr: SocketAddr,
+    /// Campaign for a Lease and act only while holding it, so that several
+    /// replicas never act at once. `--leader-election=false` for a single
+    /// local process.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// The leader Lease's name.
+    #[arg(long, value_name = "NAME", default_value = "tenure")]
+    lease_name: String,
+    /// The leader Lease's namespace (default: the pod's namespace, or the
+    /// kubeconfig context's).
+    #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Seconds the leader holds the Lease without renewing it: how long a
+    /// standby waits when the leader dies without handing over.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    lease_duration: u64,
+}
+
+/// `:PORT` (every interface, as Go programs write it) or `HOST:PORT`.
+fn listen_address(value: &str) -> Result<SocketAddr, String> {
+    let full = match value.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => value.to_string(),
+    };
+    full.parse().map_err(|_| {
+        format!("{value:?} is not an address to listen on (`:8080`, `127.0.0.1:9090`)")
+    })
+}
+
+/// This process in the leader Lease: the pod's name, or host and process id.
+fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
 }
 
 fn positive_rate(value: &str) -> Result<f64, String> {
@@ -73,17 +115,24 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crds => print!("{}", api::crds_yaml()),
         Command::Run(args) => {
-            telemetry::init(args.log_format);
-            // Two TLS stacks come with the dependencies (kube's, and the S3
-            // client's); one crypto provider serves both.
-            rustls::crypto::ring::default_provider()
-                .install_default()
-                .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
             let clock = match args.clock_start {
                 Some(start) => Clock::simulated(start, args.clock_rate),
                 None if args.clock_rate != 1.0 => Clock::simulated(Utc::now(), args.clock_rate),
                 None => Clock::real(),
             };
+            let simulated = clock.is_simulated().then(|| {
+                format!(
+                    "simulated from {} at {}x",
+                    clock.now().to_rfc3339(),
+                    args.clock_rate
+                )
+            });
+            telemetry::init(args.log_format, simulated);
+            // Two TLS stacks come with the dependencies (kube's, and the S3
+            // client's); one crypto provider serves both.
+            rustls::crypto::ring::default_provider()
+                .install_default()
+                .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
             let client = kube::Client::try_default().await?;
             let exports = controller::export::ExportSettings {
                 dir: args.export_dir,
@@ -94,7 +143,22 @@ async fn main() -> anyhow::Result<()> {
                     .map(controller::export::Bucket::from_url)
                     .transpose()?,
             };
-            controller::run(client, clock, exports, args.concurrency).await?;
+            let lease = args.leader_election.then(|| LeaseSettings {
+                name: args.lease_name,
+                namespace: args
+                    .lease_namespace
+                    .unwrap_or_else(|| client.default_namespace().to_string()),
+                duration: args.lease_duration,
+                identity: identity(),
+            });
+            let settings = controller::Settings {
+                clock,
+                exports,
+                concurrency: args.concurrency,
+                metrics_addr: args.metrics_addr,
+                lease,
+            };
+            controller::run(client, settings).await?;
         }
     }
     Ok(())

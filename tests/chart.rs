@@ -1,26 +1,11 @@
-//! The Helm chart: it lints, renders, and the real API server accepts every
-//! object it renders (a server-side dry run), defaults included.
+//! The Helm chart: it lints (its values checked against a schema), renders,
+//! and the real API server accepts every object it renders (a server-side
+//! dry run), defaults included; its RBAC has no wildcards.
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
-
-fn helm(args: &[&str]) -> String {
-    let out = Command::new(repo().join(".cluster/bin/helm"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("helm runs (hack/cluster up builds it)");
-    assert!(
-        out.status.success(),
-        "helm {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use serde_json::json;
 
 #[test]
 fn the_chart_renders_objects_the_api_server_accepts() {
@@ -43,6 +28,10 @@ fn the_chart_renders_objects_the_api_server_accepts() {
         "kind: EntitlementClass",
         "kind: LifecyclePolicy",
         "kind: ValidatingAdmissionPolicy",
+        "kind: PodDisruptionBudget",
+        "kind: Service\n",
+        "kind: Role\n",
+        "kind: RoleBinding",
     ] {
         assert!(rendered.contains(kind), "{kind} not rendered");
     }
@@ -68,4 +57,87 @@ fn the_chart_renders_objects_the_api_server_accepts() {
         "installDefaults=false",
     ]);
     assert!(!bare.contains("kind: EntitlementClass"));
+}
+
+#[test]
+fn a_typo_in_the_values_fails_lint_and_install_naming_it() {
+    let out = std::process::Command::new(repo().join(".cluster/bin/helm"))
+        .args(["lint", "charts/tenure", "--set", "replicaCoutn=3"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a typo passed lint");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("replicaCoutn"), "{said}");
+}
+
+/// One template of the chart, rendered with `extra` helm arguments.
+fn render(template: &str, extra: &[&str]) -> String {
+    let template = format!("templates/{template}");
+    let mut args = vec![
+        "template",
+        "tenure",
+        "charts/tenure",
+        "--show-only",
+        &template,
+    ];
+    args.extend_from_slice(extra);
+    helm(&args)
+}
+
+#[test]
+fn the_chart_grants_no_wildcards_and_secrets_only_when_asked() {
+    let default = render("rbac.yaml", &[]);
+    assert!(!default.contains('*'), "a wildcard in {default}");
+    assert!(
+        !default.contains("resources: [secrets]"),
+        "Secrets granted by default"
+    );
+    let secrets = render("rbac.yaml", &["--set", "rbac.secrets=true"]);
+    assert!(secrets.contains("resources: [secrets]"));
+
+    // Without Secrets, the default classes do not govern them (they would
+    // stall on a kind tenure may not list).
+    let defaults = render("defaults.yaml", &[]);
+    assert!(!defaults.contains("kind: Secret"));
+    let with_secrets = render("defaults.yaml", &["--set", "rbac.secrets=true"]);
+    assert!(with_secrets.contains("kind: Secret"));
+    // Kept on uninstall: classes hold their code sequences.
+    let kept = defaults.matches("helm.sh/resource-policy: keep").count();
+    assert_eq!(kept, 9, "every default object is kept on uninstall");
+}
+
+#[test]
+fn the_controller_pod_passes_pod_security_restricted() {
+    let namespace = unique("restricted");
+    apply(
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }}})
+        .to_string(),
+    );
+    kubectl_ok(&["create", "serviceaccount", "tenure", "-n", &namespace]);
+    let deployment = render("deployment.yaml", &["--namespace", &namespace]);
+    let out = kubectl_with_stdin(
+        &["create", "--dry-run=client", "-o", "json", "-f", "-"],
+        Some(&deployment),
+    );
+    let deployment: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let template = &deployment["spec"]["template"];
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "tenure", "namespace": namespace},
+        "spec": template["spec"],
+    });
+    let admitted = kubectl_with_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&pod.to_string()),
+    );
+    assert!(
+        admitted.status.success(),
+        "Pod Security restricted refused the controller's pod: {}",
+        String::from_utf8_lossy(&admitted.stderr)
+    );
 }

@@ -15,8 +15,10 @@ use super::error::{Error, Result};
 use super::export::ExportSettings;
 use super::index::Index;
 use super::{codes, discovery, downstream, status};
+use crate::api::common::HistoryEntry;
 use crate::clock::Clock;
 use crate::lifecycle::conditions::{Verdict, from_time};
+use crate::metrics::Metrics;
 
 /// What every reconciler shares.
 pub struct Context {
@@ -38,6 +40,7 @@ pub struct Context {
     pub failures: Failures,
     /// Reconciles run at once, per kind (`--concurrency`).
     pub concurrency: u16,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -53,6 +56,18 @@ impl Context {
             .creation_timestamp
             .as_ref()
             .map_or_else(|| self.clock.now(), |t| self.clock.observed(from_time(t)))
+    }
+
+    /// Counts the transitions just written to `K`'s history, and how late
+    /// each one dated at a deadline its status `announced` was acted on.
+    pub fn count_transitions<K: Resource<DynamicType = ()>>(
+        &self,
+        history: &[HistoryEntry],
+        announced: &[DateTime<Utc>],
+    ) {
+        let real_seconds = |simulated| self.clock.real_seconds(simulated);
+        let now = self.clock.now();
+        (self.metrics).transitions(&K::kind(&()), history, announced, now, real_seconds);
     }
 
     /// Wake up when the clock reads `at` (in steps of at most
@@ -147,7 +162,11 @@ where
     F: std::future::Future<Output = Result<Action>>,
 {
     let key = failure_key(object.as_ref());
-    match reconcile.await {
+    let started = std::time::Instant::now();
+    let outcome = reconcile.await;
+    let error = outcome.as_ref().err().map(Error::label);
+    (context.metrics).reconciled(&K::kind(&()), started.elapsed(), error);
+    match outcome {
         Ok(action) => {
             context.failures.succeed(&key);
             Ok(action)

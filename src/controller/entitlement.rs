@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::store::Writer;
@@ -113,6 +113,15 @@ pub async fn watch_bound_objects(
         // fill stops polling its triggers, so it must not be the one
         // driving the watch.
         let api = Api::<DynamicObject>::all_with(context.client.clone(), &resource);
+        // A kind tenure may not list gets no cache, rather than one that
+        // never fills: its entitlements stall (Forbidden) naming the kind.
+        let probe = api.list_metadata(&ListParams::default().limit(1)).await;
+        if let Err(kube::Error::Api(status)) = probe
+            && status.code == 403
+        {
+            tracing::warn!(kind = %kind.kind, "tenure may not list a downstream kind: its entitlements stall until it may");
+            continue;
+        }
         let writer = Writer::new(resource.clone());
         let cache = writer.as_reader();
         let labelled = watcher(api, watcher::Config::default().labels(ENTITLEMENT_LABEL))
@@ -189,6 +198,7 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
     if known.code().is_none() {
         match take_code(&context, &entitlement).await? {
             Taken::Code(code) => {
+                context.metrics.code_allocated(&entitlement.spec.class);
                 known.status.get_or_insert_default().code = Some(code);
                 code_taken_on = entitlement.resource_version();
             }
@@ -485,6 +495,9 @@ async fn report(
         &governed.outcome,
         new_conditions,
     );
+    let announced = known.status.as_ref().and_then(|s| s.next.as_ref());
+    let announced: Vec<_> = announced.map(|next| next.at).into_iter().collect();
+    context.count_transitions::<Entitlement>(&decision.history, &announced);
     Ok(true)
 }
 
@@ -520,7 +533,6 @@ async fn remember(
     Ok(())
 }
 
-/// Records an Event for each change to a bound object, lifecycle event,
 /// Records an Event for each change to a bound object, lifecycle event,
 /// reminder and newly set condition, in the background.
 fn record_events(

@@ -157,20 +157,22 @@ pub fn index() -> (Index, Feeds) {
 }
 
 impl Feeds {
-    /// Runs every watch for as long as the process does. Subscribe first:
-    /// a subscriber sees only what is delivered after it subscribed.
-    pub async fn run(self, client: Client) {
+    /// Runs every watch for as long as the process does, filling the caches
+    /// at once. Subscribers are handed changes only once `delivering` turns
+    /// true (this process leads), starting with every object cached then:
+    /// a standby keeps its caches warm and queues nothing. Subscribe first.
+    pub async fn run(self, client: Client, delivering: tokio::sync::watch::Receiver<bool>) {
         futures::future::join(
             futures::future::join4(
-                self.organizations.run(client.clone()),
-                self.entitlements.run(client.clone()),
-                self.classes.run(client.clone()),
-                self.policies.run(client.clone()),
+                self.organizations.run(client.clone(), delivering.clone()),
+                self.entitlements.run(client.clone(), delivering.clone()),
+                self.classes.run(client.clone(), delivering.clone()),
+                self.policies.run(client.clone(), delivering.clone()),
             ),
             futures::future::join3(
-                self.holds.run(client.clone()),
-                self.exports.run(client.clone()),
-                self.namespaces.run(client),
+                self.holds.run(client.clone(), delivering.clone()),
+                self.exports.run(client.clone(), delivering.clone()),
+                self.namespaces.run(client, delivering),
             ),
         )
         .await;
@@ -281,13 +283,27 @@ where
         receiver
     }
 
-    /// Writes one watch event into the cache and hands what it changed to
-    /// the subscribers.
-    fn apply(&mut self, event: &watcher::Event<K>) {
+    /// Writes one watch event into the cache and, when `delivering`, hands
+    /// what it changed to the subscribers.
+    fn apply(&mut self, event: &watcher::Event<K>, delivering: bool) {
         for change in self.changes(event) {
             for lookup in &self.lookups {
                 lookup.file(&change.object, change.gone);
             }
+            if delivering {
+                self.subscribers.retain_mut(|s| s.offer(&change));
+            }
+        }
+    }
+
+    /// Hands every cached object to the subscribers, as if each had just
+    /// been listed.
+    fn deliver_all(&mut self) {
+        for object in self.reader().state() {
+            let change = Change {
+                object,
+                gone: false,
+            };
             self.subscribers.retain_mut(|s| s.offer(&change));
         }
     }
@@ -336,16 +352,29 @@ where
         }
     }
 
-    async fn run(mut self, client: Client) {
+    async fn run(mut self, client: Client, mut delivering: tokio::sync::watch::Receiver<bool>) {
         let mut events = watcher(Api::<K>::all(client), watcher::Config::default())
             .default_backoff()
             .modify(strip)
             .boxed();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(event) => self.apply(&event),
-                Err(error) => {
-                    warn!(kind = %K::kind(&()), %error, "watch failed; it is retried with backoff")
+        let mut delivered = *delivering.borrow_and_update();
+        // Delivery only ever starts: a process that stops leading exits.
+        let mut waiting = !delivered;
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Ok(event)) => self.apply(&event, delivered),
+                    Some(Err(error)) => {
+                        warn!(kind = %K::kind(&()), %error, "watch failed; it is retried with backoff")
+                    }
+                    None => return,
+                },
+                started = delivering.wait_for(|on| *on), if waiting => {
+                    waiting = false;
+                    if started.is_ok() {
+                        delivered = true;
+                        self.deliver_all();
+                    }
                 }
             }
         }

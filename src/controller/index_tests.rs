@@ -49,7 +49,7 @@ fn world() -> (Index, Feeds) {
         organization("acme", Some("org-acme")),
         organization("globex", Some("org-globex")),
     ] {
-        feeds.organizations.apply(&Event::Apply(org));
+        feeds.organizations.apply(&Event::Apply(org), true);
     }
     for e in [
         with_code(
@@ -60,7 +60,7 @@ fn world() -> (Index, Feeds) {
         entitlement("org-globex", "loki", Some("globex")),
         entitlement("org-acme", "standalone", None),
     ] {
-        feeds.entitlements.apply(&Event::Apply(e));
+        feeds.entitlements.apply(&Event::Apply(e), true);
     }
     (index, feeds)
 }
@@ -79,7 +79,7 @@ fn a_hold_on_an_organization_covers_its_namespace_and_what_names_it() {
         names(&index.covered_entitlements(&on_acme)),
         ["grafana", "naming-acme", "standalone"]
     );
-    feeds.holds.apply(&Event::Apply(on_acme.clone()));
+    feeds.holds.apply(&Event::Apply(on_acme.clone()), true);
     let loki = index.entitlement("org-globex", "loki").unwrap();
     assert!(index.holds_covering_entitlement(&loki).is_empty());
     let standalone = index.entitlement("org-acme", "standalone").unwrap();
@@ -101,7 +101,7 @@ fn a_hold_on_an_entitlement_covers_it_and_blocks_its_organizations_purge() {
         "grafana-dispute",
         json!({"entitlement": {"namespace": "org-acme", "name": "grafana"}}),
     );
-    feeds.holds.apply(&Event::Apply(on_grafana.clone()));
+    feeds.holds.apply(&Event::Apply(on_grafana.clone()), true);
     assert_eq!(names(&index.covered_entitlements(&on_grafana)), ["grafana"]);
     assert_eq!(
         index.covered_organizations(&on_grafana),
@@ -137,7 +137,7 @@ fn an_organization_owns_a_namespace_only_once_its_status_records_it() {
     let (index, mut feeds) = world();
     feeds
         .organizations
-        .apply(&Event::Apply(organization("initech", None)));
+        .apply(&Event::Apply(organization("initech", None)), true);
     assert!(index.organization_owning("org-initech").is_none());
     assert_eq!(
         index.organization_for_namespace("org-initech"),
@@ -171,14 +171,14 @@ fn a_feed_hands_on_changes_deletes_and_what_went_while_the_watch_was_down() {
     let (index, mut feeds) = world();
     let mut everything = feeds.entitlements.subscribe();
     let loki = entitlement("org-globex", "loki", Some("globex"));
-    feeds.entitlements.apply(&Event::Delete(loki));
+    feeds.entitlements.apply(&Event::Delete(loki), true);
     assert_eq!(names(&drained(&mut everything)), ["loki"]);
     assert!(index.entitlement("org-globex", "loki").is_none());
     assert!(index.entitlements_in("org-globex").is_empty());
 
     // A relist that no longer finds `standalone` hands it on as gone, with
     // everything listed.
-    feeds.entitlements.apply(&Event::Init);
+    feeds.entitlements.apply(&Event::Init, true);
     for name in ["grafana", "naming-acme"] {
         let namespace = if name == "grafana" {
             "org-acme"
@@ -186,13 +186,13 @@ fn a_feed_hands_on_changes_deletes_and_what_went_while_the_watch_was_down() {
             "shared"
         };
         let listed = entitlement(namespace, name, Some("acme"));
-        feeds.entitlements.apply(&Event::InitApply(listed));
+        feeds.entitlements.apply(&Event::InitApply(listed), true);
         assert!(
             drained(&mut everything).is_empty(),
             "nothing before the list is complete"
         );
     }
-    feeds.entitlements.apply(&Event::InitDone);
+    feeds.entitlements.apply(&Event::InitDone, true);
     assert_eq!(
         names(&drained(&mut everything)),
         ["grafana", "naming-acme", "standalone"]
@@ -206,7 +206,7 @@ fn an_organization_is_found_by_the_namespace_it_owns_now() {
     let (index, mut feeds) = world();
     feeds
         .organizations
-        .apply(&Event::Apply(organization("acme", Some("acme-data"))));
+        .apply(&Event::Apply(organization("acme", Some("acme-data"))), true);
     assert!(index.organization_owning("org-acme").is_none());
     assert_eq!(
         index.organization_owning("acme-data").map(|o| o.name_any()),
@@ -216,9 +216,10 @@ fn an_organization_is_found_by_the_namespace_it_owns_now() {
         index.organization_for_namespace("acme-data"),
         Some(ObjectRef::new("acme"))
     );
-    feeds
-        .organizations
-        .apply(&Event::Delete(organization("acme", Some("acme-data"))));
+    feeds.organizations.apply(
+        &Event::Delete(organization("acme", Some("acme-data"))),
+        true,
+    );
     assert!(index.organization_owning("acme-data").is_none());
 }
 
@@ -229,17 +230,19 @@ fn a_subscriber_is_woken_only_by_what_it_reads() {
         .entitlements
         .subscribe_to(|e| fingerprint(&e.spec.product));
     let grafana = entitlement("org-acme", "grafana", Some("acme"));
-    feeds.entitlements.apply(&Event::Apply(grafana.clone()));
+    feeds
+        .entitlements
+        .apply(&Event::Apply(grafana.clone()), true);
     assert_eq!(names(&drained(&mut by_spec)), ["grafana"], "first seen");
     // A status write leaves what it reads as it was.
     let coded = with_code(grafana.clone(), "PLG-2026-01-0009");
-    feeds.entitlements.apply(&Event::Apply(coded.clone()));
+    feeds.entitlements.apply(&Event::Apply(coded.clone()), true);
     assert!(drained(&mut by_spec).is_empty());
     let mut moved = coded.clone();
     moved.spec.product = "loki".into();
-    feeds.entitlements.apply(&Event::Apply(moved.clone()));
+    feeds.entitlements.apply(&Event::Apply(moved.clone()), true);
     assert_eq!(names(&drained(&mut by_spec)), ["grafana"]);
-    feeds.entitlements.apply(&Event::Delete(moved));
+    feeds.entitlements.apply(&Event::Delete(moved), true);
     assert_eq!(
         names(&drained(&mut by_spec)),
         ["grafana"],
@@ -267,4 +270,22 @@ fn what_tenure_never_reads_is_not_kept() {
         object.annotations().keys().collect::<Vec<_>>(),
         ["tenure.dev/facts"]
     );
+}
+
+#[test]
+fn a_standby_caches_every_change_and_hands_them_on_only_once_it_leads() {
+    let (index, mut feeds) = super::index();
+    let mut everything = feeds.entitlements.subscribe();
+    let grafana = entitlement("org-acme", "grafana", Some("acme"));
+    feeds.entitlements.apply(&Event::Apply(grafana), false);
+    let loki = entitlement("org-globex", "loki", Some("globex"));
+    feeds.entitlements.apply(&Event::Apply(loki), false);
+    assert_eq!(names(&index.entitlements_in("org-acme")), ["grafana"]);
+    assert!(
+        drained(&mut everything).is_empty(),
+        "a standby queues nothing"
+    );
+
+    feeds.entitlements.deliver_all();
+    assert_eq!(names(&drained(&mut everything)), ["grafana", "loki"]);
 }

@@ -11,6 +11,7 @@
 //! - [`downstream`], [`purge`], [`codes`]: what the reconcilers act with.
 //! - [`deletes`], [`discovery`], [`status`]: the guards around every delete,
 //!   what the API server serves, status and finalizer writes.
+//! - [`skew`]: the host's clock against the API server's.
 
 pub mod acceptance;
 pub mod codes;
@@ -26,9 +27,12 @@ pub mod index;
 pub mod matters;
 pub mod organization;
 pub mod purge;
+pub mod skew;
 pub mod status;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use futures::StreamExt;
 use kube::Client;
@@ -37,19 +41,38 @@ use tracing::{info, warn};
 
 use crate::api::{EntitlementClass, LifecyclePolicy, RetentionHold};
 use crate::clock::Clock;
+use crate::endpoints::{self, Endpoints};
+use crate::leadership::{Leadership, LeaseSettings};
+use crate::metrics::Metrics;
 use context::Context;
 use error::Error;
 use export::ExportSettings;
 
-/// Runs every controller until SIGTERM or SIGINT, then lets in-flight
-/// reconciles finish.
-pub async fn run(
-    client: Client,
-    clock: Clock,
-    exports: ExportSettings,
-    concurrency: u16,
-) -> anyhow::Result<()> {
+/// How the controller runs: the flags of `tenure run`.
+pub struct Settings {
+    pub clock: Clock,
+    pub exports: ExportSettings,
+    /// Reconciles run at once, per kind.
+    pub concurrency: u16,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: SocketAddr,
+    /// The Lease this process campaigns for (None: it leads alone).
+    pub lease: Option<LeaseSettings>,
+}
+
+/// Fills the caches, then, once this process leads, runs every controller
+/// until SIGTERM or SIGINT and lets in-flight reconciles finish. Fails if
+/// leadership is lost: the process must stop acting at once.
+pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
     let (index, mut feeds) = index::index();
+    let index = Arc::new(index);
+    let endpoints = Arc::new(Endpoints {
+        metrics: metrics.clone(),
+        index: index.clone(),
+        ready: AtomicBool::new(false),
+    });
+    endpoints::serve(settings.metrics_addr, endpoints.clone()).await?;
     let reporter = Reporter {
         controller: "tenure".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -57,30 +80,48 @@ pub async fn run(
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
-        clock,
-        index: Arc::new(index),
+        clock: settings.clock,
+        index,
         code_allocation: codes::Allocation::default(),
         failures: context::Failures::default(),
         downstream_kinds: discovery::Kinds::default(),
         bound_caches: downstream::BoundCaches::default(),
-        exports,
-        concurrency,
+        exports: settings.exports,
+        concurrency: settings.concurrency,
+        metrics: metrics.clone(),
     });
     info!(now = %context.clock.now(), "tenure controller starting");
+    skew::compare_with_api_server(&client, &metrics).await;
 
     // Every controller subscribes before the watches start, so none misses a
-    // change; reconciles start once every cache has its first full list.
+    // change; reconciles start once every cache has its first full list and
+    // this process leads.
     let organizations = organization::controller(&context, &mut feeds);
     let entitlements = entitlement::controller(&context, &mut feeds);
     let classes = acceptance::controller::<EntitlementClass>(&context, &mut feeds);
     let policies = acceptance::controller::<LifecyclePolicy>(&context, &mut feeds);
     let holds = acceptance::controller::<RetentionHold>(&context, &mut feeds);
     let exports = export::controller(&context, &mut feeds);
-    tokio::spawn(feeds.run(client));
+    let (deliver, delivering) = tokio::sync::watch::channel(false);
+    tokio::spawn(feeds.run(client.clone(), delivering));
     context.index.wait_until_ready().await?;
-    let entitlements = entitlement::watch_bound_objects(entitlements, &context).await;
+    endpoints.set_ready();
 
-    futures::future::join(
+    let mut leadership = match settings.lease {
+        Some(lease) => Leadership::campaign(client, lease, metrics),
+        None => Leadership::alone(&metrics),
+    };
+    tokio::select! {
+        _ = leadership.acquired() => {}
+        _ = terminated() => {
+            leadership.resign().await;
+            info!("tenure controller stopped on standby");
+            return Ok(());
+        }
+    }
+    let _ = deliver.send(true);
+    let entitlements = entitlement::watch_bound_objects(entitlements, &context).await;
+    let controllers = futures::future::join(
         futures::future::join3(
             organization::run(organizations, context.clone()),
             entitlement::run(entitlements, context.clone()),
@@ -91,10 +132,28 @@ pub async fn run(
             acceptance::run(holds, context.clone()),
             export::run(exports, context.clone()),
         ),
-    )
-    .await;
+    );
+    tokio::select! {
+        _ = controllers => {}
+        _ = leadership.lost() => {
+            anyhow::bail!("lost the leader Lease: stopping at once, so that only the new leader acts")
+        }
+    }
+    leadership.resign().await;
     info!("tenure controller stopped");
     Ok(())
+}
+
+/// SIGTERM or SIGINT (the controllers listen for them too, once running).
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return tokio::signal::ctrl_c().await.unwrap_or_default();
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 /// Logs the outcome of one reconcile of a controller's stream; a failing

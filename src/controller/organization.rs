@@ -153,6 +153,9 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
         delete_namespace(&context, &api, &name, &known.namespace, &status).await?;
     }
     record_events(&context, &organization, &decision, current);
+    let announced = current.map(|s| [s.purge_after, s.reactivation_deadline, s.final_purge_at]);
+    let announced: Vec<_> = announced.into_iter().flatten().flatten().collect();
+    context.count_transitions::<Organization>(&decision.history, &announced);
     Ok(context.wake_at(decision.wake_at))
 }
 
@@ -325,7 +328,6 @@ async fn delete_namespace(
     Ok(())
 }
 
-/// Events follow the status write: a crash before it repeats them, never
 /// Events follow the status write: a crash before it repeats them, never
 /// loses them. They are recorded in the background.
 fn record_events(

@@ -21,7 +21,8 @@ pub const ARTIFACT_KIND: &str = "ExportArtifact";
 
 /// Counts, by kind, every object in `namespace` that deleting it deletes,
 /// and the organization's export artifacts (`ExportArtifact`), which the
-/// purge removes as well. Only a namespace tenure owns is counted.
+/// purge removes as well; names the kinds tenure may not list. Only a
+/// namespace tenure owns is counted.
 pub async fn plan(context: &Context, organization: &str, namespace: &str) -> Result<PurgePlan> {
     let mut objects = BTreeMap::new();
     let namespaces = Api::<Namespace>::all(context.client.clone());
@@ -31,6 +32,7 @@ pub async fn plan(context: &Context, organization: &str, namespace: &str) -> Res
     if !owned {
         return Ok(PurgePlan::default());
     }
+    let mut uncounted = Vec::new();
     for resource in namespaced_kinds(context).await? {
         let api =
             Api::<DynamicObject>::namespaced_with(context.client.clone(), namespace, &resource);
@@ -38,6 +40,10 @@ pub async fn plan(context: &Context, organization: &str, namespace: &str) -> Res
             Ok(list) => list.items.len() as i64,
             // Served for discovery but not listable here (e.g. a virtual resource).
             Err(kube::Error::Api(status)) if matches!(status.code, 404 | 405) => continue,
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                uncounted.push(resource.kind.clone());
+                continue;
+            }
             Err(error) => return Err(error.into()),
         };
         if count > 0 {
@@ -48,9 +54,12 @@ pub async fn plan(context: &Context, organization: &str, namespace: &str) -> Res
     if artifacts > 0 {
         objects.insert(ARTIFACT_KIND.into(), artifacts);
     }
+    uncounted.sort();
+    uncounted.dedup();
     Ok(PurgePlan {
         objects,
         namespaces: vec![namespace.to_string()],
+        uncounted,
     })
 }
 

@@ -257,6 +257,19 @@ pub fn wait_phase(args: &[&str], phase: &str) -> serde_json::Value {
     })
 }
 
+/// What every test controller runs with unless its test says otherwise:
+/// alone (no election), its metrics on a free loopback port.
+fn with_test_defaults(args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    if !args.iter().any(|a| a.starts_with("--leader-election")) {
+        all.push("--leader-election=false".into());
+    }
+    if !args.iter().any(|a| a.starts_with("--metrics-addr")) {
+        all.extend(["--metrics-addr".into(), "127.0.0.1:0".into()]);
+    }
+    all
+}
+
 /// The tenure controller of this test binary, started once with `args`. A shell
 /// watchdog stops it (SIGTERM) when the test process exits for any reason: it
 /// waits for the end of its stdin, which only this process holds open.
@@ -281,8 +294,8 @@ pub fn start_controller(args: &[&str]) {
             .arg(r#""$0" "$@" & child=$!; read _ignored; kill -TERM "$child"; wait "$child""#)
             .arg(env!("CARGO_BIN_EXE_tenure"))
             .arg("run")
-            .args(args)
-            .env("KUBECONFIG", kubeconfig())
+            .args(with_test_defaults(args))
+            .env("KUBECONFIG", controller_kubeconfig())
             .stdin(Stdio::piped())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -305,16 +318,16 @@ impl Controller {
 
     /// Spawns with these environment variables set, besides KUBECONFIG.
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)], log_name: &str) -> Self {
-        let admin = kubeconfig();
+        let controller = controller_kubeconfig();
         let mut env = env.to_vec();
         if !env.iter().any(|(name, _)| *name == "KUBECONFIG") {
-            env.push(("KUBECONFIG", admin.to_str().unwrap()));
+            env.push(("KUBECONFIG", controller.to_str().unwrap()));
         }
         let log = std::fs::File::create(repo().join(format!(".cluster/logs/{log_name}.log")))
             .expect("a log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tenure"))
             .arg("run")
-            .args(args)
+            .args(with_test_defaults(args))
             .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -323,11 +336,108 @@ impl Controller {
         Self(child)
     }
 
+    /// SIGTERM, as a rolling update stops a pod; waits until it exits.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "SIGTERM to {pid}");
+        self.0.wait().expect("it exits")
+    }
+
     /// SIGKILL: no shutdown, no cleanup, as a crash or an OOM kill.
     pub fn kill(mut self) {
         self.0.kill().expect("SIGKILL");
         self.0.wait().expect("reaped");
     }
+}
+
+/// The namespace and name the chart's ServiceAccount has in the tests.
+pub const CHART_NAMESPACE: &str = "tenure-system";
+pub const CHART_RELEASE: &str = "tenure";
+
+/// Runs the helm that hack/cluster builds, in the repository; its stdout.
+pub fn helm(args: &[&str]) -> String {
+    let out = Command::new(repo().join(".cluster/bin/helm"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("helm runs (hack/cluster up builds it)");
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The kubeconfig every test controller runs with unless its test says
+/// otherwise: it authenticates as the chart's ServiceAccount (a token from
+/// `kubectl create token`), which has exactly the RBAC the chart grants and
+/// is under the chart's admission guard (both rendered by helm with
+/// tests/chart-values.yaml and applied): the suite proves them sufficient.
+pub fn controller_kubeconfig() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let _ = kubectl(&["create", "namespace", CHART_NAMESPACE]);
+        let rendered = helm(&[
+            "template",
+            CHART_RELEASE,
+            "charts/tenure",
+            "--namespace",
+            CHART_NAMESPACE,
+            "--values",
+            "tests/chart-values.yaml",
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+            "--show-only",
+            "templates/guard.yaml",
+        ]);
+        let applied = kubectl_with_stdin(
+            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+            Some(&rendered),
+        );
+        assert!(
+            applied.status.success(),
+            "the chart's RBAC applies: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        let token = kubectl_ok(&[
+            "create",
+            "token",
+            CHART_RELEASE,
+            "--namespace",
+            CHART_NAMESPACE,
+            "--duration",
+            "24h",
+        ]);
+        service_account_kubeconfig("chart-serviceaccount", token.trim())
+    })
+    .clone()
+}
+
+/// A kubeconfig for the local control plane that authenticates with a
+/// ServiceAccount `token`.
+pub fn service_account_kubeconfig(name: &str, token: &str) -> PathBuf {
+    let admin = std::fs::read_to_string(kubeconfig()).unwrap();
+    let field = |key: &str| {
+        admin
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} in the admin kubeconfig"))
+            .trim()
+            .to_string()
+    };
+    let (server, authority) = (field("server:"), field("certificate-authority:"));
+    let path = repo().join(format!(".cluster/kubeconfig-{name}"));
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: {server}, certificate-authority: {authority}}}\n\
+         users:\n- name: {name}\n  user: {{token: {token}}}\ncontexts:\n- name: {name}\n  context: {{cluster: local, user: {name}}}\ncurrent-context: {name}\n"
+    );
+    std::fs::write(&path, config).unwrap();
+    path
 }
 
 /// A kubeconfig for the local control plane that acts as `user` (admin

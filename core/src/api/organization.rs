@@ -288,6 +288,11 @@ pub struct PurgePlan {
     /// The namespaces the purge will delete.
     #[serde(default)]
     pub namespaces: Vec<String>,
+    /// Kinds tenure may not list (its RBAC, e.g. Secrets without the chart's
+    /// `rbac.secrets`): deleted with the namespace all the same, but not
+    /// counted in `objects`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uncounted: Vec<String>,
 }
 
 /// What remains of an organization after its purge.

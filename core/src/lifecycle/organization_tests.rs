@@ -131,6 +131,7 @@ fn plan() -> PurgePlan {
     PurgePlan {
         objects: BTreeMap::from([("ConfigMap".to_string(), 3)]),
         namespaces: vec!["org-acme".into()],
+        uncounted: Vec::new(),
     }
 }
 
@@ -1142,6 +1143,7 @@ fn a_purge_resumed_after_restarts_deletes_the_namespace_again_and_counts_the_fro
     world.measured = PurgePlan {
         objects: BTreeMap::from([("ConfigMap".to_string(), 1)]),
         namespaces: vec!["org-acme".into()],
+        uncounted: Vec::new(),
     };
     for h in 1..=4 {
         // Each reconcile is a fresh controller (a restart) reading the status,

@@ -234,6 +234,9 @@ async fn export_data(
         }
         return Err(error);
     }
+    context
+        .metrics
+        .exported(written.size_bytes.try_into().unwrap_or_default());
     if context.exports.keeps_files() {
         // The file is the artifact now: keep it.
         std::mem::forget(zip);

@@ -1,0 +1,288 @@
+//! Leader election on a Lease (kube-lease-manager): of several replicas only
+//! the leader reconciles and writes; the others keep their caches warm.
+//!
+//! kube-lease-manager takes the Lease and renews it. Two things are added
+//! here from a watch of the Lease:
+//! - a standby tries at once when the Lease is handed over or runs out, so
+//!   that a rolling update hands over in about a second;
+//! - a leader steps down when its renewals stop landing, before a standby
+//!   can take the Lease (client-go's "renew deadline"): two leaders never act
+//!   at once as long as clocks agree within the grace.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use kube_lease_manager::{LeaseCreateMode, LeaseManager, LeaseParams};
+use tokio::sync::{oneshot, watch};
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+/// Which Lease, held by whom, for how long.
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    pub name: String,
+    pub namespace: String,
+    /// Seconds a leader holds the Lease without renewing it: how long a
+    /// standby waits after the leader died.
+    pub duration: u64,
+    /// This process, as the Lease's holderIdentity shows it.
+    pub identity: String,
+}
+
+impl LeaseSettings {
+    /// Renewed this long before it runs out.
+    fn grace(&self) -> u64 {
+        (self.duration / 3).max(1)
+    }
+}
+
+/// Whether this process leads, as the election says.
+pub struct Leadership {
+    leading: watch::Receiver<bool>,
+    resign: Option<oneshot::Sender<()>>,
+    campaign: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Leadership {
+    /// A process that leads from the start: the only one (no election).
+    pub fn alone(metrics: &Metrics) -> Self {
+        metrics.set_leader(true);
+        let (_, leading) = watch::channel(true);
+        Self {
+            leading,
+            resign: None,
+            campaign: None,
+        }
+    }
+
+    /// Campaigns for the Lease in the background.
+    pub fn campaign(client: Client, settings: LeaseSettings, metrics: Arc<Metrics>) -> Self {
+        let (sender, leading) = watch::channel(false);
+        let (resign, resigned) = oneshot::channel();
+        let campaign = tokio::spawn(campaign(client, settings, sender, resigned, metrics));
+        Self {
+            leading,
+            resign: Some(resign),
+            campaign: Some(campaign),
+        }
+    }
+
+    /// Waits until this process leads.
+    pub async fn acquired(&mut self) {
+        let _ = self.leading.wait_for(|leading| *leading).await;
+    }
+
+    /// Waits until this process no longer leads (never, for one alone).
+    pub async fn lost(&mut self) {
+        match self.leading.wait_for(|leading| !*leading).await {
+            Ok(_) => {}
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Hands the Lease over (released), so that a standby takes over at once.
+    pub async fn resign(mut self) {
+        if let Some(resign) = self.resign.take() {
+            let _ = resign.send(());
+        }
+        if let Some(campaign) = self.campaign.take() {
+            let _ = campaign.await;
+        }
+    }
+}
+
+/// The Lease as the API server has it now, from a watch of it alone.
+fn lease_changes(client: Client, settings: &LeaseSettings) -> impl Stream<Item = Lease> + use<> {
+    let leases = Api::<Lease>::namespaced(client, &settings.namespace);
+    let only = watcher::Config::default().fields(&format!("metadata.name={}", settings.name));
+    watcher(leases, only)
+        .default_backoff()
+        .applied_objects()
+        .filter_map(|lease| async move { lease.ok() })
+}
+
+/// Until when a holder's last renewal holds the Lease, by this host's clock.
+fn held_until(lease: &Lease) -> Option<DateTime<Utc>> {
+    let spec = lease.spec.as_ref()?;
+    let renewed: DateTime<Utc> = spec.renew_time.as_ref()?.0.to_string().parse().ok()?;
+    let seconds = spec.lease_duration_seconds?;
+    Some(renewed + chrono::TimeDelta::seconds(seconds.into()))
+}
+
+fn holder(lease: &Lease) -> Option<&str> {
+    lease.spec.as_ref()?.holder_identity.as_deref()
+}
+
+async fn manager(
+    client: &Client,
+    settings: &LeaseSettings,
+) -> kube_lease_manager::Result<LeaseManager> {
+    let params = LeaseParams::new(&settings.identity, settings.duration, settings.grace());
+    LeaseManager::new(
+        client.clone(),
+        &settings.name,
+        &settings.namespace,
+        params,
+        LeaseCreateMode::AutoCreate,
+    )
+    .await
+}
+
+async fn campaign(
+    client: Client,
+    settings: LeaseSettings,
+    leading: watch::Sender<bool>,
+    mut resigned: oneshot::Receiver<()>,
+    metrics: Arc<Metrics>,
+) {
+    let mut lease = Box::pin(lease_changes(client.clone(), &settings));
+    let lease_name = format!("{}/{}", settings.namespace, settings.name);
+    info!(
+        lease = lease_name,
+        identity = settings.identity,
+        "campaigning for the leader Lease"
+    );
+    loop {
+        // Standby: a fresh manager reads the Lease anew, so that one handed
+        // over or run out is tried at once.
+        let manager = match manager(&client, &settings).await {
+            Ok(manager) => manager,
+            Err(error) => {
+                warn!(%error, lease = lease_name, "cannot read the leader Lease; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    _ = &mut resigned => return,
+                }
+            }
+        };
+        let acquired = loop {
+            tokio::select! {
+                changed = manager.changed() => match changed {
+                    Ok(true) => break true,
+                    Ok(false) => {}
+                    Err(error) => {
+                        warn!(%error, lease = lease_name, "campaign failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break false;
+                    }
+                },
+                Some(now) = lease.next() => {
+                    let free = holder(&now).is_none()
+                        || held_until(&now).is_some_and(|until| until < Utc::now());
+                    if free {
+                        break false;
+                    }
+                }
+                _ = &mut resigned => return,
+            }
+        };
+        if !acquired {
+            continue;
+        }
+        info!(
+            lease = lease_name,
+            identity = settings.identity,
+            "leading: reconciling"
+        );
+        metrics.set_leader(true);
+        let _ = leading.send(true);
+        lead(&manager, &settings, &mut lease, &mut resigned).await;
+        metrics.set_leader(false);
+        let _ = leading.send(false);
+        return;
+    }
+}
+
+/// Renews the Lease until this process resigns (the Lease released) or
+/// cannot be sure it still holds it.
+async fn lead(
+    manager: &LeaseManager,
+    settings: &LeaseSettings,
+    lease: &mut (impl Stream<Item = Lease> + Unpin),
+    resigned: &mut oneshot::Receiver<()>,
+) {
+    // A renewal that has not landed by half the grace before the Lease runs
+    // out ends the leadership: a standby may take it at the end.
+    let margin = chrono::TimeDelta::milliseconds((settings.grace() * 500) as i64);
+    let mut step_down_at =
+        Utc::now() + chrono::TimeDelta::seconds(settings.duration as i64) - margin;
+    loop {
+        let until_step_down = (step_down_at - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            changed = manager.changed() => match changed {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(identity = settings.identity, "the leader Lease was taken over");
+                    return;
+                }
+                Err(error) => {
+                    warn!(%error, "could not renew the leader Lease");
+                    return;
+                }
+            },
+            Some(now) = lease.next() => {
+                if holder(&now) != Some(settings.identity.as_str()) {
+                    warn!(holder = holder(&now), "the leader Lease is held by another");
+                    return;
+                }
+                if let Some(until) = held_until(&now) {
+                    step_down_at = until - margin;
+                }
+            }
+            _ = tokio::time::sleep(until_step_down) => {
+                warn!(identity = settings.identity, "the leader Lease was not renewed in time");
+                return;
+            }
+            _ = &mut *resigned => {
+                match manager.release().await {
+                    Ok(()) => info!(identity = settings.identity, "leader Lease handed over"),
+                    Err(error) => warn!(%error, "could not release the leader Lease; it runs out instead"),
+                }
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    #[test]
+    fn a_lease_is_held_until_its_last_renewal_plus_its_duration() {
+        let renewed = "2026-01-01T00:00:00.250Z";
+        let lease = Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some("tenure-0".into()),
+                renew_time: Some(MicroTime(renewed.parse().unwrap())),
+                lease_duration_seconds: Some(15),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let until: DateTime<Utc> = "2026-01-01T00:00:15.250Z".parse().unwrap();
+        assert_eq!(held_until(&lease), Some(until));
+        assert_eq!(holder(&lease), Some("tenure-0"));
+        assert_eq!(held_until(&Lease::default()), None);
+    }
+
+    #[test]
+    fn the_grace_is_a_third_of_the_duration_and_at_least_a_second() {
+        let settings = |duration| LeaseSettings {
+            name: "tenure".into(),
+            namespace: "tenure-system".into(),
+            duration,
+            identity: "a".into(),
+        };
+        assert_eq!(settings(15).grace(), 5);
+        assert_eq!(settings(2).grace(), 1);
+    }
+}
