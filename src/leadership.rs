@@ -161,11 +161,12 @@ async fn campaign(
                 }
             }
         };
+        let mut changed = Box::pin(manager.changed());
         let acquired = loop {
             tokio::select! {
-                changed = manager.changed() => match changed {
+                result = &mut changed => match result {
                     Ok(true) => break true,
-                    Ok(false) => {}
+                    Ok(false) => changed = Box::pin(manager.changed()),
                     Err(error) => {
                         warn!(%error, lease = lease_name, "campaign failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -182,6 +183,7 @@ async fn campaign(
                 _ = &mut resigned => return,
             }
         };
+        drop(changed);
         if !acquired {
             continue;
         }
@@ -212,11 +214,14 @@ async fn lead(
     let margin = chrono::TimeDelta::milliseconds((settings.grace() * 500) as i64);
     let mut step_down_at =
         Utc::now() + chrono::TimeDelta::seconds(settings.duration as i64) - margin;
+    // Kept across the loop: a renewal is never cut short by the Lease event
+    // it causes.
+    let mut changed = Box::pin(manager.changed());
     loop {
         let until_step_down = (step_down_at - Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
-            changed = manager.changed() => match changed {
-                Ok(true) => {}
+            result = &mut changed => match result {
+                Ok(true) => changed = Box::pin(manager.changed()),
                 Ok(false) => {
                     warn!(identity = settings.identity, "the leader Lease was taken over");
                     return;
@@ -240,6 +245,7 @@ async fn lead(
                 return;
             }
             _ = &mut *resigned => {
+                drop(changed);
                 match manager.release().await {
                     Ok(()) => info!(identity = settings.identity, "leader Lease handed over"),
                     Err(error) => warn!(%error, "could not release the leader Lease; it runs out instead"),
