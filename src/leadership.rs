@@ -148,6 +148,7 @@ async fn campaign(
         identity = settings.identity,
         "campaigning for the leader Lease"
     );
+    hand_over_from_predecessor(&client, &settings, &mut lease).await;
     loop {
         // Standby: a fresh manager reads the Lease anew, so that one handed
         // over or run out is tried at once.
@@ -199,6 +200,47 @@ async fn campaign(
         let _ = leading.send(false);
         return;
     }
+}
+
+/// A process restarted in the same pod has its predecessor's identity; a
+/// Lease held under it was held by that process, which is gone (a container
+/// restarts only once the last one exited). Without this, the restarted
+/// process would find itself the holder and lead at once, with cold caches.
+/// Instead the Lease is handed over now, and the standby, whose caches are
+/// warm, gets up to one Lease duration to take it before this process
+/// campaigns too.
+async fn hand_over_from_predecessor(
+    client: &Client,
+    settings: &LeaseSettings,
+    lease: &mut (impl Stream<Item = Lease> + Unpin),
+) {
+    let leases = Api::<Lease>::namespaced(client.clone(), &settings.namespace);
+    let Ok(Some(held)) = leases.get_opt(&settings.name).await else {
+        return;
+    };
+    if holder(&held) != Some(settings.identity.as_str()) {
+        return;
+    }
+    let released = match manager(client, settings).await {
+        Ok(manager) => manager.release().await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = released {
+        warn!(%error, "could not hand over the Lease a predecessor held; it runs out instead");
+        return;
+    }
+    info!(
+        identity = settings.identity,
+        "handed over the Lease held before this process restarted"
+    );
+    let taken = async {
+        while let Some(now) = lease.next().await {
+            if holder(&now).is_some_and(|h| h != settings.identity) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(settings.duration), taken).await;
 }
 
 /// Renews the Lease until this process resigns (the Lease released) or

@@ -47,16 +47,9 @@ fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
     Ok((status, body))
 }
 
-/// The value of one sample in a /metrics text, if present.
-fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let rest = line.strip_prefix(name_and_labels)?;
-        rest.strip_prefix(' ')?.trim().parse().ok()
-    })
-}
-
 fn leads(port: u16) -> bool {
-    http_get(port, "/metrics").is_ok_and(|(_, body)| sample(&body, "tenure_leader") == Some(1.0))
+    http_get(port, "/metrics")
+        .is_ok_and(|(_, body)| metric_sample(&body, "tenure_leader") == Some(1.0))
 }
 
 /// A replica campaigning for `lease` in the chart's namespace, as the
@@ -86,19 +79,6 @@ fn lease(name: &str) -> serde_json::Value {
 
 fn lease_time(lease: &serde_json::Value, field: &str) -> DateTime<Utc> {
     lease["spec"][field].as_str().unwrap().parse().unwrap()
-}
-
-fn all_coded(batch: &str, count: usize) -> std::collections::BTreeMap<String, String> {
-    wait_for(
-        &format!("{count} codes of {batch}"),
-        Duration::from_secs(120),
-        || {
-            let codes = codes_of_batch(batch)?;
-            (codes.len() == count)
-                .then_some(codes.clone())
-                .ok_or(format!("{} codes", codes.len()))
-        },
-    )
 }
 
 #[test]
@@ -137,12 +117,12 @@ fn of_two_replicas_one_leads_and_the_other_takes_over_on_sigkill_and_on_sigterm(
     // The leader's metrics tell what it did; the standby did nothing.
     let (status, metrics) = http_get(leader_port, "/metrics").unwrap();
     assert_eq!(status, 200);
-    let reconciled = sample(&metrics, "tenure_reconciles_total{kind=\"Entitlement\"}");
+    let reconciled = metric_sample(&metrics, "tenure_reconciles_total{kind=\"Entitlement\"}");
     assert!(reconciled.is_some_and(|n| n >= 30.0), "{metrics}");
     let allocated = format!("tenure_codes_allocated_total{{class=\"{class}\"}}");
-    assert_eq!(sample(&metrics, &allocated), Some(30.0), "{metrics}");
+    assert_eq!(metric_sample(&metrics, &allocated), Some(30.0), "{metrics}");
     assert!(
-        sample(
+        metric_sample(
             &metrics,
             "tenure_objects{kind=\"Entitlement\",phase=\"Active\"}"
         )
@@ -150,9 +130,9 @@ fn of_two_replicas_one_leads_and_the_other_takes_over_on_sigkill_and_on_sigterm(
         "{metrics}"
     );
     let (_, standby_metrics) = http_get(standby_port, "/metrics").unwrap();
-    assert_eq!(sample(&standby_metrics, "tenure_leader"), Some(0.0));
+    assert_eq!(metric_sample(&standby_metrics, "tenure_leader"), Some(0.0));
     assert_eq!(
-        sample(&standby_metrics, &allocated),
+        metric_sample(&standby_metrics, &allocated),
         None,
         "a standby acts on nothing"
     );

@@ -141,6 +141,28 @@ pub fn codes_of_batch(batch: &str) -> Result<std::collections::BTreeMap<String, 
         .collect())
 }
 
+/// Waits until all `count` entitlements of `batch` have a code; name -> code.
+pub fn all_coded(batch: &str, count: usize) -> std::collections::BTreeMap<String, String> {
+    wait_for(
+        &format!("{count} codes of {batch}"),
+        Duration::from_secs(120),
+        || {
+            let codes = codes_of_batch(batch)?;
+            (codes.len() == count)
+                .then_some(codes.clone())
+                .ok_or(format!("{} codes", codes.len()))
+        },
+    )
+}
+
+/// The value of one sample (`name{labels}`) in a Prometheus text, if present.
+pub fn metric_sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name_and_labels)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
 /// `base` with the fields of `more` added or replaced (both JSON objects).
 pub fn merged(mut base: serde_json::Value, more: serde_json::Value) -> serde_json::Value {
     if let (Some(base), Some(more)) = (base.as_object_mut(), more.as_object()) {
@@ -360,6 +382,7 @@ pub fn helm(args: &[&str]) -> String {
     let out = Command::new(repo().join(".cluster/bin/helm"))
         .args(args)
         .current_dir(repo())
+        .env("KUBECONFIG", kubeconfig())
         .output()
         .expect("helm runs (hack/cluster up builds it)");
     assert!(
