@@ -68,6 +68,16 @@ impl Clock {
         simulated / self.rate
     }
 
+    /// How a simulated clock describes itself (None for the real time).
+    pub fn simulated_description(&self) -> Option<String> {
+        self.is_simulated().then(|| {
+            let origin = self
+                .origin
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            format!("simulated from {origin} at {}x", self.rate)
+        })
+    }
+
     /// Whether the clock runs other than the host's real time.
     pub fn is_simulated(&self) -> bool {
         self.rate != 1.0 || self.origin != self.started_wall

@@ -120,13 +120,7 @@ async fn main() -> anyhow::Result<()> {
                 None if args.clock_rate != 1.0 => Clock::simulated(Utc::now(), args.clock_rate),
                 None => Clock::real(),
             };
-            let simulated = clock.is_simulated().then(|| {
-                format!(
-                    "simulated from {} at {}x",
-                    clock.now().to_rfc3339(),
-                    args.clock_rate
-                )
-            });
+            let simulated = clock.simulated_description();
             telemetry::init(args.log_format, simulated);
             // Two TLS stacks come with the dependencies (kube's, and the S3
             // client's); one crypto provider serves both.

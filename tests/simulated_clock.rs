@@ -64,3 +64,18 @@ fn at_a_day_per_second_a_grace_of_three_days_runs_out_three_seconds_after_it_sta
     assert_eq!(last["at"], format(auto_cancel_at).as_str());
     assert_eq!(last["reason"], "NonPayment");
 }
+
+#[test]
+fn a_simulated_clock_is_named_in_every_log_line() {
+    start_controller(&["--clock-start", ORIGIN, "--clock-rate", "86400"]);
+    let lines = wait_for("log lines", Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(controller_log()).map_err(|e| e.to_string())?;
+        let lines: Vec<String> = log.lines().map(String::from).collect();
+        (lines.len() >= 3).then_some(lines).ok_or(log)
+    });
+    let named = format!("clock=\"simulated from {ORIGIN} at 86400x\"");
+    // Every event (a line starting with its timestamp) says so.
+    for line in lines.iter().filter(|line| line.starts_with("20")) {
+        assert!(line.contains(&named), "a log line without {named}: {line}");
+    }
+}

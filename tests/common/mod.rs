@@ -292,6 +292,15 @@ fn with_test_defaults(args: &[&str]) -> Vec<String> {
     all
 }
 
+/// Where the controller of this test binary ([`start_controller`]) logs.
+pub fn controller_log() -> PathBuf {
+    let binary = std::env::args()
+        .next()
+        .and_then(|a| a.rsplit('/').next().map(String::from))
+        .unwrap_or_default();
+    repo().join(format!(".cluster/logs/tenure-{binary}.log"))
+}
+
 /// The tenure controller of this test binary, started once with `args`. A shell
 /// watchdog stops it (SIGTERM) when the test process exits for any reason: it
 /// waits for the end of its stdin, which only this process holds open.
@@ -303,14 +312,7 @@ static CONTROLLER: OnceLock<ControllerProcess> = OnceLock::new();
 
 pub fn start_controller(args: &[&str]) {
     CONTROLLER.get_or_init(|| {
-        let log = std::fs::File::create(repo().join(format!(
-                ".cluster/logs/tenure-{}.log",
-                std::env::args()
-                    .next()
-                    .and_then(|a| a.rsplit('/').next().map(String::from))
-                    .unwrap_or_default()
-            )))
-        .expect("a log file");
+        let log = std::fs::File::create(controller_log()).expect("a log file");
         let watchdog = Command::new("sh")
             .arg("-c")
             .arg(r#""$0" "$@" & child=$!; read _ignored; kill -TERM "$child"; wait "$child""#)
