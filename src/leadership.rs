@@ -148,7 +148,10 @@ async fn campaign(
         identity = settings.identity,
         "campaigning for the leader Lease"
     );
-    hand_over_from_predecessor(&client, &settings, &mut lease).await;
+    tokio::select! {
+        _ = hand_over_from_predecessor(&client, &settings, &mut lease) => {}
+        _ = &mut resigned => return,
+    }
     loop {
         // Standby: a fresh manager reads the Lease anew, so that one handed
         // over or run out is tried at once.

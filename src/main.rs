@@ -53,9 +53,11 @@ struct RunArgs {
     /// Days a finished export's ZIP is kept before it is deleted.
     #[arg(long, value_name = "DAYS", default_value_t = 7)]
     export_keep_days: u32,
-    /// Reconciles run at once, per kind: bounds the load on the API server
-    /// and the controller's memory during a mass change.
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Reconciles run at once, per kind; 0 (the default): no bound. A bound
+    /// is not the default because with kube-runtime 5 it was seen to leave
+    /// some objects unreconciled at start (6 to 31 of 250 at 32; none at 0),
+    /// which would leave their deadlines unscheduled.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     concurrency: u16,
     /// Log lines for people (human) or for log pipelines (json).
     #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "TENURE_LOG_FORMAT")]

@@ -44,7 +44,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// How every controller runs: at most `concurrency` reconciles at once.
+    /// How every controller runs: at most `concurrency` reconciles at once
+    /// (0: no bound).
     pub fn controller_config(&self) -> kube::runtime::controller::Config {
         kube::runtime::controller::Config::default().concurrency(self.concurrency)
     }
