@@ -21,7 +21,8 @@ fn codes_stay_unique_and_assigned_once_when_the_controller_is_killed_mid_way() {
     let batch = unique("restart");
     create_batch(&class, &batch, 200);
 
-    let first = Controller::spawn(&[], "tenure-restart-first");
+    // A small bound slows it down, so that the kill lands mid-way.
+    let first = Controller::spawn(&["--concurrency", "2"], "tenure-restart-first");
     wait_for("some codes", Duration::from_secs(60), || {
         let codes = codes_of_batch(&batch)?;
         (codes.len() >= 40)
