@@ -183,7 +183,12 @@ fn the_chart_runs_on_the_node_and_its_standby_takes_over_from_a_killed_leader() 
         "{metrics}"
     );
     let allocated = format!("tenure_codes_allocated_total{{class=\"{class}\"}}");
-    assert_eq!(metric_sample(&metrics, &allocated), Some(20.0), "{metrics}");
+    // At least one per entitlement: a code taken for a copy that was behind
+    // is skipped, never reused (a gap), and counts as allocated.
+    assert!(
+        metric_sample(&metrics, &allocated).is_some_and(|n| n >= 20.0),
+        "{metrics}"
+    );
     let standby_metrics = metrics_of(&standby).unwrap();
     assert_eq!(metric_sample(&standby_metrics, "tenure_leader"), Some(0.0));
 

@@ -120,7 +120,12 @@ fn of_two_replicas_one_leads_and_the_other_takes_over_on_sigkill_and_on_sigterm(
     let reconciled = metric_sample(&metrics, "tenure_reconciles_total{kind=\"Entitlement\"}");
     assert!(reconciled.is_some_and(|n| n >= 30.0), "{metrics}");
     let allocated = format!("tenure_codes_allocated_total{{class=\"{class}\"}}");
-    assert_eq!(metric_sample(&metrics, &allocated), Some(30.0), "{metrics}");
+    // At least one per entitlement: a code taken for a copy that was behind
+    // is skipped, never reused (a gap), and counts as allocated.
+    assert!(
+        metric_sample(&metrics, &allocated).is_some_and(|n| n >= 30.0),
+        "{metrics}"
+    );
     assert!(
         metric_sample(
             &metrics,
