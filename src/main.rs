@@ -53,12 +53,18 @@ struct RunArgs {
     /// Days a finished export's ZIP is kept before it is deleted.
     #[arg(long, value_name = "DAYS", default_value_t = 7)]
     export_keep_days: u32,
-    /// Reconciles run at once, per kind; 0 (the default): no bound. A bound
-    /// is not the default because with kube-runtime 5 it was seen to leave
-    /// some objects unreconciled at start (6 to 31 of 250 at 32; none at 0),
-    /// which would leave their deadlines unscheduled.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Reconciles of one kind that run at once (0: no bound); the others
+    /// wait their turn, first come first served, and then work on the
+    /// object's latest copy. It paces a mass reconcile (a restart over
+    /// 10,000 entitlements) at what the API server can take.
+    #[arg(long, value_name = "N", default_value_t = 32)]
     concurrency: u16,
+    /// API requests in flight at once (a watch counts until its stream
+    /// starts); more wait their turn: a safety net under --concurrency for
+    /// what reconciles send in the background (Events). The leader Lease
+    /// has a client of its own, so that its renewals never wait.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    kube_api_concurrency: u32,
     /// Log lines for people (human) or for log pipelines (json).
     #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "TENURE_LOG_FORMAT")]
     log_format: LogFormat,
@@ -71,9 +77,18 @@ struct RunArgs {
     /// local process.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
-    /// The leader Lease's name.
-    #[arg(long, value_name = "NAME", default_value = "tenure")]
-    lease_name: String,
+    /// The leader Lease's name (default: `tenure`; with --shard-selector,
+    /// `tenure-shard-<hash of the selector>`, so that each shard elects its
+    /// own leader).
+    #[arg(long, value_name = "NAME")]
+    lease_name: Option<String>,
+    /// Act only on the Organizations and Entitlements whose labels match
+    /// this label selector (e.g. `tenure.dev/shard=1`), and on the
+    /// DataExports and RetentionHolds of those organizations: several
+    /// instances, one per shard, share a large cluster. Label an
+    /// organization and its entitlements alike.
+    #[arg(long, value_name = "SELECTOR")]
+    shard_selector: Option<String>,
     /// The leader Lease's namespace (default: the pod's namespace, or the
     /// kubeconfig context's).
     #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE")]
@@ -93,6 +108,31 @@ fn listen_address(value: &str) -> Result<SocketAddr, String> {
     full.parse().map_err(|_| {
         format!("{value:?} is not an address to listen on (`:8080`, `127.0.0.1:9090`)")
     })
+}
+
+/// `tenure`, or for a shard `tenure-shard-` and the FNV-1a hash of its
+/// selector: stable across releases and hosts, as a Lease name must be.
+fn lease_name_of(shard_selector: Option<&str>) -> String {
+    let Some(selector) = shard_selector else {
+        return "tenure".to_string();
+    };
+    let hash = selector.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    format!("tenure-shard-{hash:08x}")
+}
+
+/// A selector the API server refuses is named at start, not retried by
+/// every watch forever.
+async fn check_shard_selector(client: &kube::Client, selector: &str) -> anyhow::Result<()> {
+    let organizations = kube::Api::<api::Organization>::all(client.clone());
+    let params = kube::api::ListParams::default().labels(selector).limit(1);
+    match organizations.list_metadata(&params).await {
+        Err(kube::Error::Api(status)) if status.code == 400 => {
+            anyhow::bail!("--shard-selector {selector:?}: {}", status.message)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// This process in the leader Lease: the pod's name, or host and process id.
@@ -129,7 +169,13 @@ async fn main() -> anyhow::Result<()> {
             rustls::crypto::ring::default_provider()
                 .install_default()
                 .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
-            let client = kube::Client::try_default().await?;
+            let config = kube::Config::infer().await?;
+            let lease_client = kube::Client::try_from(config.clone())?;
+            let client = kube::client::ClientBuilder::try_from(config)?
+                .with_layer(&tower::limit::ConcurrencyLimitLayer::new(
+                    args.kube_api_concurrency as usize,
+                ))
+                .build();
             let exports = controller::export::ExportSettings {
                 dir: args.export_dir,
                 keep_for: chrono::TimeDelta::days(args.export_keep_days.into()),
@@ -139,8 +185,13 @@ async fn main() -> anyhow::Result<()> {
                     .map(controller::export::Bucket::from_url)
                     .transpose()?,
             };
+            if let Some(selector) = &args.shard_selector {
+                check_shard_selector(&client, selector).await?;
+            }
             let lease = args.leader_election.then(|| LeaseSettings {
-                name: args.lease_name,
+                name: args
+                    .lease_name
+                    .unwrap_or_else(|| lease_name_of(args.shard_selector.as_deref())),
                 namespace: args
                     .lease_namespace
                     .unwrap_or_else(|| client.default_namespace().to_string()),
@@ -151,6 +202,8 @@ async fn main() -> anyhow::Result<()> {
                 clock,
                 exports,
                 concurrency: args.concurrency,
+                lease_client,
+                shard: args.shard_selector,
                 metrics_addr: args.metrics_addr,
                 lease,
             };

@@ -30,6 +30,12 @@ pub trait Accepted: WithStatus {
     ) -> BoxFuture<'a, Result<Judgement>>;
     /// Fills status fields besides the conditions from what the index holds.
     fn observe(&self, _index: &Index, _status: &mut Self::Status) {}
+    /// Whether this instance writes its status: every shard judges classes
+    /// and policies alike, but a hold's status lists what it covers, which
+    /// only the shard holding its target sees.
+    fn judged_here(&self, _context: &Context) -> bool {
+        true
+    }
     /// The index's cache of this kind, and the feed of its changes.
     fn cache(index: &Index) -> Store<Self>;
     fn feed(feeds: &mut Feeds) -> &mut Feed<Self>;
@@ -61,7 +67,6 @@ pub fn controller<K: Accepted>(context: &Arc<Context>, feeds: &mut Feeds) -> Con
         .watches_shared_stream(K::feed(feeds).subscribe(), move |changed| {
             K::siblings(&changed, &siblings.state())
         })
-        .with_config(context.controller_config())
         .shutdown_on_signal();
     K::related(controller, &context.index, feeds)
 }
@@ -70,9 +75,7 @@ pub async fn run<K: Accepted>(controller: Controller<K>, context: Arc<Context>) 
     log_outcomes(
         K::kind(&()).into_owned(),
         controller.run(
-            |object, context| {
-                reconciled(object.clone(), context.clone(), reconcile(object, context))
-            },
+            |object, context| reconciled(object, context.clone(), reconcile),
             retry_later,
             context,
         ),
@@ -81,6 +84,9 @@ pub async fn run<K: Accepted>(controller: Controller<K>, context: Arc<Context>) 
 }
 
 async fn reconcile<K: Accepted>(object: Arc<K>, context: Arc<Context>) -> Result<Action> {
+    if !object.judged_here(&context) {
+        return Ok(Action::await_change());
+    }
     let now = context.clock.now();
     let judged = object.judge(&context, now).await?;
     let generation = object.meta().generation;
@@ -193,6 +199,12 @@ fn target_found(hold: &RetentionHold, index: &Index) -> bool {
 }
 
 impl Accepted for RetentionHold {
+    /// With shards, by the one whose cache holds its target; a hold whose
+    /// target no shard has is judged by none.
+    fn judged_here(&self, context: &Context) -> bool {
+        !context.sharded || target_found(self, &context.index)
+    }
+
     /// `status.covers`: the organization and its namespace, and every
     /// entitlement the hold covers, once its target exists.
     fn observe(&self, index: &Index, status: &mut RetentionHoldStatus) {

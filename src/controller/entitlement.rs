@@ -76,7 +76,6 @@ pub fn controller(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<Entit
             .map(|e| ObjectRef::from_obj(e.as_ref()))
             .collect::<Vec<_>>()
     })
-    .with_config(context.controller_config())
     .shutdown_on_signal()
 }
 
@@ -157,13 +156,7 @@ pub async fn run(controller: Controller<Entitlement>, context: Arc<Context>) {
     log_outcomes(
         "Entitlement",
         controller.run(
-            |entitlement, context| {
-                reconciled(
-                    entitlement.clone(),
-                    context.clone(),
-                    reconcile(entitlement, context),
-                )
-            },
+            |entitlement, context| reconciled(entitlement, context.clone(), reconcile),
             retry_later,
             context,
         ),
@@ -189,6 +182,9 @@ async fn reconcile(entitlement: Arc<Entitlement>, context: Arc<Context>) -> Resu
         Dereferenced::Stalled(verdict) => {
             return stall(&context, &api, &entitlement, &known, verdict).await;
         }
+        // Its organization's first status wakes it; the requeue is for an
+        // organization whose first reconcile leaves it without a standing.
+        Dereferenced::WaitingQuietly => return Ok(Action::requeue(QUIET_WAIT)),
     };
     // A code taken now is written with the rest of the status, over the
     // version it was taken for: if the cached copy was behind (its code
@@ -273,7 +269,13 @@ impl Known {
 enum Dereferenced {
     Found(Arc<EntitlementClass>, References),
     Stalled(Verdict),
+    /// See [`references::waits_quietly`].
+    WaitingQuietly,
 }
+
+/// How long a new entitlement waits for its organization's first reconcile
+/// before it reports the wait.
+const QUIET_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Finds the class and organizations the entitlement refers to in the index,
 /// and asks the core whether they can be used.
@@ -298,7 +300,13 @@ async fn dereference(context: &Context, entitlement: &Entitlement) -> Result<Der
         organization: organization.as_deref(),
         tenant: tenant.as_deref(),
     };
-    Ok(match (references::check(&found), class) {
+    let checked = references::check(&found);
+    if let Err(verdict) = &checked
+        && references::waits_quietly(&found, verdict)
+    {
+        return Ok(Dereferenced::WaitingQuietly);
+    }
+    Ok(match (checked, class) {
         (Ok(references), Some(class)) => Dereferenced::Found(class, references),
         (Err(verdict), _) => Dereferenced::Stalled(verdict),
         (Ok(_), None) => unreachable!("references::check refuses a missing class"),

@@ -114,12 +114,22 @@ impl Events {
         });
     }
 
-    /// Each new history entry.
+    /// The new history entries, as one Event named for the last: facts
+    /// learnt late (an entitlement created with a past payment failure)
+    /// make several transitions at once, and one Event tells them in order
+    /// (`status.history` keeps each).
     pub fn history(&mut self, history: &[HistoryEntry]) {
-        for entry in history {
-            let note = format!("{} ({}, at {})", entry.message, entry.reason, entry.at);
-            self.add(Reason::Transition(&entry.event), note);
-        }
+        let Some(last) = history.last() else {
+            return;
+        };
+        let steps: Vec<String> = history
+            .iter()
+            .map(|entry| format!("{} ({}, at {})", entry.message, entry.reason, entry.at))
+            .collect();
+        self.add(
+            Reason::Transition(&last.event),
+            within_note_limit(steps.join("; then ")),
+        );
     }
 
     /// Records them in the background, in order.
@@ -145,9 +155,58 @@ impl Events {
     }
 }
 
+/// An Event's note is at most 1 KiB: a longer one keeps its end, the
+/// transition the object is in now.
+fn within_note_limit(note: String) -> String {
+    const LIMIT: usize = 1024;
+    if note.len() <= LIMIT {
+        return note;
+    }
+    let mut start = note.len() - (LIMIT - "…".len());
+    while !note.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &note[start..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(event: &str, reason: &str) -> HistoryEntry {
+        serde_json::from_value(serde_json::json!({
+            "event": event, "reason": reason, "message": format!("{event} because {reason}"),
+            "at": "2026-01-01T00:00:00Z",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn transitions_learnt_at_once_make_one_event_named_for_the_last() {
+        let about = k8s_openapi::api::core::v1::ConfigMap::default();
+        let mut events = Events::about(&about);
+        events.history(&[
+            entry("Activated", "Created"),
+            entry("Suspended", "PaymentFailed"),
+        ]);
+        assert_eq!(events.events.len(), 1);
+        let event = &events.events[0];
+        assert_eq!(event.reason, "Suspended");
+        assert_eq!(event.type_, EventType::Warning);
+        let note = event.note.as_deref().unwrap();
+        assert!(note.starts_with("Activated because Created"), "{note}");
+        assert!(
+            note.contains("; then Suspended because PaymentFailed"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn a_long_note_keeps_its_end_within_a_kibibyte() {
+        let note = within_note_limit(format!("{}the end", "é".repeat(800)));
+        assert!(note.len() <= 1024, "{}", note.len());
+        assert!(note.ends_with("the end") && note.starts_with('…'));
+    }
 
     #[test]
     fn losing_access_or_data_is_a_warning_and_the_rest_is_normal() {

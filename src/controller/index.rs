@@ -185,6 +185,9 @@ pub struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
     subscribers: Vec<Subscriber<K>>,
     /// Lookups by key, kept with the cache.
     lookups: Vec<Arc<Lookup<K>>>,
+    /// Only objects whose labels match (`--shard-selector`): the API server
+    /// filters, so that a shard caches only its own.
+    labels: Option<String>,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Default for Feed<K> {
@@ -193,7 +196,16 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Default for Feed<K> {
             writer: Writer::default(),
             subscribers: Vec::new(),
             lookups: Vec::new(),
+            labels: None,
         }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Feed<K> {
+    /// Watches only the objects `selector` matches; one relabelled out of
+    /// it goes from the cache as if deleted.
+    pub fn only(&mut self, selector: Option<&str>) {
+        self.labels = selector.map(String::from);
     }
 }
 
@@ -353,7 +365,11 @@ where
     }
 
     async fn run(mut self, client: Client, mut delivering: tokio::sync::watch::Receiver<bool>) {
-        let mut events = watcher(Api::<K>::all(client), watcher::Config::default())
+        let config = match &self.labels {
+            Some(selector) => watcher::Config::default().labels(selector),
+            None => watcher::Config::default(),
+        };
+        let mut events = watcher(Api::<K>::all(client), config)
             .default_backoff()
             .modify(strip)
             .boxed();
@@ -665,33 +681,68 @@ fn refs<K: Resource<DynamicType = ()>>(objects: Vec<Arc<K>>) -> Vec<ObjectRef<K>
         .collect()
 }
 
-/// Hands each object on at most once per `window`, at its end: many
-/// changes that concern one object (an organization's entitlements
-/// converging) wake it once, while its own deadlines stay on time.
+/// Hands each object on at most once per `window`, at its end, and at most
+/// `most` objects per window, those waiting longest first: many changes
+/// that concern one object (an organization's entitlements converging) wake
+/// it once, and a mass change (10,000 entitlements) wakes organizations at
+/// a steady pace rather than all of them every window. The objects' own
+/// deadlines are not delayed: they come by another way.
 pub fn batched<K>(
     triggers: impl futures::Stream<Item = ObjectRef<K>> + Send + Unpin + 'static,
     window: std::time::Duration,
+    most: usize,
 ) -> impl futures::Stream<Item = ObjectRef<K>> + Send
 where
     K: Resource<DynamicType = ()> + Send + Sync + 'static,
 {
-    let batches = futures::stream::unfold(triggers, move |mut triggers| async move {
-        let mut pending = HashSet::new();
-        pending.insert(triggers.next().await?);
-        let window_ends = tokio::time::sleep(window);
-        tokio::pin!(window_ends);
-        loop {
-            tokio::select! {
-                next = triggers.next() => match next {
-                    Some(trigger) => { pending.insert(trigger); }
-                    None => break,
-                },
-                () = &mut window_ends => break,
+    let waiting = Waiting {
+        order: std::collections::VecDeque::new(),
+        members: HashSet::new(),
+    };
+    let batches = futures::stream::unfold(
+        (triggers, waiting),
+        move |(mut triggers, mut waiting)| async move {
+            if waiting.order.is_empty() {
+                waiting.add(triggers.next().await?);
             }
-        }
-        Some((futures::stream::iter(pending), triggers))
-    });
+            let window_ends = tokio::time::sleep(window);
+            tokio::pin!(window_ends);
+            loop {
+                tokio::select! {
+                    next = triggers.next() => match next {
+                        Some(trigger) => waiting.add(trigger),
+                        None => break,
+                    },
+                    () = &mut window_ends => break,
+                }
+            }
+            let batch = waiting.take(most);
+            Some((futures::stream::iter(batch), (triggers, waiting)))
+        },
+    );
     batches.flatten()
+}
+
+/// Objects waiting to be handed on, each once, in the order they came.
+struct Waiting<K: Resource<DynamicType = ()>> {
+    order: std::collections::VecDeque<ObjectRef<K>>,
+    members: HashSet<ObjectRef<K>>,
+}
+
+impl<K: Resource<DynamicType = ()>> Waiting<K> {
+    fn add(&mut self, object: ObjectRef<K>) {
+        if self.members.insert(object.clone()) {
+            self.order.push_back(object);
+        }
+    }
+
+    fn take(&mut self, most: usize) -> Vec<ObjectRef<K>> {
+        let batch: Vec<_> = self.order.drain(..most.min(self.order.len())).collect();
+        for object in &batch {
+            self.members.remove(object);
+        }
+        batch
+    }
 }
 
 /// The scope each LifecyclePolicy had when last seen, for one watch mapper:

@@ -289,3 +289,29 @@ fn a_standby_caches_every_change_and_hands_them_on_only_once_it_leads() {
     feeds.entitlements.deliver_all();
     assert_eq!(names(&drained(&mut everything)), ["grafana", "loki"]);
 }
+
+#[test]
+fn a_batch_hands_on_each_waiting_object_once_those_waiting_longest_first() {
+    let org = |name: &str| ObjectRef::<Organization>::new(name);
+    let mut waiting = Waiting {
+        order: Default::default(),
+        members: HashSet::new(),
+    };
+    for name in ["a", "b", "a", "c"] {
+        waiting.add(org(name));
+    }
+    assert_eq!(waiting.take(2), [org("a"), org("b")]);
+    waiting.add(org("a"));
+    assert_eq!(waiting.take(50), [org("c"), org("a")]);
+    assert!(waiting.take(50).is_empty());
+}
+
+#[tokio::test]
+async fn batches_hand_on_every_trigger_once() {
+    let triggers = futures::stream::iter(["a", "b", "a", "c"].map(ObjectRef::<Organization>::new));
+    let handed: Vec<_> = batched(triggers, std::time::Duration::from_secs(5), 2)
+        .collect()
+        .await;
+    let names: Vec<_> = handed.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+}

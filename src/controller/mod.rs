@@ -54,6 +54,12 @@ pub struct Settings {
     pub exports: ExportSettings,
     /// Reconciles run at once, per kind.
     pub concurrency: u16,
+    /// The label selector of the Organizations and Entitlements this
+    /// instance acts on (`--shard-selector`); None: all of them.
+    pub shard: Option<String>,
+    /// The leader Lease's own client, with no bound on requests in flight:
+    /// a renewal never waits behind the reconciles' requests.
+    pub lease_client: Client,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics_addr: SocketAddr,
     /// The Lease this process campaigns for (None: it leads alone).
@@ -66,6 +72,8 @@ pub struct Settings {
 pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let (index, mut feeds) = index::index();
+    feeds.organizations.only(settings.shard.as_deref());
+    feeds.entitlements.only(settings.shard.as_deref());
     let index = Arc::new(index);
     let endpoints = Arc::new(Endpoints {
         metrics: metrics.clone(),
@@ -87,7 +95,8 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
         downstream_kinds: discovery::Kinds::default(),
         bound_caches: downstream::BoundCaches::default(),
         exports: settings.exports,
-        concurrency: settings.concurrency,
+        turns: context::Turns::new(settings.concurrency),
+        sharded: settings.shard.is_some(),
         metrics: metrics.clone(),
     });
     info!(now = %context.clock.now(), "tenure controller starting");
@@ -108,7 +117,7 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
     endpoints.set_ready();
 
     let mut leadership = match settings.lease {
-        Some(lease) => Leadership::campaign(client, lease, metrics),
+        Some(lease) => Leadership::campaign(settings.lease_client, lease, metrics),
         None => Leadership::alone(&metrics),
     };
     tokio::select! {

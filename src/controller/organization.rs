@@ -40,8 +40,12 @@ use crate::lifecycle::organization::{
 use crate::lifecycle::policy::{Subject, keys, locked_floor, resolve};
 
 /// How long the entitlement changes that concern one organization are
-/// gathered before it is reconciled once for all of them.
+/// gathered before it is reconciled once for all of them, and how many
+/// organizations one such batch re-counts at most: during a mass change
+/// each is re-counted about once a minute (500 organizations at 10 a
+/// second), not once per batch.
 const ENTITLEMENTS_BATCH: std::time::Duration = std::time::Duration::from_secs(5);
+const ORGANIZATIONS_PER_BATCH: usize = 50;
 
 /// The Organization controller: its tenant namespace, the entitlements and
 /// exports in it, the holds covering it and the policies applying to it
@@ -79,6 +83,7 @@ pub fn controller(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<Organ
                 futures::future::ready(owner)
             }),
         ENTITLEMENTS_BATCH,
+        ORGANIZATIONS_PER_BATCH,
     ))
     // An export succeeding or expiring counts for the purge and the tombstone.
     .watches_shared_stream(
@@ -103,7 +108,6 @@ pub fn controller(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<Organ
             .map(|org| ObjectRef::from_obj(org.as_ref()))
             .collect::<Vec<_>>()
     })
-    .with_config(context.controller_config())
     .shutdown_on_signal()
 }
 
@@ -111,13 +115,7 @@ pub async fn run(controller: Controller<Organization>, context: Arc<Context>) {
     log_outcomes(
         "Organization",
         controller.run(
-            |organization, context| {
-                reconciled(
-                    organization.clone(),
-                    context.clone(),
-                    reconcile(organization, context),
-                )
-            },
+            |organization, context| reconciled(organization, context.clone(), reconcile),
             retry_later,
             context,
         ),

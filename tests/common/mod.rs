@@ -368,6 +368,17 @@ impl Controller {
         self.0.wait().expect("it exits")
     }
 
+    /// Waits until it exits by itself (it refused to start, say).
+    pub fn wait_for_exit(mut self, timeout: Duration) -> std::process::ExitStatus {
+        wait_for("the controller to exit", timeout, || {
+            match self.0.try_wait() {
+                Ok(Some(status)) => Ok(status),
+                Ok(None) => Err("still running".to_string()),
+                Err(error) => Err(error.to_string()),
+            }
+        })
+    }
+
     /// SIGKILL: no shutdown, no cleanup, as a crash or an OOM kill.
     pub fn kill(mut self) {
         self.0.kill().expect("SIGKILL");
@@ -562,3 +573,38 @@ pub fn ready_and_current(object: &serde_json::Value) -> Result<(), String> {
 }
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A free loopback port for a controller's metrics.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// GET `path` from a controller's metrics listener: status code and body.
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or(format!("no status line in {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}

@@ -78,6 +78,26 @@ fn check_class(found: &Found) -> Result<(), Verdict> {
     }
 }
 
+/// Whether the wait in `verdict` need not be written: a new entitlement
+/// whose organization tenure has not reconciled yet waits for it quietly,
+/// since that organization's first status wakes it, usually within
+/// seconds; so a mass creation writes each entitlement's status once, not
+/// a "waiting" first. An organization that was reconciled and still shows
+/// no standing is a wait worth reporting.
+pub fn waits_quietly(found: &Found, verdict: &Verdict) -> bool {
+    let never_reconciled = |org: &Organization| {
+        org.status
+            .as_ref()
+            .and_then(|s| s.observed_generation)
+            .is_none()
+    };
+    verdict.reason == ORGANIZATION_NOT_OBSERVED
+        && found.entitlement.status.is_none()
+        && found.organization.is_some_and(never_reconciled)
+}
+
+const ORGANIZATION_NOT_OBSERVED: &str = "OrganizationNotObserved";
+
 /// The organization `spec.organization` names exists, was observed, and
 /// owns the entitlement's namespace.
 fn check_organization(found: &Found, org_name: &str) -> Result<References, Verdict> {
@@ -89,7 +109,7 @@ fn check_organization(found: &Found, org_name: &str) -> Result<References, Verdi
     };
     let Some((standing, organization_purge)) = organization_view(org) else {
         return Err(Verdict::reconciling(
-            "OrganizationNotObserved",
+            ORGANIZATION_NOT_OBSERVED,
             format!(
                 "waiting for Organization {org_name} to be observed: its standing decides this entitlement's"
             ),
@@ -194,6 +214,44 @@ mod tests {
             ..found
         });
         assert_eq!(refused.reason, "ClassNotUsable");
+    }
+
+    #[test]
+    fn only_a_new_entitlement_of_a_never_reconciled_organization_waits_quietly() {
+        let e =
+            entitlement(json!({"class": "plugin", "product": "grafana", "organization": "acme"}));
+        let class = class();
+        let new_org: Organization = object(json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "Organization",
+            "metadata": {"name": "acme"}, "spec": {},
+        }));
+        let found = Found {
+            entitlement: &e,
+            class: Some(&class),
+            class_refusal: None,
+            organization: Some(&new_org),
+            tenant: None,
+        };
+        let verdict = check(&found).unwrap_err();
+        assert!(waits_quietly(&found, &verdict));
+        // Reconciled, yet without a standing: the wait is reported.
+        let mut stalled_org = new_org.clone();
+        stalled_org.status = Some(object(json!({"observedGeneration": 1})));
+        let found_stalled = Found {
+            organization: Some(&stalled_org),
+            ..found
+        };
+        let verdict = check(&found_stalled).unwrap_err();
+        assert_eq!(verdict.reason, "OrganizationNotObserved");
+        assert!(!waits_quietly(&found_stalled, &verdict));
+        // An entitlement that has a status says what it waits for.
+        let mut known = e.clone();
+        known.status = Some(object(json!({"phase": "Active"})));
+        let found_known = Found {
+            entitlement: &known,
+            ..found
+        };
+        assert!(!waits_quietly(&found_known, &verdict));
     }
 
     #[test]

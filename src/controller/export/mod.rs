@@ -49,7 +49,6 @@ pub fn controller(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<DataE
                 .subscribe_to(matters::organization_namespace),
             move |organization| index.exports_of(&organization.name_any()),
         )
-        .with_config(context.controller_config())
         .shutdown_on_signal()
 }
 
@@ -57,9 +56,7 @@ pub async fn run(controller: Controller<DataExport>, context: Arc<Context>) {
     log_outcomes(
         "DataExport",
         controller.run(
-            |export, context| {
-                reconciled(export.clone(), context.clone(), reconcile(export, context))
-            },
+            |export, context| reconciled(export, context.clone(), reconcile),
             retry_later,
             context,
         ),
@@ -68,6 +65,12 @@ pub async fn run(controller: Controller<DataExport>, context: Arc<Context>) {
 }
 
 async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Action> {
+    let organization = context.index.organization(&export.spec.organization);
+    if context.sharded && organization.is_none() {
+        // Another shard's organization (or none's): its instance exports
+        // it, into its own export store.
+        return Ok(Action::await_change());
+    }
     let api = Api::<DataExport>::namespaced(context.client.clone(), &namespace_of(&export));
     if export.metadata.deletion_timestamp.is_some() {
         release(&context, &export).await?;
@@ -77,7 +80,6 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
     ensure_finalizer(&api, export.as_ref()).await?;
     let namespace = namespace_of(&export);
     let dir = context.exports.absolute_dir()?;
-    let organization = context.index.organization(&export.spec.organization);
     let now = context.clock.now();
     let next = step(&ExportInput {
         namespace: &namespace,

@@ -338,6 +338,12 @@ async fn requests(client: &Client) -> anyhow::Result<BTreeMap<String, f64>> {
         if !subresource.is_empty() {
             resource = format!("{resource}/{subresource}");
         }
+        // A refused write (a conflict, throttling) is counted apart: it is
+        // a write that has to be made again.
+        let code = label("code");
+        if !code.starts_with('2') {
+            resource = format!("{resource} ({code})");
+        }
         *counts.entry(format!("{verb} {resource}")).or_insert(0.0) +=
             value.parse::<f64>().unwrap_or(0.0);
     }
