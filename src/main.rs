@@ -54,9 +54,8 @@ struct RunArgs {
     #[arg(long, value_name = "DAYS", default_value_t = 7)]
     export_keep_days: u32,
     /// Reconciles of one kind that run at once (0: no bound); the others
-    /// wait their turn, first come first served, and then work on the
-    /// object's latest copy. It paces a mass reconcile (a restart over
-    /// 10,000 entitlements) at what the API server can take.
+    /// wait their turn. It paces a mass reconcile (a restart over 10,000
+    /// entitlements) at what the API server can take.
     #[arg(long, value_name = "N", default_value_t = 32)]
     concurrency: u16,
     /// API requests in flight at once (a watch counts until its stream

@@ -67,6 +67,7 @@ pub fn controller<K: Accepted>(context: &Arc<Context>, feeds: &mut Feeds) -> Con
         .watches_shared_stream(K::feed(feeds).subscribe(), move |changed| {
             K::siblings(&changed, &siblings.state())
         })
+        .with_config(context.controller_config())
         .shutdown_on_signal();
     K::related(controller, &context.index, feeds)
 }

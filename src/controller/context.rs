@@ -8,7 +8,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource};
 use tracing::warn;
 
@@ -39,8 +38,8 @@ pub struct Context {
     pub code_allocation: codes::Allocation,
     /// Consecutive failures per object, for exponential backoff.
     pub failures: Failures,
-    /// How many reconciles of one kind run at once (`--concurrency`).
-    pub turns: Turns,
+    /// Reconciles run at once, per kind (`--concurrency`).
+    pub concurrency: u16,
     /// This instance is one shard (`--shard-selector`): it caches only its
     /// own Organizations and Entitlements, and leaves DataExports and
     /// RetentionHolds of other shards' organizations to them.
@@ -48,7 +47,18 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
 }
 
+/// A reconcile that takes longer is given up (its steps are idempotent,
+/// as after a crash) and retried with backoff, so that one waiting forever
+/// never keeps a turn of `--concurrency` from the others.
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(300);
+
 impl Context {
+    /// How every controller runs: at most `concurrency` reconciles at once
+    /// (0: no bound).
+    pub fn controller_config(&self) -> kube::runtime::controller::Config {
+        kube::runtime::controller::Config::default().concurrency(self.concurrency)
+    }
+
     /// When `object` was created, on the controller's clock.
     pub fn created_at<K: Resource>(&self, object: &K) -> DateTime<Utc> {
         object
@@ -152,46 +162,11 @@ pub fn retry_later<K: Resource<DynamicType = ()>>(
     Action::requeue(wait)
 }
 
-/// Reconciles of one kind take turns, at most `bound` at once (0: no
-/// bound), first come first served. kube-runtime's own bound is not used:
-/// with it, some objects were left unreconciled at start (6 to 31 of 250
-/// at 32). A bound keeps a mass reconcile (10,000 entitlements at a
-/// restart) from flooding the API server into timeouts and retries.
-pub struct Turns {
-    bound: usize,
-    kinds: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
-}
-
-impl Turns {
-    pub fn new(bound: u16) -> Self {
-        Self {
-            bound: bound.into(),
-            kinds: Mutex::default(),
-        }
-    }
-
-    /// Waits for a turn of `kind`; None when there is no bound.
-    async fn take(&self, kind: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        if self.bound == 0 {
-            return None;
-        }
-        let turns = {
-            let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
-            let turns = kinds.entry(kind.to_string());
-            turns
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.bound)))
-                .clone()
-        };
-        turns.acquire_owned().await.ok()
-    }
-}
-
-/// Waits for a turn, then runs `reconcile` on the object's latest copy
-/// (one that waited is likely behind; a deleted one is not reconciled),
-/// resets the object's backoff when it succeeds, and turns an error
-/// retrying cannot fix into condition Stalled with its reason instead of
-/// retrying it forever (it is tried again after the longest backoff, in
-/// case what it needed was granted meanwhile).
+/// Runs `reconcile` within [`RECONCILE_TIMEOUT`], resets the object's
+/// backoff when it succeeds, and turns an error retrying cannot fix into
+/// condition Stalled with its reason instead of retrying it forever (it is
+/// tried again after the longest backoff, in case what it needed was
+/// granted meanwhile).
 pub async fn reconciled<K, R, F>(
     object: Arc<K>,
     context: Arc<Context>,
@@ -202,15 +177,14 @@ where
     R: FnOnce(Arc<K>, Arc<Context>) -> F,
     F: std::future::Future<Output = Result<Action>>,
 {
-    let _turn = context.turns.take(&K::kind(&())).await;
-    let Some(object) = K::store(&context.index).get(&ObjectRef::from_obj(object.as_ref())) else {
-        return Ok(Action::await_change());
-    };
     let key = failure_key(object.as_ref());
     let started = std::time::Instant::now();
-    // Boxed: a reconcile waiting for its turn then takes a pointer, not
-    // the room of the whole reconcile (10,000 of them wait at a restart).
-    let outcome = Box::pin(reconcile(object.clone(), context.clone())).await;
+    let outcome = tokio::time::timeout(
+        RECONCILE_TIMEOUT,
+        reconcile(object.clone(), context.clone()),
+    )
+    .await
+    .unwrap_or(Err(Error::TimedOut(RECONCILE_TIMEOUT)));
     let error = outcome.as_ref().err().map(Error::label);
     (context.metrics).reconciled(&K::kind(&()), started.elapsed(), error);
     match outcome {

@@ -76,6 +76,7 @@ pub fn controller(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<Entit
             .map(|e| ObjectRef::from_obj(e.as_ref()))
             .collect::<Vec<_>>()
     })
+    .with_config(context.controller_config())
     .shutdown_on_signal()
 }
 

@@ -29,6 +29,9 @@ pub enum Error {
     /// re-read right before a delete: nothing was deleted, decide again.
     #[error("RetentionHold {0} appeared right before a delete; nothing was deleted")]
     HoldAppeared(String),
+    /// The reconcile took longer than this and was given up.
+    #[error("the reconcile took longer than {0:?} and was given up")]
+    TimedOut(std::time::Duration),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -57,6 +60,7 @@ impl Error {
             Error::WatchStopped(_) => "WatchStopped",
             Error::NotOwned(_) => "NotOwned",
             Error::HoldAppeared(_) => "HoldAppeared",
+            Error::TimedOut(_) => "TimedOut",
         }
     }
 

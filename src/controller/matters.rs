@@ -8,21 +8,38 @@ use k8s_openapi::api::core::v1::Namespace;
 
 use super::index::fingerprint;
 use super::status::WithStatus;
-use crate::api::{DataExport, Entitlement, EntitlementClass, Organization};
+use crate::api::{
+    DataExport, Entitlement, EntitlementClass, FACTS_ANNOTATION, FINALIZER, Organization,
+};
 use crate::lifecycle::entitlement::organization_view;
 use crate::lifecycle::export::ExportedOrganization;
 
-/// For an object's own controller: everything but the status it writes
-/// itself (whether there is one at all does: a restore comes without).
+/// For an object's own controller: everything but what tenure writes on it
+/// itself (status, the facts annotation, its finalizer), so that a
+/// reconcile's own writes do not wake it again (which also raced: woken by
+/// its status write, the next reconcile could read the copy before its
+/// finalizer patch and patch again, refused). A restore comes as a new
+/// object, which always wakes it.
 pub fn own<K: WithStatus>(object: &K) -> u64 {
     let meta = object.meta();
+    let annotations: Vec<_> = meta
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(key, _)| key.as_str() != FACTS_ANNOTATION)
+        .collect();
+    let finalizers: Vec<_> = meta
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|finalizer| finalizer.as_str() != FINALIZER)
+        .collect();
     fingerprint((
         meta.generation,
         meta.deletion_timestamp.is_some(),
         &meta.labels,
-        &meta.annotations,
-        &meta.finalizers,
-        object.status().is_some(),
+        annotations,
+        finalizers,
     ))
 }
 
@@ -95,4 +112,42 @@ pub fn namespace_ownership(namespace: &Namespace) -> u64 {
         &meta.annotations,
         meta.deletion_timestamp.is_some(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entitlement(metadata: serde_json::Value, status: serde_json::Value) -> Entitlement {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "Entitlement",
+            "metadata": metadata,
+            "spec": {"class": "service", "product": "grafana"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn its_own_controller_is_not_woken_by_what_tenure_writes_on_it() {
+        let new = entitlement(json!({"name": "e", "generation": 1}), json!(null));
+        let written = entitlement(
+            json!({"name": "e", "generation": 1, "finalizers": [FINALIZER],
+                   "annotations": {FACTS_ANNOTATION: "{\"code\":\"SVC-2026110001\"}"}}),
+            json!({"phase": "Active", "code": "SVC-2026110001"}),
+        );
+        assert_eq!(own(&new), own(&written));
+        let edited = [
+            json!({"name": "e", "generation": 2}),
+            json!({"name": "e", "generation": 1, "labels": {"team": "a"}}),
+            json!({"name": "e", "generation": 1, "annotations": {"note": "x"}}),
+            json!({"name": "e", "generation": 1, "finalizers": ["someone.else/keep"]}),
+            json!({"name": "e", "generation": 1, "deletionTimestamp": "2026-01-01T00:00:00Z"}),
+        ];
+        for metadata in edited {
+            let changed = entitlement(metadata.clone(), json!(null));
+            assert_ne!(own(&new), own(&changed), "{metadata}");
+        }
+    }
 }

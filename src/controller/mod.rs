@@ -95,7 +95,7 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
         downstream_kinds: discovery::Kinds::default(),
         bound_caches: downstream::BoundCaches::default(),
         exports: settings.exports,
-        turns: context::Turns::new(settings.concurrency),
+        concurrency: settings.concurrency,
         sharded: settings.shard.is_some(),
         metrics: metrics.clone(),
     });

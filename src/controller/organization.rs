@@ -108,6 +108,7 @@ pub fn controller(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<Organ
             .map(|org| ObjectRef::from_obj(org.as_ref()))
             .collect::<Vec<_>>()
     })
+    .with_config(context.controller_config())
     .shutdown_on_signal()
 }
 

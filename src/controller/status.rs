@@ -9,7 +9,6 @@ use serde::de::DeserializeOwned;
 
 use super::context::Context;
 use super::error::{Error, Result};
-use super::index::Index;
 use crate::api::class::EntitlementClassStatus;
 use crate::api::entitlement::EntitlementStatus;
 use crate::api::{
@@ -17,7 +16,6 @@ use crate::api::{
     LifecyclePolicyStatus, Organization, OrganizationStatus, RetentionHold, RetentionHoldStatus,
 };
 use crate::lifecycle::conditions::{Extra, READY, RECONCILING, STALLED, Verdict, conditions};
-use kube::runtime::reflector::Store;
 
 /// The one field manager every status write uses.
 pub const FIELD_MANAGER: &str = "tenure";
@@ -32,13 +30,11 @@ pub trait WithStatus:
     fn observed(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>);
     /// The API to write this object's status through.
     fn api(&self, client: Client) -> Api<Self>;
-    /// The index's cache of this kind.
-    fn store(index: &Index) -> Store<Self>;
 }
 
 /// Every status here keeps its own `observedGeneration` and `conditions`.
 macro_rules! with_status {
-    ($($kind:ty => $status:ty, $api:ident, $store:ident;)*) => {$(
+    ($($kind:ty => $status:ty, $api:ident;)*) => {$(
         impl WithStatus for $kind {
             type Status = $status;
             fn status(&self) -> Option<&Self::Status> {
@@ -50,9 +46,6 @@ macro_rules! with_status {
             fn api(&self, client: Client) -> Api<Self> {
                 with_status!(@api $api, self, client)
             }
-            fn store(index: &Index) -> Store<Self> {
-                index.$store()
-            }
         }
     )*};
     (@api cluster, $self:ident, $client:ident) => { Api::all($client) };
@@ -62,12 +55,12 @@ macro_rules! with_status {
 }
 
 with_status! {
-    Organization => OrganizationStatus, cluster, organizations;
-    Entitlement => EntitlementStatus, namespaced, entitlements;
-    EntitlementClass => EntitlementClassStatus, cluster, classes;
-    LifecyclePolicy => LifecyclePolicyStatus, cluster, policies;
-    RetentionHold => RetentionHoldStatus, cluster, holds;
-    DataExport => DataExportStatus, namespaced, exports;
+    Organization => OrganizationStatus, cluster;
+    Entitlement => EntitlementStatus, namespaced;
+    EntitlementClass => EntitlementClassStatus, cluster;
+    LifecyclePolicy => LifecyclePolicyStatus, cluster;
+    RetentionHold => RetentionHoldStatus, cluster;
+    DataExport => DataExportStatus, namespaced;
 }
 
 /// Writes `verdict` into the conditions of the object as the API server has it

@@ -49,6 +49,7 @@ pub fn controller(context: &Arc<Context>, feeds: &mut Feeds) -> Controller<DataE
                 .subscribe_to(matters::organization_namespace),
             move |organization| index.exports_of(&organization.name_any()),
         )
+        .with_config(context.controller_config())
         .shutdown_on_signal()
 }
 
