@@ -79,7 +79,7 @@ fn check_class(found: &Found) -> Result<(), Verdict> {
 }
 
 /// Whether the wait in `verdict` need not be written: a new entitlement
-/// whose organization tenure has not reconciled yet waits for it quietly,
+/// (tenure never wrote its status) whose organization tenure has not reconciled yet waits for it quietly,
 /// since that organization's first status wakes it, usually within
 /// seconds; so a mass creation writes each entitlement's status once, not
 /// a "waiting" first. An organization that was reconciled and still shows
@@ -91,8 +91,15 @@ pub fn waits_quietly(found: &Found, verdict: &Verdict) -> bool {
             .and_then(|s| s.observed_generation)
             .is_none()
     };
+    // tenure always writes conditions: a status without (none, or one
+    // another writer left) was never tenure's.
+    let new = found
+        .entitlement
+        .status
+        .as_ref()
+        .is_none_or(|s| s.conditions.is_empty());
     verdict.reason == ORGANIZATION_NOT_OBSERVED
-        && found.entitlement.status.is_none()
+        && new
         && found.organization.is_some_and(never_reconciled)
 }
 
@@ -244,9 +251,20 @@ mod tests {
         let verdict = check(&found_stalled).unwrap_err();
         assert_eq!(verdict.reason, "OrganizationNotObserved");
         assert!(!waits_quietly(&found_stalled, &verdict));
-        // An entitlement that has a status says what it waits for.
+        // A status another writer left is not tenure's: still new.
+        let mut foreign = e.clone();
+        foreign.status = Some(object(json!({"observedGeneration": 0})));
+        let found_foreign = Found {
+            entitlement: &foreign,
+            ..found
+        };
+        assert!(waits_quietly(&found_foreign, &verdict));
+        // An entitlement tenure wrote says what it waits for.
         let mut known = e.clone();
-        known.status = Some(object(json!({"phase": "Active"})));
+        known.status = Some(object(json!({"phase": "Active", "conditions": [{
+            "type": "Ready", "status": "True", "reason": "Active", "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }]})));
         let found_known = Found {
             entitlement: &known,
             ..found
