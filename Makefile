@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test unit e2e demo crds lint cluster-up cluster-down
+.PHONY: all build test unit e2e demo crds lint cluster-up cluster-down plugin install-plugin
 
 all: build
 
@@ -16,6 +16,17 @@ test: build cluster-up
 ## demo: build, start the control plane and the controller, apply examples/, show status
 demo: build cluster-up
 	hack/demo
+
+## plugin: target/debug/kubectl-tenure, the kubectl plugin (a symlink: the same binary as tenure, which
+## dispatches on the name it is invoked by); put target/debug on PATH, or `make install-plugin`
+plugin: build
+	ln -sf tenure target/debug/kubectl-tenure
+
+## install-plugin: a release build of tenure in $(PREFIX)/bin (default ~/.local), with kubectl-tenure beside it
+PREFIX ?= $(HOME)/.local
+install-plugin:
+	$(CARGO) install --locked --path . --root $(PREFIX)
+	ln -sf tenure $(PREFIX)/bin/kubectl-tenure
 
 ## crds: regenerate crds/ (and the chart's copy) from the API types (a unit test fails when they drift)
 crds:

@@ -1,6 +1,7 @@
 //! tenure: a Kubernetes controller that makes the customer lifecycle declarative.
 //! See README.md, and the API contract in the field docs of [`api`].
 
+pub mod cli;
 pub mod clock;
 pub mod controller;
 pub mod endpoints;

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use tenure::clock::Clock;
 use tenure::leadership::LeaseSettings;
 use tenure::telemetry::{self, LogFormat};
-use tenure::{api, controller};
+use tenure::{api, cli, controller};
 
 #[derive(Parser)]
 #[command(
@@ -18,6 +18,8 @@ use tenure::{api, controller};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    global: cli::Global,
 }
 
 #[derive(Subcommand)]
@@ -26,6 +28,8 @@ enum Command {
     Run(RunArgs),
     /// Print every CRD as one multi-document YAML stream.
     Crds,
+    #[command(flatten)]
+    Plugin(cli::Command),
 }
 
 #[derive(clap::Args)]
@@ -151,9 +155,34 @@ fn positive_rate(value: &str) -> Result<f64, String> {
     }
 }
 
+/// The command line as it was invoked: as the kubectl plugin
+/// (`kubectl-tenure`, which kubectl runs for `kubectl tenure`) its help and
+/// completions say `kubectl tenure`.
+fn command_line() -> clap::Command {
+    use clap::CommandFactory;
+    let invoked = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|path| Some(path.file_name()?.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let command = Cli::command();
+    match invoked.starts_with("kubectl-tenure") {
+        true => command.name("kubectl-tenure").bin_name("kubectl tenure"),
+        false => command,
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    use clap::FromArgMatches;
+    let cli = Cli::from_arg_matches(&command_line().get_matches())?;
+    match cli.command {
+        Command::Plugin(command) => {
+            if let Err(error) = cli::run(command, cli.global, command_line).await {
+                eprintln!("error: {error:#}");
+                std::process::exit(1);
+            }
+        }
         Command::Crds => print!("{}", api::crds_yaml()),
         Command::Run(args) => {
             let clock = match args.clock_start {

@@ -32,9 +32,9 @@ use crate::api::{
 };
 use crate::lifecycle::conditions::{Extra, Verdict, conditions, newly_set};
 use crate::lifecycle::downstream::{ChangeAction, Outcome, deletes, outcome_conditions};
-use crate::lifecycle::entitlement::{Decision, Input, decide};
+use crate::lifecycle::entitlement::{Decision, Input, PolicyView, decide};
 use crate::lifecycle::hold::Hold;
-use crate::lifecycle::policy::{Subject, keys, locked_floor, resolve};
+use crate::lifecycle::policy::Subject;
 use crate::lifecycle::references::{self, Found, References};
 
 /// The Entitlement controller: a class, an organization, a hold or a policy
@@ -244,15 +244,10 @@ struct Known {
 
 impl Known {
     fn of(entitlement: &Entitlement) -> Self {
-        let facts: Option<EntitlementFacts> = entitlement
-            .annotations()
-            .get(FACTS_ANNOTATION)
-            .and_then(|json| serde_json::from_str(json).ok());
-        let status = entitlement
-            .status
-            .clone()
-            .or_else(|| facts.as_ref().map(EntitlementFacts::restored));
-        Self { facts, status }
+        Self {
+            facts: EntitlementFacts::of(entitlement),
+            status: entitlement.known_status(),
+        }
     }
 
     fn code(&self) -> Option<&str> {
@@ -379,9 +374,7 @@ async fn decided(
 ) -> Result<Option<(Decision, Option<String>)>> {
     let policies = context.index.all_policies();
     let policies: Vec<_> = policies.iter().map(Arc::as_ref).collect();
-    let subject = Subject::of_entitlement(entitlement);
-    let effective = resolve(&policies, &subject, entitlement.spec.policy.as_ref());
-    let retention_locked = locked_floor(&policies, &subject, keys::DATA_RETENTION_DAYS).is_some();
+    let policy = PolicyView::of(&policies, entitlement);
     let created = context.created_at(entitlement);
     let now = context.clock.now();
     let deciding = |holds: &[Hold]| {
@@ -390,10 +383,10 @@ async fn decided(
             created,
             organization: &references.standing,
             organization_purge: references.organization_purge.as_ref(),
-            retention_locked,
+            retention_locked: policy.retention_locked,
             holds,
             recorded: known.status.as_ref(),
-            policy: &effective,
+            policy: &policy.effective,
             now,
         })
     };

@@ -28,7 +28,7 @@ use crate::api::{
 };
 use crate::lifecycle::codes::{ClassPrefix, prefix_taken_by};
 use crate::lifecycle::downstream::binds;
-use crate::lifecycle::hold::{Hold, HoldTarget};
+use crate::lifecycle::hold::Hold;
 use crate::lifecycle::policy::{Subject, scope_matches};
 
 /// What every watch of tenure's has delivered: read-only, cheap to query.
@@ -562,30 +562,10 @@ impl Index {
     /// A RetentionHold as the lifecycle reads it: the organization it names
     /// is looked up for its tenant namespace.
     pub fn as_hold(&self, hold: &RetentionHold) -> Hold {
-        let target = match (&hold.spec.organization, &hold.spec.entitlement) {
-            (Some(organization), _) => HoldTarget::Organization {
-                name: organization.clone(),
-                namespace: self
-                    .organization(organization)
-                    .map(|o| o.tenant_namespace()),
-            },
-            (None, Some(entitlement)) => HoldTarget::Entitlement {
-                namespace: entitlement.namespace.clone(),
-                name: entitlement.name.clone(),
-            },
-            // The API server refuses a hold without a target.
-            (None, None) => HoldTarget::Entitlement {
-                namespace: String::new(),
-                name: String::new(),
-            },
-        };
-        Hold {
-            name: hold.name_any(),
-            reason: hold.spec.reason.clone(),
-            ticket: hold.spec.ticket.clone(),
-            until: hold.spec.until,
-            target,
-        }
+        Hold::of(hold, |organization| {
+            self.organization(organization)
+                .map(|o| o.tenant_namespace())
+        })
     }
 
     /// The holds (not being deleted) that `covers` says apply.

@@ -34,10 +34,10 @@ use crate::lifecycle::conditions::{conditions, newly_set};
 use crate::lifecycle::export::succeeded_exports;
 use crate::lifecycle::hold::Hold;
 use crate::lifecycle::organization::{
-    DELETION_BLOCKED, Decision, Input, LockedRetention, Namespace as NamespaceState, PurgeStep,
+    DELETION_BLOCKED, Decision, Input, Namespace as NamespaceState, PolicyView, PurgeStep,
     count_entitlements, decide, entitlement_locks,
 };
-use crate::lifecycle::policy::{Subject, keys, locked_floor, resolve};
+use crate::lifecycle::policy::Subject;
 
 /// How long the entitlement changes that concern one organization are
 /// gathered before it is reconciled once for all of them, and how many
@@ -223,16 +223,7 @@ async fn decided(
 ) -> Result<Decision> {
     let name = organization.name_any();
     let policies: Vec<&LifecyclePolicy> = known.policies.iter().map(Arc::as_ref).collect();
-    let subject = Subject::of_organization(&name);
-    let effective = resolve(&policies, &subject, None);
-    let floor = |key| {
-        locked_floor(&policies, &subject, key)
-            .map(|(minimum, policy)| LockedRetention { minimum, policy })
-    };
-    let (locked_archived, locked_disabled) = (
-        floor(keys::DATA_RETENTION_DAYS),
-        floor(keys::DISABLED_RETENTION_DAYS),
-    );
+    let policy = PolicyView::of(&policies, &name);
     let entitlements = context.index.entitlements_in(&known.namespace);
     let locks = entitlement_locks(entitlements.iter().map(Arc::as_ref), &policies);
     let deciding = |holds: &[Hold]| {
@@ -241,9 +232,9 @@ async fn decided(
             spec: &organization.spec,
             created: context.created_at(organization),
             recorded: Some(&known.recorded),
-            policy: &effective,
-            locked_archived: locked_archived.as_ref(),
-            locked_disabled: locked_disabled.as_ref(),
+            policy: &policy.effective,
+            locked_archived: policy.locked_archived.as_ref(),
+            locked_disabled: policy.locked_disabled.as_ref(),
             entitlement_locks: &locks,
             holds,
             namespace_name: &known.namespace,

@@ -258,6 +258,12 @@ pub struct EntitlementFacts {
 }
 
 impl EntitlementFacts {
+    /// The facts kept in the entitlement's annotation, if any.
+    pub fn of(entitlement: &Entitlement) -> Option<Self> {
+        let annotations = entitlement.metadata.annotations.as_ref()?;
+        serde_json::from_str(annotations.get(crate::api::FACTS_ANNOTATION)?).ok()
+    }
+
     /// What of `status` a restore needs.
     pub fn remembered(status: &EntitlementStatus) -> Self {
         let deadlines = status.deadlines.clone().unwrap_or_default();
@@ -416,6 +422,15 @@ pub struct ResourceCounts {
 
 impl Entitlement {
     /// `spec.resources.selector`: objects matching it are bound too.
+    /// What tenure knows of the entitlement: its status, or, restored
+    /// without status (from its manifest and metadata), the facts tenure kept
+    /// in annotation `tenure.dev/facts`, so that it lands where it was.
+    pub fn known_status(&self) -> Option<EntitlementStatus> {
+        self.status
+            .clone()
+            .or_else(|| EntitlementFacts::of(self).map(|facts| facts.restored()))
+    }
+
     pub fn selector(&self) -> Option<&LabelSelector> {
         self.spec.resources.as_ref()?.selector.as_ref()
     }

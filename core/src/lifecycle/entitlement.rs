@@ -94,6 +94,31 @@ pub fn organization_view(org: &Organization) -> Option<(Standing, OrganizationPu
     Some((standing, purge))
 }
 
+/// The entitlement's rules: its effective policy, and whether a locked
+/// policy sets a minimum data retention for it.
+pub struct PolicyView {
+    pub effective: Effective,
+    pub retention_locked: bool,
+}
+
+impl PolicyView {
+    pub fn of(
+        policies: &[&crate::api::LifecyclePolicy],
+        entitlement: &crate::api::Entitlement,
+    ) -> Self {
+        let subject = super::policy::Subject::of_entitlement(entitlement);
+        PolicyView {
+            effective: super::policy::resolve(policies, &subject, entitlement.spec.policy.as_ref()),
+            retention_locked: super::policy::locked_floor(
+                policies,
+                &subject,
+                keys::DATA_RETENTION_DAYS,
+            )
+            .is_some(),
+        }
+    }
+}
+
 /// Everything the lifecycle depends on.
 #[derive(Clone, Debug)]
 pub struct Input<'a> {

@@ -10,6 +10,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::api::RetentionHold;
 use crate::api::common::HistoryEntry;
 
 type Time = DateTime<Utc>;
@@ -40,6 +41,34 @@ pub struct Hold {
 }
 
 impl Hold {
+    /// A RetentionHold as the lifecycle reads it; `tenant_namespace` looks up
+    /// the tenant namespace of the organization it names (None: no such
+    /// organization yet).
+    pub fn of(hold: &RetentionHold, tenant_namespace: impl Fn(&str) -> Option<String>) -> Hold {
+        let target = match (&hold.spec.organization, &hold.spec.entitlement) {
+            (Some(organization), _) => HoldTarget::Organization {
+                name: organization.clone(),
+                namespace: tenant_namespace(organization),
+            },
+            (None, Some(entitlement)) => HoldTarget::Entitlement {
+                namespace: entitlement.namespace.clone(),
+                name: entitlement.name.clone(),
+            },
+            // The API server refuses a hold without a target.
+            (None, None) => HoldTarget::Entitlement {
+                namespace: String::new(),
+                name: String::new(),
+            },
+        };
+        Hold {
+            name: hold.metadata.name.clone().unwrap_or_default(),
+            reason: hold.spec.reason.clone(),
+            ticket: hold.spec.ticket.clone(),
+            until: hold.spec.until,
+            target,
+        }
+    }
+
     pub fn in_force(&self, now: Time) -> bool {
         self.until.is_none_or(|until| until > now)
     }

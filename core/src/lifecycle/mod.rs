@@ -26,3 +26,4 @@ pub mod purge;
 pub mod references;
 #[cfg(test)]
 mod scenario;
+pub mod simulation;

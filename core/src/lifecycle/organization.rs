@@ -71,6 +71,29 @@ pub struct EntitlementLock {
     pub final_grace: Option<TimeDelta>,
 }
 
+/// The organization's rules: its effective policy, and the locked minimums
+/// of its own retention, archived and disabled.
+pub struct PolicyView {
+    pub effective: Effective,
+    pub locked_archived: Option<LockedRetention>,
+    pub locked_disabled: Option<LockedRetention>,
+}
+
+impl PolicyView {
+    pub fn of(policies: &[&LifecyclePolicy], name: &str) -> Self {
+        let subject = Subject::of_organization(name);
+        let floor = |key| {
+            locked_floor(policies, &subject, key)
+                .map(|(minimum, policy)| LockedRetention { minimum, policy })
+        };
+        PolicyView {
+            effective: super::policy::resolve(policies, &subject, None),
+            locked_archived: floor(keys::DATA_RETENTION_DAYS),
+            locked_disabled: floor(keys::DISABLED_RETENTION_DAYS),
+        }
+    }
+}
+
 /// Everything the organization lifecycle depends on.
 #[derive(Clone, Debug)]
 pub struct Input<'a> {
