@@ -246,12 +246,12 @@ fn purge_dated(org: &str) {
     });
 }
 
-fn entitlement_in(org: &str, name: &str) {
+fn entitlement_in(org: &str, name: &str, class: &str) {
     apply(
         &json!({
             "apiVersion": "tenure.dev/v1alpha1", "kind": "Entitlement",
             "metadata": {"name": name, "namespace": format!("org-{org}")},
-            "spec": {"organization": org, "class": "service", "product": "support"},
+            "spec": {"organization": org, "class": class, "product": "support"},
         })
         .to_string(),
     );
@@ -265,8 +265,24 @@ fn status_tells_an_organizations_story_and_what_comes_next() {
     let namespace = format!("org-{org}");
     wait_phase(&["organization", &org], "Disabled");
     let seat = unique("seat");
-    entitlement_in(&org, &seat);
-    wait_phase(&["-n", &namespace, "entitlement", &seat], "Suspended");
+    apply(
+        &json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": format!("{seat}-web"), "namespace": namespace,
+                         "labels": {"app": "web", "tenure.dev/entitlement": seat}},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "web", "image": "registry.example/web:1"}]}}},
+        })
+        .to_string(),
+    );
+    entitlement_in(&org, &seat, "environment");
+    wait_for("the environment's Deployment to be paused", TIMEOUT, || {
+        let e = get_json(&["-n", &namespace, "entitlement", &seat])?;
+        (e["status"]["phase"] == "Suspended" && e["status"]["resources"]["paused"] == 1)
+            .then_some(())
+            .ok_or(e["status"].to_string())
+    });
 
     let text = tenure_ok(&["status", &format!("org/{org}")]);
     for expected in [
@@ -295,8 +311,19 @@ fn status_tells_an_organizations_story_and_what_comes_next() {
     assert!(ent.contains("phase:        Suspended"), "{ent}");
     assert!(ent.contains("OrganizationDisabled"), "{ent}");
     assert!(
-        ent.contains("class:        service"),
-        "the class is named: {ent}"
+        ent.contains(&format!(
+            "in 12 days      deleted with namespace {namespace}"
+        )),
+        "{ent}"
+    );
+    assert!(ent.contains("class:        environment"), "{ent}");
+    assert!(
+        ent.contains(&format!("Deployment {seat}-web: now paused by tenure")),
+        "{ent}"
+    );
+    assert!(
+        ent.contains("then Cancelled: paused; Purged: deleted"),
+        "what becomes of it in the phases ahead: {ent}"
     );
 
     let json: Value =

@@ -282,6 +282,15 @@ async fn entitlement(
         "the purge deletes what it governs",
         "deadlines.finalPurgeAt",
     );
+    // Its namespace goes with its organization's purge.
+    if let Some(tenant) = tenant_of(client, namespace).await? {
+        let purge_at = tenant.status.as_ref().and_then(|s| s.final_purge_at);
+        let what = format!(
+            "deleted with namespace {namespace} in organization {}'s purge",
+            tenant.name_any()
+        );
+        ahead.add(purge_at, &what, "Organization status.finalPurgeAt");
+    }
     let reference = format!("ent/{name} -n {namespace}");
     let mut blockers = hold_blockers(client, &status.holds).await?;
     let organization = spec.organization.clone().unwrap_or_default();
@@ -337,6 +346,19 @@ async fn entitlement(
         purge_plan: status.purge_plan.map(|p| p.objects),
         tombstone: None,
     })
+}
+
+/// The organization whose tenant namespace `namespace` is, if any.
+async fn tenant_of(client: &Client, namespace: &str) -> anyhow::Result<Option<Organization>> {
+    let organizations = Api::<Organization>::all(client.clone());
+    let all = organizations
+        .list(&ListParams::default())
+        .await
+        .map_err(cluster::explain)?;
+    Ok(all
+        .items
+        .into_iter()
+        .find(|o| o.status.as_ref().and_then(|s| s.namespace.as_deref()) == Some(namespace)))
 }
 
 /// The phases an entitlement may still reach, in order: its next one, then
