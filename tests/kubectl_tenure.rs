@@ -373,8 +373,10 @@ fn the_purge_queue_lists_announced_purges_and_a_hold_moves_one_to_blocked_until_
         entry.contains(&format!("namespace org-{org} and everything in it")),
         "{entry}"
     );
+    // The command is copied whole: a long one continues on the next line.
+    let command = entry.replace(" \\\n            ", "");
     assert!(
-        entry.contains(&format!("kubectl tenure hold {object} --reason <why>")),
+        command.contains(&format!("kubectl tenure hold {object} --reason <why> --until ")),
         "{entry}"
     );
     let sooner = tenure_ok(&["purge-queue", "--within", "5d"]);

@@ -22,7 +22,8 @@ struct Queue {
     until: Option<DateTime<Utc>>,
     /// Announced purges, soonest first.
     scheduled: Vec<Entry>,
-    /// Purges that are due but cannot be dated: something blocks them.
+    /// Purges something blocks (a hold, a confirmation, an export, a stall):
+    /// not dated until it is cleared, or past their date and not running.
     blocked: Vec<Entry>,
 }
 
@@ -72,7 +73,7 @@ pub async fn run(global: &Global, within: Option<TimeDelta>) -> anyhow::Result<(
             .filter_map(|e| entitlement_entry(e, now)),
     );
     let (mut scheduled, mut blocked): (Vec<Entry>, Vec<Entry>) =
-        entries.into_iter().partition(|e| e.purge_at.is_some());
+        entries.into_iter().partition(|e| e.blocked_by.is_none());
     scheduled.retain(|e| until.is_none_or(|until| e.purge_at.is_some_and(|at| at <= until)));
     scheduled.sort_by(|a, b| {
         a.purge_at
@@ -92,13 +93,15 @@ pub async fn run(global: &Global, within: Option<TimeDelta>) -> anyhow::Result<(
     Ok(())
 }
 
-/// The purge blocker a condition names, if any (an offboarded
-/// organization's entitlements are not blocked: they go with it).
+/// What keeps a purge from running, if a condition says so: a blocker
+/// (an offboarded organization's entitlements are not blocked: they go
+/// with it), or a stall (a purge past its date that cannot run).
 fn blocker(conditions: &[Condition]) -> Option<String> {
     conditions
         .iter()
         .find(|c| {
-            c.type_ == "PurgeBlocked" && c.status == "True" && c.reason != "OrganizationOffboarded"
+            let blocked = c.type_ == "PurgeBlocked" && c.reason != "OrganizationOffboarded";
+            (blocked || c.type_ == "Stalled") && c.status == "True"
         })
         .map(|c| format!("{}: {}", c.reason, c.message))
 }
@@ -117,7 +120,7 @@ struct Purge<'a> {
 impl Purge<'_> {
     fn entry(self, now: DateTime<Utc>) -> Option<Entry> {
         let blocked_by = blocker(self.conditions);
-        let purge_at = self.purge_at.filter(|_| blocked_by.is_none());
+        let purge_at = self.purge_at;
         if purge_at.is_none() && blocked_by.is_none() {
             return None;
         }
@@ -205,10 +208,14 @@ fn text(queue: &Queue, paint: Paint) -> String {
         let _ = writeln!(
             out,
             "\n{}",
-            paint.bold(&format!("Blocked, not dated: {}", queue.blocked.len()))
+            paint.bold(&format!("Blocked: {}", queue.blocked.len()))
         );
         for e in &queue.blocked {
-            let _ = writeln!(out, "\n  {}  ({})", paint.bold(&e.object), e.phase);
+            let due = e
+                .purge_at
+                .map(|at| format!(", due {}", render::date(at)))
+                .unwrap_or_default();
+            let _ = writeln!(out, "\n  {}  ({}{due})", paint.bold(&e.object), e.phase);
             if let Some(why) = &e.blocked_by {
                 let _ = writeln!(
                     out,
@@ -244,5 +251,13 @@ fn entry_lines(out: &mut String, e: &Entry, paint: Paint) {
         paint.dim("deletes:"),
         render::wrap(&format!("{}{counted}", e.deletes), 13, 6)
     );
-    let _ = writeln!(out, "    {} {}", paint.dim("extend:"), e.extend);
+    // A command longer than the line continues on the next, as a shell
+    // reads it, so that it still copies and pastes whole.
+    let extend = match e.extend.split_once(" --reason") {
+        Some((hold, rest)) if 12 + e.extend.len() > render::WIDTH => {
+            format!("{hold} \\\n             --reason{rest}")
+        }
+        _ => e.extend.clone(),
+    };
+    let _ = writeln!(out, "    {} {extend}", paint.dim("extend:"));
 }
