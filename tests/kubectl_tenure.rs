@@ -218,8 +218,12 @@ fn simulate_names_the_file_and_field_of_a_manifest_it_cannot_read() {
     );
     assert!(error.contains("product"), "{error}");
     let usage = simulate(&["-f", bad.to_str().unwrap(), "--until", "soon"]);
-    assert_ne!(usage.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&usage.stderr).contains("--until \"soon\""));
+    assert_eq!(usage.status.code(), Some(2), "a usage error");
+    let error = String::from_utf8_lossy(&usage.stderr);
+    assert!(
+        error.contains("--until") && error.contains("\"soon\""),
+        "{error}"
+    );
 }
 
 /// An organization disabled 85 days ago: its retention (90 days) ends in 5
@@ -376,7 +380,9 @@ fn the_purge_queue_lists_announced_purges_and_a_hold_moves_one_to_blocked_until_
     // The command is copied whole: a long one continues on the next line.
     let command = entry.replace(" \\\n            ", "");
     assert!(
-        command.contains(&format!("kubectl tenure hold {object} --reason <why> --until ")),
+        command.contains(&format!(
+            "kubectl tenure hold {object} --reason <why> --until "
+        )),
         "{entry}"
     );
     let sooner = tenure_ok(&["purge-queue", "--within", "5d"]);

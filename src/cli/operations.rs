@@ -1,7 +1,6 @@
 //! The common operations, one command each: place a hold, lift it, confirm
 //! a hard delete. Each writes what a person would otherwise type as YAML.
 
-use chrono::{DateTime, Utc};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 
@@ -25,8 +24,8 @@ pub struct HoldArgs {
     approved_by: Option<String>,
     /// The hold lapses by itself then (RFC 3339, a date, or a duration
     /// from now such as 90d). Absent: until it is released.
-    #[arg(long, value_name = "TIME|DURATION")]
-    until: Option<String>,
+    #[arg(long, value_name = "TIME|DURATION", value_parser = render::parse_until)]
+    until: Option<render::Until>,
     /// The RetentionHold's name (default: generated from the target).
     #[arg(long)]
     name: Option<String>,
@@ -47,23 +46,10 @@ pub struct ConfirmDeleteArgs {
     skip_retention: bool,
 }
 
-fn until(value: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
-    match render::parse_duration(value) {
-        Ok(duration) => Ok(now + duration),
-        Err(_) => render::parse_instant(value).map_err(|_| {
-            anyhow::anyhow!("--until {value:?}: a time (RFC 3339 or a date) or a duration (90d)")
-        }),
-    }
-}
-
 pub async fn hold(global: &Global, args: HoldArgs) -> anyhow::Result<()> {
     let target: Target = args.target.parse()?;
     let (client, namespace) = cluster::connect(global).await?;
-    let until = args
-        .until
-        .as_deref()
-        .map(|u| until(u, global.now()))
-        .transpose()?;
+    let until = args.until.map(|u| u.from(global.now()));
     let (organization, entitlement, described, exists) = match &target {
         Target::Organization(name) => {
             let exists = Api::<Organization>::all(client.clone())

@@ -71,6 +71,32 @@ pub fn parse_instant(value: &str) -> Result<DateTime<Utc>, String> {
         })
 }
 
+/// A time given as a duration from a start (`90d`) or as an instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    After(TimeDelta),
+    At(DateTime<Utc>),
+}
+
+impl Until {
+    pub fn from(self, start: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Until::After(duration) => start + duration,
+            Until::At(at) => at,
+        }
+    }
+}
+
+/// A duration (`2y`, `90d`) or a time (RFC 3339 or a date).
+pub fn parse_until(value: &str) -> Result<Until, String> {
+    parse_duration(value)
+        .map(Until::After)
+        .or_else(|_| parse_instant(value).map(Until::At))
+        .map_err(|_| {
+            format!("{value:?} is neither a duration (90d, 2y) nor a time (RFC 3339 or a date)")
+        })
+}
+
 /// An instant as people read it in a table: `2027-03-04 13:00`.
 pub fn date(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M").to_string()

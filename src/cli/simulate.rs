@@ -34,8 +34,8 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "TIME", value_parser = render::parse_instant)]
     from: Option<DateTime<Utc>>,
     /// How long it runs (`2y`, `90d`) or until when (RFC 3339 or a date).
-    #[arg(long, value_name = "DURATION|TIME", default_value = "2y")]
-    until: String,
+    #[arg(long, value_name = "DURATION|TIME", default_value = "2y", value_parser = render::parse_until)]
+    until: render::Until,
 }
 
 /// What `simulate -o json|yaml` prints.
@@ -69,19 +69,11 @@ pub async fn run(global: &Global, args: SimulateArgs) -> anyhow::Result<()> {
         "nothing to simulate: give manifests with -f (files or directories), or --live for the cluster's state"
     );
     let from = args.from.unwrap_or_else(|| global.now());
-    let until = match render::parse_duration(&args.until) {
-        Ok(duration) => from + duration,
-        Err(_) => render::parse_instant(&args.until).map_err(|_| {
-            anyhow::anyhow!(
-                "--until {:?}: a duration (2y, 90d) or a time (RFC 3339 or a date)",
-                args.until
-            )
-        })?,
-    };
+    let until = args.until.from(from);
     anyhow::ensure!(
         until > from,
         "--until {} is not after the start, {}",
-        args.until,
+        render::rfc3339(until),
         render::rfc3339(from)
     );
     let mut manifests = Manifests::default();
