@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test unit e2e demo crds lint cluster-up cluster-down plugin install-plugin
+.PHONY: all build test unit e2e demo crds docs lint cluster-up cluster-down plugin install-plugin
 
 all: build
 
@@ -32,6 +32,11 @@ install-plugin:
 crds:
 	$(CARGO) run --locked --quiet -- crds > crds/tenure.dev.yaml
 	cp crds/tenure.dev.yaml charts/tenure/crds/tenure.dev.yaml
+
+## docs: regenerate docs/api.md, the API reference, from the API types (a unit test fails when it drifts)
+docs:
+	mkdir -p docs
+	$(CARGO) run --locked --quiet -- docs > docs/api.md
 
 lint:
 	$(CARGO) fmt --all -- --check

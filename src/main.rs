@@ -28,6 +28,8 @@ enum Command {
     Run(RunArgs),
     /// Print every CRD as one multi-document YAML stream.
     Crds,
+    /// Print the API reference (docs/api.md) as markdown, from the CRD schemas.
+    Docs,
     #[command(flatten)]
     Plugin(cli::Command),
 }
@@ -184,6 +186,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Crds => print!("{}", api::crds_yaml()),
+        Command::Docs => print!("{}", api::docs::api_markdown()),
         Command::Run(args) => {
             let clock = match args.clock_start {
                 Some(start) => Clock::simulated(start, args.clock_rate),

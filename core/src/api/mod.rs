@@ -3,6 +3,7 @@
 
 pub mod class;
 pub mod common;
+pub mod docs;
 pub mod entitlement;
 pub mod export;
 pub mod hold;
