@@ -87,10 +87,8 @@ fn a_controller_killed_while_the_namespace_is_deleted_still_ends_with_one_correc
     }));
     let purging = wait_phase(&org_args, "Purging");
     let plan = purging["status"]["purgePlan"].clone();
-    assert_eq!(
-        plan["objects"]["ConfigMap"], 2,
-        "ours and kube-root-ca.crt: {plan}"
-    );
+    assert_eq!(plan["objects"]["ConfigMap"], 1, "ours: {plan}");
+    assert_eq!(plan["system"]["ConfigMap"], 1, "kube-root-ca.crt: {plan}");
     wait_for("the namespace to terminate", TIMEOUT, || {
         let ns = get_json(&["namespace", &namespace])?;
         ns["metadata"]["deletionTimestamp"]
@@ -133,9 +131,10 @@ fn a_controller_killed_while_the_namespace_is_deleted_still_ends_with_one_correc
     assert_eq!(tombstone["ticket"], "CS-77");
     assert_eq!(tombstone["offboardedAt"], effective_at.as_str());
     assert_eq!(
-        tombstone["deleted"]["ConfigMap"], 2,
+        tombstone["deleted"]["ConfigMap"], 1,
         "not doubled: {tombstone}"
     );
+    assert_eq!(tombstone["system"]["ConfigMap"], 1, "{tombstone}");
     assert_eq!(tombstone["deleted"]["Namespace"], 1);
     assert_eq!(tombstone["exportProvided"], false);
     let refused = condition(&purged, "LifecycleChangeRefused").cloned();

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 const SECRET_VALUE: &str = "hunter2-never-exported";
+const INVOICE_AMOUNT: &str = "1,234.50 EUR";
+const INVOICE_MEMO: &str = "paid \"late\",\nby wire";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -37,9 +39,26 @@ fn a_disabled_organizations_export_holds_every_object_with_matching_checksums_an
     );
     apply(
         &json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "invoice-2031-12", "namespace": namespace},
+            "data": {"amount": INVOICE_AMOUNT, "memo": INVOICE_MEMO},
+        })
+        .to_string(),
+    );
+    apply(
+        &json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "database", "namespace": namespace},
             "stringData": {"password": SECRET_VALUE},
+        })
+        .to_string(),
+    );
+    // A Service: Kubernetes derives its Endpoints and EndpointSlices.
+    apply(
+        &json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
         })
         .to_string(),
     );
@@ -59,6 +78,24 @@ fn a_disabled_organizations_export_holds_every_object_with_matching_checksums_an
                "offboarding": {"reason": "NonPayment", "ticket": "FIN-9"}}),
     );
     wait_phase(&["organization", &org], "Disabled");
+    // What Kubernetes and tenure make by themselves is there to be left out.
+    wait_system_objects(&namespace, true);
+    wait_for(
+        "the Endpoints and EndpointSlice of Service web",
+        TIMEOUT,
+        || {
+            get_json(&["-n", &namespace, "endpoints", "web"])?;
+            let slices = get_json(&[
+                "-n",
+                &namespace,
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+            ])?;
+            let found = slices["items"].as_array().is_some_and(|i| !i.is_empty());
+            found.then_some(()).ok_or(slices.to_string())
+        },
+    );
 
     let name = unique("export");
     apply_data_export(&namespace, &name, &org);
@@ -114,12 +151,73 @@ fn a_disabled_organizations_export_holds_every_object_with_matching_checksums_an
         contents.contains_key(&format!("json/Secret/{namespace}/database.json")),
         "keys only"
     );
-    let configmaps = String::from_utf8_lossy(&contents["csv/ConfigMap.csv"]).to_string();
-    let row = configmaps
-        .lines()
-        .find(|line| line.starts_with("settings,"))
-        .unwrap_or_else(|| panic!("no row for settings in\n{configmaps}"));
-    assert!(row.ends_with(",plan seats"), "{row}");
+
+    // Opened as the customer opens it: every entry dated the export time...
+    let opened = ExportZip::of(&done);
+    let exported_at = opened.exported_at();
+    assert!(
+        exported_at > Utc::now() - TimeDelta::hours(1),
+        "{exported_at}"
+    );
+    opened.assert_every_entry_dated(exported_at);
+    // ... a row per key of each ConfigMap, its value in a cell of its own ...
+    let value = |rows: &[std::collections::BTreeMap<String, String>], name: &str, key: &str| {
+        let row = rows
+            .iter()
+            .find(|r| r["name"] == name && r["key"] == key)
+            .unwrap_or_else(|| panic!("no {name}/{key} in {rows:?}"));
+        (row["value"].clone(), row["encoding"].clone())
+    };
+    let configmaps = opened.csv("csv/ConfigMap.csv");
+    assert_eq!(
+        value(&configmaps, "invoice-2031-12", "amount"),
+        (INVOICE_AMOUNT.to_string(), String::new())
+    );
+    assert_eq!(
+        value(&configmaps, "invoice-2031-12", "memo").0,
+        INVOICE_MEMO,
+        "quotes, a comma and a line break survive"
+    );
+    assert_eq!(value(&configmaps, "settings", "plan").0, "gold");
+    assert_eq!(value(&configmaps, "settings", "seats").0, "12");
+    // ... a Secret's keys without their values (includeSecrets only) ...
+    let secrets = opened.csv("csv/Secret.csv");
+    assert_eq!(value(&secrets, "database", "password").0, "");
+    // ... and nothing Kubernetes or tenure made by themselves.
+    assert!(
+        opened
+            .files
+            .contains_key(&format!("json/Service/{namespace}/web.json"))
+    );
+    for system in [
+        "kube-root-ca.crt",
+        "json/ServiceAccount/",
+        "tenure-access-disabled",
+        "json/Endpoints/",
+        "json/EndpointSlice/",
+        "csv/ServiceAccount.csv",
+        "csv/NetworkPolicy.csv",
+        "csv/Endpoints.csv",
+        "csv/EndpointSlice.csv",
+    ] {
+        assert!(opened.named(system).is_empty(), "{system} in the ZIP");
+    }
+    assert!(
+        configmaps.iter().all(|r| r["name"] != "kube-root-ca.crt"),
+        "{configmaps:?}"
+    );
+    assert_eq!(
+        manifest["counts"]["ConfigMap"], 2,
+        "settings and the invoice"
+    );
+    for kind in [
+        "ServiceAccount",
+        "NetworkPolicy",
+        "Endpoints",
+        "EndpointSlice",
+    ] {
+        assert!(manifest["counts"][kind].is_null(), "{kind}: {manifest}");
+    }
     let entitlements = String::from_utf8_lossy(&contents["csv/Entitlement.csv"]).to_string();
     // Suspended: the organization is Disabled.
     assert!(
@@ -172,10 +270,24 @@ fn a_purge_that_requires_an_export_waits_for_one_and_the_tombstone_says_so() {
     let blocked = condition(&waiting, "PurgeBlocked").expect("the purge waits");
     assert_eq!(blocked["reason"], "AwaitingExport");
 
+    wait_system_objects(&namespace, true);
     let name = unique("handover");
     apply_data_export(&namespace, &name, &org);
     wait_export(&namespace, &name, "Succeeded");
     let purged = wait_phase(&["organization", &org], "Purged");
-    assert_eq!(purged["status"]["tombstone"]["exportProvided"], true);
+    let tombstone = &purged["status"]["tombstone"];
+    assert_eq!(tombstone["exportProvided"], true);
     assert_eq!(purged["status"]["exports"], json!([name]));
+    // What the customer had, and apart from it what Kubernetes and tenure
+    // had made by themselves.
+    assert_eq!(
+        tombstone["deleted"],
+        json!({"DataExport": 1, "ExportArtifact": 1, "Namespace": 1}),
+        "{tombstone}"
+    );
+    assert_eq!(
+        tombstone["system"],
+        json!({"ConfigMap": 1, "ServiceAccount": 1, "NetworkPolicy": 1}),
+        "{tombstone}"
+    );
 }

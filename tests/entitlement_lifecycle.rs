@@ -569,6 +569,76 @@ fn an_imported_code_is_kept_and_never_generated_again() {
 }
 
 #[test]
+fn a_trial_is_trialing_until_it_ends_and_active_once_converted() {
+    start_controller(&[]);
+    let name = unique("trial");
+    let started_at = now() - TimeDelta::days(10);
+    let ends_at = started_at + TimeDelta::days(14);
+    entitlement(
+        &name,
+        json!({
+            "trial": {"startedAt": at(started_at)},
+            "policy": {"trial": {"days": 14}},
+        }),
+    );
+    let trialing = wait_phase(&ent(&name), "Trialing");
+    let status = &trialing["status"];
+    assert_eq!(time(&status["deadlines"]["trialEndsAt"]), ends_at);
+    assert_eq!(status["next"]["phase"], "Expired");
+    assert_eq!(time(&status["next"]["at"]), ends_at);
+    let ready = condition(&trialing, "Ready").expect("Ready");
+    assert_eq!(ready["reason"], "Trialing");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "on trial until {}",
+            ends_at.format("%Y-%m-%d %H:%M:%S UTC")
+        )),
+        "{message}"
+    );
+    assert_eq!(events_of(&status["history"]), ["TrialStarted"]);
+    // 7 days before the end is already past: that reminder is due now.
+    let reminded = wait_for("the trial reminder", TIMEOUT, || {
+        let object = get_json(&ent(&name))?;
+        object["status"]["lastTrialReminderAt"]
+            .as_str()
+            .map(String::from)
+            .ok_or(object["status"].to_string())
+    });
+    assert_eq!(time(&json!(reminded)), ends_at - TimeDelta::days(7));
+    wait_for("the TrialReminder Event", TIMEOUT, || {
+        let messages = kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            &format!("involvedObject.name={name},reason=TrialReminder"),
+            "-o",
+            "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+        ]);
+        (messages.contains("in 3 days") || messages.contains("in 4 days"))
+            .then_some(())
+            .ok_or(messages)
+    });
+
+    // The billing integration records the payment.
+    let converted_at = now();
+    patch(
+        &name,
+        json!({"spec": {"trial": {"convertedAt": at(converted_at)}}}),
+    );
+    let active = wait_phase(&ent(&name), "Active");
+    assert_eq!(
+        events_of(&active["status"]["history"]),
+        ["TrialStarted", "Converted"]
+    );
+    assert_eq!(time(&active["status"]["phaseSince"]), converted_at);
+    assert!(active["status"]["deadlines"].is_null());
+    assert!(active["status"]["next"].is_null());
+}
+
+#[test]
 fn a_renewal_reminder_is_recorded_once_when_the_end_comes_near() {
     start_controller(&[]);
     let name = unique("renewal");

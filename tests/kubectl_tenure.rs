@@ -127,13 +127,63 @@ fn simulate_shows_the_97_days_from_disabling_an_unpaid_organization_to_its_purge
         pairs(&[
             ("2027-01-01", "Disabled"),
             ("2027-04-01", "PurgeScheduled"),
+            ("2027-04-01", "PurgeReminder"),
+            ("2027-04-07", "PurgeReminder"),
             ("2027-04-08", "Purging"),
             ("2027-04-08", "Purged"),
+            ("2027-04-08", "FinalConfirmation"),
         ])
     );
     assert_eq!(
         transitions_of(&report, "analytics"),
         pairs(&[("2027-01-01", "Suspended"), ("2027-04-08", "Deleted")])
+    );
+}
+
+#[test]
+fn simulate_shows_a_scheduled_offboarding_its_reminders_and_the_final_confirmation() {
+    let report: Value = serde_json::from_str(&simulate_ok(&[
+        "-f",
+        "scenarios/scheduled-offboarding.yaml",
+        "--from",
+        "2027-01-01",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        transitions_of(&report, "initech"),
+        pairs(&[
+            ("2027-01-30", "OffboardingReminder"),
+            ("2027-02-22", "OffboardingReminder"),
+            ("2027-02-26", "OffboardingReminder"),
+            ("2027-03-01", "Archived"),
+            ("2028-02-29", "PurgeScheduled"),
+            ("2028-02-29", "PurgeReminder"),
+            ("2028-03-06", "PurgeReminder"),
+            ("2028-03-07", "Purging"),
+            ("2028-03-07", "Purged"),
+            ("2028-03-07", "FinalConfirmation"),
+        ])
+    );
+    assert_eq!(
+        transitions_of(&report, "tps-reports"),
+        pairs(&[
+            ("2027-01-01", "Activated"),
+            ("2027-03-01", "Cancelled"),
+            ("2028-03-07", "Deleted"),
+        ])
+    );
+    let confirmation = report["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["event"] == "FinalConfirmation")
+        .unwrap();
+    let said = confirmation["message"].as_str().unwrap();
+    assert!(
+        said.contains("tax ID US-12-3456789") && said.contains("Namespace 1"),
+        "{said}"
     );
 }
 
@@ -156,7 +206,57 @@ fn simulate_shows_the_30_day_payment_grace_and_the_365_day_retention() {
             ("2027-01-01", "Activated"),
             ("2027-01-10", "Suspended"),
             ("2027-02-09", "Cancelled"),
+            ("2028-02-09", "PurgeReminder"),
+            ("2028-02-15", "PurgeReminder"),
             ("2028-02-16", "Purged"),
+        ])
+    );
+}
+
+#[test]
+fn simulate_shows_a_14_day_trial_its_reminders_its_conversion_and_its_lapse() {
+    let args = [
+        "-f",
+        "scenarios/trial.yaml",
+        "--from",
+        "2027-01-01",
+        "--until",
+        "2y",
+    ];
+    let text = simulate_ok(&args);
+    for line in [
+        "Entitlement shop/trial-converted",
+        "  2027-01-01 00:00  TrialStarted         on trial until 2027-01-15",
+        "  2027-01-10 00:00  Converted ",
+        "  2027-01-15 00:00  Expired              TrialEnded: ",
+        "  2027-02-14 00:00  Cancelled            TrialNotConverted: ",
+        "  2028-02-21 00:00  Purged ",
+        "At the end: 1 Entitlement Active, 1 Entitlement Purged.",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    let mut json_args = args.to_vec();
+    json_args.extend(["-o", "json"]);
+    let report: Value = serde_json::from_str(&simulate_ok(&json_args)).unwrap();
+    assert_eq!(
+        transitions_of(&report, "trial-converted"),
+        pairs(&[
+            ("2027-01-01", "TrialStarted"),
+            ("2027-01-08", "TrialReminder"),
+            ("2027-01-10", "Converted"),
+        ])
+    );
+    assert_eq!(
+        transitions_of(&report, "trial-lapsed"),
+        pairs(&[
+            ("2027-01-01", "TrialStarted"),
+            ("2027-01-08", "TrialReminder"),
+            ("2027-01-14", "TrialReminder"),
+            ("2027-01-15", "Expired"),
+            ("2027-02-14", "Cancelled"),
+            ("2028-02-14", "PurgeReminder"),
+            ("2028-02-20", "PurgeReminder"),
+            ("2028-02-21", "Purged"),
         ])
     );
 }
@@ -293,7 +393,7 @@ fn status_tells_an_organizations_story_and_what_comes_next() {
         format!("Organization {org}"),
         "phase:        Disabled".to_string(),
         "What happened".to_string(),
-        "Disabled          access revoked (NonPayment)".to_string(),
+        "Disabled             access revoked (NonPayment)".to_string(),
         "in 5 days       the data retention ends (purgeAfter)".to_string(),
         "in 12 days      the purge deletes namespace".to_string(),
         format!("{namespace} and everything in it"),
@@ -510,7 +610,17 @@ fn simulate_live_answers_what_a_new_policy_would_do_without_applying_it() {
             .map(|(_, event)| event)
             .collect::<Vec<_>>()
     };
-    assert_eq!(live(&[]), ["PurgeScheduled", "Purging", "Purged"]);
+    assert_eq!(
+        live(&[]),
+        [
+            "PurgeScheduled",
+            "PurgeReminder",
+            "PurgeReminder",
+            "Purging",
+            "Purged",
+            "FinalConfirmation"
+        ]
+    );
     // With the policy, nothing happens in the next 30 days; and it was not applied.
     assert_eq!(
         live(&["-f", policy.to_str().unwrap()]),

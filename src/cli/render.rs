@@ -180,7 +180,7 @@ impl Paint {
     /// A phase in the colour of what it means.
     pub fn phase(&self, phase: &str) -> String {
         match phase {
-            "Active" => self.green(phase),
+            "Active" | "Trialing" => self.green(phase),
             "Suspended" | "Expired" | "Disabled" | "Archived" | "PurgeScheduled" | "Stalled" => {
                 self.yellow(phase)
             }

@@ -181,8 +181,8 @@ fn text(report: &Report, ignored: &BTreeMap<String, usize>, paint: Paint) -> Str
     for ((kind, name), transitions) in &by_object {
         let _ = writeln!(out, "\n{}", paint.bold(&format!("{kind} {name}")));
         for t in transitions {
-            // date (16) + event (16): the message starts at column 38.
-            let event = format!("{:<16}", render::fit(&t.event, 16));
+            // date (16) + event (19): the message starts at column 41.
+            let event = format!("{:<19}", render::fit(&t.event, 19));
             let plain = [t.event.as_str(), t.phase.as_str(), "Active"].contains(&t.reason.as_str());
             let message = if plain || t.message.contains(&t.reason) {
                 t.message.clone()
@@ -194,7 +194,7 @@ fn text(report: &Report, ignored: &BTreeMap<String, usize>, paint: Paint) -> Str
                 "  {}  {}  {}",
                 render::date(t.at),
                 paint.phase(&event),
-                render::wrap(&message, 38, 38)
+                render::wrap(&message, 41, 41)
             );
         }
     }

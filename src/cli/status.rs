@@ -44,6 +44,10 @@ pub struct Report {
     bound: Vec<Bound>,
     #[serde(skip_serializing_if = "Option::is_none")]
     purge_plan: Option<BTreeMap<String, i64>>,
+    /// What the purge deletes besides the customer's data: objects
+    /// Kubernetes and tenure made by themselves.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    purge_system: BTreeMap<String, i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tombstone: Option<Tombstone>,
 }
@@ -162,6 +166,9 @@ async fn organization(client: &Client, name: &str, now: DateTime<Utc>) -> anyhow
         about.insert("offboarding", format!("{:?}{ticket}", offboarding.reason));
     }
     let mut ahead = Ahead::list(now);
+    if let Some(next) = &status.next {
+        ahead.add(Some(next.at), &format!("becomes {:?}", next.phase), "next");
+    }
     ahead.add(
         status.portal_visible_until,
         "the customer portal stops showing it",
@@ -225,6 +232,11 @@ async fn organization(client: &Client, name: &str, now: DateTime<Utc>) -> anyhow
         effective_policy: policy_lines(&status.effective_policy),
         entitlements,
         bound: Vec::new(),
+        purge_system: status
+            .purge_plan
+            .as_ref()
+            .map(|p| p.system.clone())
+            .unwrap_or_default(),
         purge_plan: status.purge_plan.map(|p| p.objects),
         tombstone: status.tombstone,
     })
@@ -253,13 +265,26 @@ async fn entitlement(
         ahead.add(Some(next.at), &format!("becomes {:?}", next.phase), "next");
     }
     ahead.add(
+        d.trial_ends_at,
+        "the trial ends: Expired unless spec.trial.convertedAt is set",
+        "deadlines.trialEndsAt",
+    );
+    ahead.add(
         d.auto_cancel_at,
         "cancelled unless the payment is recovered",
         "deadlines.autoCancelAt",
     );
+    let trial_ended = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.reason == "TrialEnded");
     ahead.add(
         d.expiry_grace_ends_at,
-        "cancelled unless spec.endsAt moves forward",
+        if trial_ended {
+            "cancelled unless spec.trial.convertedAt is set"
+        } else {
+            "cancelled unless spec.endsAt moves forward"
+        },
         "deadlines.expiryGraceEndsAt",
     );
     ahead.add(
@@ -344,6 +369,7 @@ async fn entitlement(
         entitlements: Vec::new(),
         bound,
         purge_plan: status.purge_plan.map(|p| p.objects),
+        purge_system: BTreeMap::new(),
         tombstone: None,
     })
 }
@@ -576,13 +602,13 @@ fn text(report: &Report, now: DateTime<Utc>, paint: Paint) -> String {
         let _ = writeln!(out, "  nothing yet");
     }
     for entry in &report.happened {
-        let event = format!("{:<16}", render::fit(&entry.event, 16));
+        let event = format!("{:<19}", render::fit(&entry.event, 19));
         let _ = writeln!(
             out,
             "  {}  {}  {}",
             render::date(entry.at),
             paint.phase(&event),
-            render::wrap(&entry.message, 38, 38)
+            render::wrap(&entry.message, 41, 41)
         );
     }
     let _ = writeln!(out, "\n{}", paint.bold("What will happen"));
@@ -637,6 +663,13 @@ fn text(report: &Report, now: DateTime<Utc>, paint: Paint) -> String {
     if let Some(plan) = &report.purge_plan {
         let _ = writeln!(out, "\n{}", paint.bold("The purge deletes"));
         let _ = writeln!(out, "  {}", render::wrap(&render::counts(plan), 2, 2));
+        if !report.purge_system.is_empty() {
+            let system = format!(
+                "and what Kubernetes and tenure made by themselves: {}",
+                render::counts(&report.purge_system)
+            );
+            let _ = writeln!(out, "  {}", paint.dim(&render::wrap(&system, 2, 2)));
+        }
     }
     if let Some(tombstone) = &report.tombstone {
         let _ = writeln!(out, "\n{}", paint.bold("Tombstone"));
@@ -646,6 +679,13 @@ fn text(report: &Report, now: DateTime<Utc>, paint: Paint) -> String {
             render::date(tombstone.purged_at),
             render::wrap(&render::counts(&tombstone.deleted), 30, 4)
         );
+        if !tombstone.system.is_empty() {
+            let system = format!(
+                "and what Kubernetes and tenure made by themselves: {}",
+                render::counts(&tombstone.system)
+            );
+            let _ = writeln!(out, "  {}", render::wrap(&system, 2, 2));
+        }
     }
     let _ = writeln!(out, "\n{}", paint.bold("Effective policy"));
     for p in &report.effective_policy {

@@ -11,6 +11,7 @@ use super::context::Context;
 use super::error::Result;
 use crate::api::class::DownstreamKind;
 use crate::lifecycle::downstream::KindScope;
+use crate::lifecycle::system::is_system_kind;
 
 /// What discovery says of a kind a class lists.
 #[derive(Clone, Debug)]
@@ -78,14 +79,16 @@ impl Kinds {
 }
 
 /// Every namespaced kind the API server lets tenure list, Events left out:
-/// they are the cluster's record, not the customer's data.
+/// they are the cluster's record, not the customer's data
+/// ([`is_system_kind`]).
 pub async fn namespaced_kinds(context: &Context) -> Result<Vec<ApiResource>> {
     let discovery = Discovery::new(context.client.clone()).run().await?;
     let mut kinds = Vec::new();
     for group in discovery.groups() {
         for (resource, capabilities) in group.recommended_resources() {
             let listable = capabilities.supports_operation(verbs::LIST);
-            if capabilities.scope == Scope::Namespaced && listable && resource.kind != "Event" {
+            let system = is_system_kind(&resource.group, &resource.kind);
+            if capabilities.scope == Scope::Namespaced && listable && !system {
                 kinds.push(resource);
             }
         }

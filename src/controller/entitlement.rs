@@ -555,8 +555,8 @@ fn record_events(
         events.add(reason, change.describe());
     }
     events.history(&decision.history);
-    if let Some(reminder) = &decision.reminder {
-        events.add(Reason::RenewalReminder, reminder.message.clone());
+    if let Some(notice) = &decision.reminder {
+        events.add(Reason::Notice(notice.kind), notice.message.clone());
     }
     for extra in new_conditions {
         events.add(Reason::Condition(&extra.type_), extra.message.clone());

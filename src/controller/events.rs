@@ -8,6 +8,7 @@ use tracing::warn;
 
 use super::context::Context;
 use crate::api::common::HistoryEntry;
+use crate::lifecycle::notices::NoticeKind;
 
 /// Why an Event is recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +28,8 @@ pub enum Reason<'a> {
     Deprovisioned,
     /// Deleted by the entitlement's purge (`onPurge: Delete`).
     TornDown,
-    RenewalReminder,
+    /// A reminder ahead of a date, or the final confirmation of a purge.
+    Notice(NoticeKind),
     NamespaceCreated,
     AccessRevoked,
     AccessRestored,
@@ -57,7 +59,7 @@ impl Reason<'_> {
             Reason::Resumed => "Resumed",
             Reason::Deprovisioned => "Deprovisioned",
             Reason::TornDown => "TornDown",
-            Reason::RenewalReminder => "RenewalReminder",
+            Reason::Notice(kind) => kind.reason(),
             Reason::NamespaceCreated => "NamespaceCreated",
             Reason::AccessRevoked => "AccessRevoked",
             Reason::AccessRestored => "AccessRestored",
@@ -70,6 +72,7 @@ impl Reason<'_> {
         match self {
             Reason::Transition(event) if WARNING_TRANSITIONS.contains(event) => EventType::Warning,
             Reason::Condition(_) | Reason::DeletionBlocked => EventType::Warning,
+            Reason::Notice(NoticeKind::PurgeReminder) => EventType::Warning,
             _ => EventType::Normal,
         }
     }

@@ -34,8 +34,8 @@ use crate::lifecycle::conditions::{conditions, newly_set};
 use crate::lifecycle::export::succeeded_exports;
 use crate::lifecycle::hold::Hold;
 use crate::lifecycle::organization::{
-    DELETION_BLOCKED, Decision, Input, Namespace as NamespaceState, PolicyView, PurgeStep,
-    count_entitlements, decide, entitlement_locks,
+    DELETION_BLOCKED, Decision, Input, Namespace as NamespaceState, OFFBOARDING_SCHEDULED,
+    PolicyView, PurgeStep, count_entitlements, decide, entitlement_locks,
 };
 use crate::lifecycle::policy::Subject;
 
@@ -329,17 +329,25 @@ fn record_events(
     let mut events = Events::about(organization);
     events.history(&decision.history);
     let before = before.map(|s| s.conditions.as_slice());
-    for blocked in newly_set(&decision.extra, before) {
-        if blocked.type_ == DELETION_BLOCKED {
-            events.add(Reason::DeletionBlocked, blocked.message.clone());
+    for condition in newly_set(&decision.extra, before) {
+        match condition.type_.as_str() {
+            DELETION_BLOCKED => events.add(Reason::DeletionBlocked, condition.message.clone()),
+            OFFBOARDING_SCHEDULED => events.add(
+                Reason::Condition(OFFBOARDING_SCHEDULED),
+                condition.message.clone(),
+            ),
+            _ => {}
         }
+    }
+    if let Some(notice) = &decision.notice {
+        events.add(Reason::Notice(notice.kind), notice.message.clone());
     }
     events.send(context);
 }
 
 /// The deny-all NetworkPolicy that revokes access to a Disabled or Archived
 /// organization's namespace.
-const ACCESS_POLICY: &str = "tenure-access-disabled";
+const ACCESS_POLICY: &str = crate::lifecycle::system::ACCESS_POLICY;
 
 /// Revokes (deny-all ingress and egress) or restores access to the tenant
 /// namespace. Only a NetworkPolicy carrying the organization's label is removed.

@@ -15,16 +15,19 @@ use super::discovery::namespaced_kinds;
 use super::error::{Error, Result};
 use crate::api::organization::PurgePlan;
 use crate::api::{ORGANIZATION_LABEL, PURGE_ANNOTATION};
+use crate::lifecycle::system::is_system;
 
 /// How purge plans and tombstones count export ZIPs.
 pub const ARTIFACT_KIND: &str = "ExportArtifact";
 
-/// Counts, by kind, every object in `namespace` that deleting it deletes,
-/// and the organization's export artifacts (`ExportArtifact`), which the
-/// purge removes as well; names the kinds tenure may not list. Only a
-/// namespace tenure owns is counted.
+/// Counts, by kind, every object in `namespace` that deleting it deletes:
+/// the customer's in `objects`, with the organization's export artifacts
+/// (`ExportArtifact`), which the purge removes as well, and those Kubernetes
+/// or tenure made by themselves ([`is_system`]) in `system`; names the kinds
+/// tenure may not list. Only a namespace tenure owns is counted.
 pub async fn plan(context: &Context, organization: &str, namespace: &str) -> Result<PurgePlan> {
     let mut objects = BTreeMap::new();
+    let mut system = BTreeMap::new();
     let namespaces = Api::<Namespace>::all(context.client.clone());
     let owned = namespaces.get_opt(namespace).await?.is_some_and(|ns| {
         ns.labels().get(ORGANIZATION_LABEL).map(String::as_str) == Some(organization)
@@ -36,8 +39,8 @@ pub async fn plan(context: &Context, organization: &str, namespace: &str) -> Res
     for resource in namespaced_kinds(context).await? {
         let api =
             Api::<DynamicObject>::namespaced_with(context.client.clone(), namespace, &resource);
-        let count = match api.list_metadata(&ListParams::default()).await {
-            Ok(list) => list.items.len() as i64,
+        let list = match api.list_metadata(&ListParams::default()).await {
+            Ok(list) => list,
             // Served for discovery but not listable here (e.g. a virtual resource).
             Err(kube::Error::Api(status)) if matches!(status.code, 404 | 405) => continue,
             Err(kube::Error::Api(status)) if status.code == 403 => {
@@ -46,8 +49,13 @@ pub async fn plan(context: &Context, organization: &str, namespace: &str) -> Res
             }
             Err(error) => return Err(error.into()),
         };
-        if count > 0 {
-            *objects.entry(resource.kind.clone()).or_insert(0) += count;
+        for item in &list.items {
+            let counts = if is_system(&resource.group, &resource.kind, &item.metadata) {
+                &mut system
+            } else {
+                &mut objects
+            };
+            *counts.entry(resource.kind.clone()).or_insert(0) += 1;
         }
     }
     let artifacts = context.exports.artifacts_of(namespace).await?.len() as i64;
@@ -58,6 +66,7 @@ pub async fn plan(context: &Context, organization: &str, namespace: &str) -> Res
     uncounted.dedup();
     Ok(PurgePlan {
         objects,
+        system,
         namespaces: vec![namespace.to_string()],
         uncounted,
     })

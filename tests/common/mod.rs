@@ -608,3 +608,134 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// A DataExport's ZIP as the customer opens it: each entry's content, and
+/// its date as the ZIP's own fields give it (UTC, two-second steps) and as
+/// its extended timestamp gives it (Unix seconds), if any.
+pub struct ExportZip {
+    pub files: std::collections::BTreeMap<String, Vec<u8>>,
+    pub dates: std::collections::BTreeMap<String, (zip::DateTime, Option<u32>)>,
+}
+
+impl ExportZip {
+    /// The ZIP a Succeeded DataExport's `status.artifact.uri` (a file) names.
+    pub fn of(export: &serde_json::Value) -> Self {
+        use std::io::Read;
+        let uri = export["status"]["artifact"]["uri"].as_str().unwrap();
+        let path = uri.strip_prefix("file://").expect("a file artifact");
+        let bytes = std::fs::read(path).unwrap();
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        let mut files = std::collections::BTreeMap::new();
+        let mut dates = std::collections::BTreeMap::new();
+        for i in 0..archive.len() {
+            let mut entry = archive.by_index(i).unwrap();
+            let name = entry.name().unwrap().to_string();
+            let exact = entry.extra_data_fields().find_map(|field| match field {
+                zip::extra_fields::ExtraField::ExtendedTimestamp(ts) => ts.mod_time(),
+                _ => None,
+            });
+            let dos = entry.last_modified().expect("a modification time");
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).unwrap();
+            dates.insert(name.clone(), (dos, exact));
+            files.insert(name, content);
+        }
+        Self { files, dates }
+    }
+
+    /// `manifest.json`'s export time.
+    pub fn exported_at(&self) -> chrono::DateTime<chrono::Utc> {
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&self.files["manifest.json"]).unwrap();
+        manifest["exportedAt"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Fails unless every entry is dated `at`: the ZIP's own fields in UTC
+    /// (to the two seconds they can hold), the extended timestamp exactly.
+    pub fn assert_every_entry_dated(&self, at: chrono::DateTime<chrono::Utc>) {
+        use chrono::{Datelike, Timelike};
+        let expected = (
+            at.year() as u16,
+            at.month() as u8,
+            at.day() as u8,
+            at.hour() as u8,
+            at.minute() as u8,
+            (at.second() as u8) / 2 * 2,
+        );
+        for (name, (dos, exact)) in &self.dates {
+            let found = (
+                dos.year(),
+                dos.month(),
+                dos.day(),
+                dos.hour(),
+                dos.minute(),
+                dos.second(),
+            );
+            assert_eq!(found, expected, "{name} is not dated the export time {at}");
+            assert_eq!(
+                exact.map(i64::from),
+                Some(at.timestamp()),
+                "{name}'s extended timestamp"
+            );
+        }
+    }
+
+    /// The rows of a CSV in the ZIP, each as column -> value, read as a
+    /// spreadsheet reads RFC 4180 (quoted fields, doubled quotes, line
+    /// breaks inside quotes).
+    pub fn csv(&self, name: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+        let text = String::from_utf8(self.files[name].clone()).unwrap();
+        let (mut records, mut record, mut field) = (Vec::new(), Vec::new(), String::new());
+        let (mut chars, mut quoted) = (text.chars().peekable(), false);
+        while let Some(c) = chars.next() {
+            match (quoted, c) {
+                (true, '"') if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                (true, '"') => quoted = false,
+                (true, c) => field.push(c),
+                (false, '"') => quoted = true,
+                (false, ',') => record.push(std::mem::take(&mut field)),
+                (false, '\r') => {}
+                (false, '\n') => {
+                    record.push(std::mem::take(&mut field));
+                    records.push(std::mem::take(&mut record));
+                }
+                (false, c) => field.push(c),
+            }
+        }
+        assert!(
+            record.is_empty() && field.is_empty(),
+            "{name} ends mid-line"
+        );
+        let mut records = records.into_iter();
+        let header = records.next().unwrap_or_default();
+        records
+            .map(|r| {
+                assert_eq!(r.len(), header.len(), "{name}: {r:?}");
+                header.iter().cloned().zip(r).collect()
+            })
+            .collect()
+    }
+
+    /// The entries whose name contains `part`.
+    pub fn named(&self, part: &str) -> Vec<&String> {
+        self.files.keys().filter(|n| n.contains(part)).collect()
+    }
+}
+
+/// Waits until Kubernetes and tenure made what they make by themselves in a
+/// tenant namespace: the `kube-root-ca.crt` ConfigMap, the `default`
+/// ServiceAccount and, if `access_revoked`, tenure's deny-all NetworkPolicy.
+pub fn wait_system_objects(namespace: &str, access_revoked: bool) {
+    let mut objects = vec!["configmap/kube-root-ca.crt", "serviceaccount/default"];
+    if access_revoked {
+        objects.push("networkpolicy/tenure-access-disabled");
+    }
+    for object in objects {
+        wait_for(&format!("{namespace}/{object}"), TIMEOUT, || {
+            get_json(&["-n", namespace, object]).map(|_| ())
+        });
+    }
+}

@@ -74,6 +74,17 @@ pub struct EntitlementSpec {
     /// When access ends (then Expired for the expiry grace). Absent: perpetual.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<DateTime<Utc>>,
+    /// A trial: the entitlement is Trialing from its start until the trial
+    /// ends (`startedAt` plus the policy's `trial.days`, shown as
+    /// `status.deadlines.trialEndsAt`), Active once `convertedAt` is set,
+    /// Expired at the trial's end if not (then cancelled with reason
+    /// TrialNotConverted when `expiry.graceDays` run out; a conversion inside
+    /// that grace revives it). Only an entitlement with `spec.trial` is ever
+    /// on trial: a policy's `trial.days` gives the length of the trials, it
+    /// never starts one. With `trial.days` 0 (the built-in default) there is
+    /// no trial and `spec.trial` is ignored. Absent: no trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<Trial>,
     /// Set by the billing integration when a charge fails; removed when it is
     /// recovered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,6 +104,21 @@ pub struct EntitlementSpec {
     /// `tenure.dev/entitlement=<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceBinding>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Trial {
+    /// When the trial began; it lasts the policy's `trial.days` from here.
+    /// May be in the past. Absent: at `spec.startsAt`, or at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// Set by the billing integration when the customer pays: Active from
+    /// then on. After the trial's end it revives the entitlement inside the
+    /// expiry grace (as a renewal does); after the cancellation only
+    /// `spec.reactivation` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converted_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -145,10 +171,13 @@ pub enum EntitlementPhase {
     /// Not started yet (`startsAt` in the future).
     #[default]
     Pending,
+    /// On trial (`spec.trial`), not converted yet, until the trial ends.
+    Trialing,
     Active,
     /// Payment failed (inside the payment grace), or the organization is Disabled.
     Suspended,
-    /// Past `endsAt`, inside the expiry grace.
+    /// Past `endsAt`, or past the end of a trial not converted, inside the
+    /// expiry grace.
     Expired,
     /// Cancelled, or a grace ran out.
     Cancelled,
@@ -163,7 +192,7 @@ pub struct EntitlementStatus {
     /// `<PREFIX>-<YYYY><MM><NNNN>`, assigned once and never reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
-    /// Pending, Active, Suspended, Expired, Cancelled or Purged.
+    /// Pending, Trialing, Active, Suspended, Expired, Cancelled or Purged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<EntitlementPhase>,
     /// The `metadata.generation` this status describes.
@@ -207,6 +236,14 @@ pub struct EntitlementStatus {
     /// `notifications.reminderDays`), so that each is sent once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reminder_at: Option<DateTime<Utc>>,
+    /// The trial reminder last sent (`deadlines.trialEndsAt` minus one of
+    /// `notifications.trialReminderDays`), so that each is sent once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trial_reminder_at: Option<DateTime<Utc>>,
+    /// The purge reminder last sent (`deadlines.finalPurgeAt` minus one of
+    /// `notifications.purgeReminderDays`), so that each is sent once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_purge_reminder_at: Option<DateTime<Utc>>,
     /// Counts of the downstream objects this entitlement governs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceCounts>,
@@ -309,7 +346,8 @@ pub struct CancellationRecord {
     pub at: DateTime<Utc>,
     /// Why: the reason of `spec.cancellation` or of the organization's
     /// offboarding, `NonPayment` when the payment grace ran out, `NotRenewed` when
-    /// the expiry grace ran out.
+    /// the expiry grace ran out, `TrialNotConverted` when it ran out after a
+    /// trial that was not converted.
     pub reason: String,
     /// What cancelled it.
     pub by: CancelledBy,
@@ -322,7 +360,8 @@ pub enum CancelledBy {
     Request,
     /// The payment grace ran out after `spec.payment.failedAt`.
     PaymentGrace,
-    /// The expiry grace ran out after `spec.endsAt`.
+    /// The expiry grace ran out after `spec.endsAt`, or after the end of a
+    /// trial that was not converted.
     ExpiryGrace,
     /// The organization was archived. Lifted when it is unarchived.
     Organization,
@@ -331,12 +370,17 @@ pub enum CancelledBy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deadlines {
+    /// Trialing: the trial ends then (`spec.trial.startedAt` plus
+    /// `trial.days`); Expired then unless `spec.trial.convertedAt` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_ends_at: Option<DateTime<Utc>>,
     /// Suspended or Expired after a failed payment: cancelled at this time
     /// unless payment recovers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_cancel_at: Option<DateTime<Utc>>,
-    /// Suspended or Expired with an end date: cancelled at this time unless
-    /// `endsAt` moves forward. With both, the earlier one is `next`.
+    /// Suspended or Expired with an end date, or after a trial not converted:
+    /// cancelled at this time unless `endsAt` moves forward (or
+    /// `spec.trial.convertedAt` is set). With both, the earlier one is `next`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_grace_ends_at: Option<DateTime<Utc>>,
     /// Cancelled: the customer portal shows it until then.

@@ -249,6 +249,27 @@ pub struct OrganizationStatus {
     /// Lifecycle events, newest last, at most 50.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// What happens next by itself, and when: an offboarding scheduled by
+    /// `spec.offboarding.effectiveAt`, the purge's announcement, the purge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<OrganizationNext>,
+    /// The offboarding reminder last sent (`offboarding.effectiveAt` minus
+    /// one of `notifications.offboardingReminderDays`), so that each is sent once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_offboarding_reminder_at: Option<DateTime<Utc>>,
+    /// The purge reminder last sent (`finalPurgeAt` minus one of
+    /// `notifications.purgeReminderDays`), so that each is sent once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_purge_reminder_at: Option<DateTime<Utc>>,
+}
+
+/// The organization's next transition.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+pub struct OrganizationNext {
+    /// The phase it moves to.
+    pub phase: OrganizationPhase,
+    /// When, unless the facts change first.
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
@@ -256,6 +277,9 @@ pub struct OrganizationStatus {
 pub struct EntitlementCounts {
     /// Entitlements in phase Active.
     pub active: i32,
+    /// Entitlements in phase Trialing.
+    #[serde(default)]
+    pub trialing: i32,
     /// Entitlements in phase Suspended.
     pub suspended: i32,
     /// Entitlements in phase Expired.
@@ -281,10 +305,21 @@ pub struct RetentionLock {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PurgePlan {
-    /// Kind -> how many objects of it the purge will delete; `ExportArtifact`
-    /// counts the organization's DataExport ZIPs (files or S3 objects).
+    /// Kind -> how many of the customer's objects of it the purge will
+    /// delete; `ExportArtifact` counts the organization's DataExport ZIPs
+    /// (files or S3 objects). Objects Kubernetes or tenure made in the
+    /// namespace by themselves are counted in `system` instead.
     #[serde(default)]
     pub objects: BTreeMap<String, i64>,
+    /// Kind -> how many objects of it the purge will delete that Kubernetes
+    /// or tenure made in the tenant namespace by themselves, not the
+    /// customer; no export contains them. They are the `kube-root-ca.crt`
+    /// ConfigMap, the `default` ServiceAccount and a token Secret of it,
+    /// tenure's `tenure-access-disabled` NetworkPolicy, the Endpoints and
+    /// EndpointSlices Kubernetes maintains for Services, and what those own.
+    /// Events are not counted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub system: BTreeMap<String, i64>,
     /// The namespaces the purge will delete.
     #[serde(default)]
     pub namespaces: Vec<String>,
@@ -322,10 +357,16 @@ pub struct Tombstone {
     pub export_provided: bool,
     /// When the purge completed.
     pub purged_at: DateTime<Utc>,
-    /// Kind -> how many objects of it the purge deleted; `ExportArtifact`
-    /// counts the DataExport ZIPs it removed.
+    /// Kind -> how many of the customer's objects of it the purge deleted;
+    /// `Namespace` counts the tenant namespace, `ExportArtifact` the
+    /// DataExport ZIPs it removed.
     #[serde(default)]
     pub deleted: BTreeMap<String, i64>,
+    /// Kind -> how many objects of it the purge deleted that Kubernetes or
+    /// tenure had made in the tenant namespace by themselves, not the
+    /// customer (see `purgePlan.system`); not counted in `deleted`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub system: BTreeMap<String, i64>,
 }
 
 impl Organization {

@@ -29,9 +29,12 @@ pub struct PolicyRules {
     /// How a purge is guarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purge: Option<PurgeRules>,
-    /// Renewal reminders.
+    /// Reminders: of a renewal, an offboarding, a purge, a trial's end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<NotificationRules>,
+    /// Trials: how long the trial of an entitlement with `spec.trial` lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<TrialRules>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -127,6 +130,38 @@ pub struct NotificationRules {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 20), inner(range(min = 0, max = 36500)))]
     pub reminder_days: Option<Vec<i64>>,
+    /// Days before an organization's scheduled `offboarding.effectiveAt` at
+    /// which an `OffboardingReminder` Event is recorded. Built-in default:
+    /// [30, 7, 3].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20), inner(range(min = 0, max = 36500)))]
+    pub offboarding_reminder_days: Option<Vec<i64>>,
+    /// Days before a purge (`finalPurgeAt` of an organization or an
+    /// entitlement) at which a `PurgeReminder` Event is recorded, so that
+    /// the customer can still ask for an export. Built-in default: [7, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20), inner(range(min = 0, max = 36500)))]
+    pub purge_reminder_days: Option<Vec<i64>>,
+    /// Days before the end of an entitlement's trial (`deadlines.trialEndsAt`)
+    /// at which a `TrialReminder` Event is recorded. Built-in default: [7, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20), inner(range(min = 0, max = 36500)))]
+    pub trial_reminder_days: Option<Vec<i64>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrialRules {
+    /// Days the trial of an entitlement with `spec.trial` lasts, from
+    /// `spec.trial.startedAt`: the entitlement is Trialing until then, Active
+    /// once `spec.trial.convertedAt` is set, Expired at the trial's end if not
+    /// (then cancelled with reason TrialNotConverted when `expiry.graceDays`
+    /// run out). It applies only to entitlements with `spec.trial`: setting
+    /// it never puts an entitlement without one on trial. 0: no trial
+    /// (`spec.trial` is ignored). Built-in default: 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 36500))]
+    pub days: Option<i64>,
 }
 
 /// Which objects a LifecyclePolicy applies to. Empty: every object (global).

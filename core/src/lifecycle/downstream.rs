@@ -59,7 +59,8 @@ fn wanted(phase: EntitlementPhase, kind: &DownstreamKind, deprovision_on_cancel:
         SuspendAction::Retain => Desired::Running,
     };
     match phase {
-        Pending | Active => Desired::Running,
+        // A trial runs like a paid subscription.
+        Pending | Trialing | Active => Desired::Running,
         // Expired is access ended, inside the grace in which a renewal revives it.
         Suspended | Expired => on_suspend,
         Cancelled if !deprovision_on_cancel => on_suspend,
@@ -642,6 +643,11 @@ mod tests {
         use EntitlementPhase::*;
         let environment = environment();
         assert_eq!(desired(Active, &environment, true, false), Desired::Running);
+        assert_eq!(
+            desired(Trialing, &environment, true, false),
+            Desired::Running,
+            "a trial runs like Active"
+        );
         assert_eq!(
             desired(Suspended, &environment, true, false),
             Desired::Paused

@@ -15,6 +15,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::conditions::{Extra, Verdict};
 use super::hold::{Hold, HoldState, hold_state};
+use super::notices::{self, Notice, NoticeKind, time_left};
 use super::policy::{Effective, keys, recorded_days};
 use super::purge::{Announced, Schedule, final_purge_at};
 use crate::api::Organization;
@@ -150,9 +151,12 @@ pub struct Decision {
     pub cancelled: Option<CancellationRecord>,
     /// New history entries, oldest first; each also becomes an Event.
     pub history: Vec<HistoryEntry>,
-    /// A renewal reminder to send now.
-    pub reminder: Option<Reminder>,
+    /// A reminder to send now: of the renewal, of the trial's end, or of the
+    /// purge.
+    pub reminder: Option<Notice>,
     pub last_reminder_at: Option<Time>,
+    pub last_trial_reminder_at: Option<Time>,
+    pub last_purge_reminder_at: Option<Time>,
     pub reactivated_at: Option<Time>,
     /// Names of the holds in force, and when the last one was lifted.
     pub holds: Vec<String>,
@@ -194,19 +198,14 @@ impl Decision {
         status.next = self.next.clone();
         status.cancelled = self.cancelled.clone();
         status.last_reminder_at = self.last_reminder_at;
+        status.last_trial_reminder_at = self.last_trial_reminder_at;
+        status.last_purge_reminder_at = self.last_purge_reminder_at;
         status.reactivated_at = self.reactivated_at;
         status.holds = self.holds.clone();
         status.last_hold_lifted_at = self.last_hold_lifted_at;
         status.effective_policy = self.effective_policy.clone();
         append_history(&mut status.history, &self.history);
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reminder {
-    /// The reminder's due time: `endsAt` minus one of the reminder days.
-    pub due_at: Time,
-    pub message: String,
 }
 
 pub const REACTIVATION_REFUSED: &str = "ReactivationRefused";
@@ -232,12 +231,30 @@ struct State {
     cancel: Option<Cancel>,
 }
 
+/// A trial (`spec.trial`, with `trial.days` above 0) as it stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TrialSpan {
+    /// `startedAt` plus `trial.days`.
+    ends_at: Time,
+    /// When it was converted: `spec.trial.convertedAt`, or an honoured
+    /// reactivation (a customer who comes back pays).
+    converted_at: Option<Time>,
+}
+
+impl TrialSpan {
+    /// Whether the trial, not converted by `t`, still decides the phase then.
+    fn open_at(&self, t: Time) -> bool {
+        self.converted_at.is_none_or(|c| t < c)
+    }
+}
+
 /// The facts laid out in time, after a reactivation has voided what it undid.
 struct Timeline {
     start: Time,
     disabled_since: Option<Time>,
     payment_failed_at: Option<Time>,
     ends_at: Option<Time>,
+    trial: Option<TrialSpan>,
     /// A cancellation lifted by an honoured reactivation, and when it was lifted.
     lifted: Option<(Cancel, Time)>,
     cancel: Option<Cancel>,
@@ -328,6 +345,12 @@ impl Timeline {
             state(Suspended, "PaymentFailed", None)
         } else if self.ends_at.is_some_and(|at| at <= t) {
             state(Expired, "Expired", None)
+        } else if let Some(trial) = self.trial.filter(|trial| trial.open_at(t)) {
+            if t < trial.ends_at {
+                state(Trialing, "Trialing", None)
+            } else {
+                state(Expired, "TrialEnded", None)
+            }
         } else {
             state(Active, "Active", None)
         }
@@ -339,6 +362,10 @@ impl Timeline {
         at.extend(self.disabled_since);
         at.extend(self.payment_failed_at);
         at.extend(self.ends_at);
+        if let Some(trial) = &self.trial {
+            at.push(trial.ends_at);
+            at.extend(trial.converted_at);
+        }
         if let Some((cancel, lifted_at)) = &self.lifted {
             at.extend([cancel.at, *lifted_at]);
         }
@@ -410,9 +437,10 @@ pub fn decide(input: &Input) -> Decision {
         .and_then(|(_, state)| state.cancel.clone());
     let message =
         |phase, state: &State| describe(input, &timeline, upcoming.as_ref(), phase, state);
+    let converted_at = timeline.trial.and_then(|t| t.converted_at);
     let entry = |at: Time, previous: Option<EntitlementPhase>, state: &State| HistoryEntry {
         at,
-        event: event_name(previous, state.phase).into(),
+        event: event_name(previous, state.phase, converted_at == Some(at)).into(),
         reason: state.reason.clone(),
         message: message(state.phase, state),
     };
@@ -423,12 +451,12 @@ pub fn decide(input: &Input) -> Decision {
         phase: state.phase,
         at: *at,
     });
-    let (reminder, last_reminder_at, next_reminder) = reminders(input, &timeline, &current);
+    let reminded = reminders(input, &timeline, &current, deadlines.as_ref());
     let wake_at = next
         .as_ref()
         .map(|n| n.at)
         .into_iter()
-        .chain(next_reminder)
+        .chain(reminded.upcoming)
         .chain(holds.next_lapse)
         .min();
     let mut history = history;
@@ -453,8 +481,10 @@ pub fn decide(input: &Input) -> Decision {
         next,
         cancelled: cancellation_record(&current, &timeline),
         history,
-        reminder,
-        last_reminder_at,
+        reminder: reminded.notice,
+        last_reminder_at: reminded.last_renewal,
+        last_trial_reminder_at: reminded.last_trial,
+        last_purge_reminder_at: reminded.last_purge,
         reactivated_at,
         holds: holds.in_force,
         last_hold_lifted_at: holds.last_lifted_at,
@@ -601,6 +631,8 @@ fn stay_purged(recorded: &EntitlementStatus, input: &Input, holds: HoldState) ->
         history: holds.history,
         reminder: None,
         last_reminder_at: recorded.last_reminder_at,
+        last_trial_reminder_at: recorded.last_trial_reminder_at,
+        last_purge_reminder_at: recorded.last_purge_reminder_at,
         reactivated_at: recorded.reactivated_at,
         holds: holds.in_force,
         last_hold_lifted_at: holds.last_lifted_at,
@@ -638,6 +670,7 @@ fn lay_out(input: &Input, holds: &HoldState) -> Layout {
             },
             payment_failed_at: in_force.payment_failed_at,
             ends_at: in_force.ends_at,
+            trial: in_force.trial,
             lifted: lifted.zip(lifted_at),
             schedule: in_force.cancel.as_ref().and_then(|c| purge.schedule(c.at)),
             cancel: in_force.cancel,
@@ -705,7 +738,8 @@ fn start_of(input: &Input) -> Time {
         let cancellation = spec.cancellation.as_ref().and_then(|c| c.effective_at);
         let payment = spec.payment.as_ref().map(|p| p.failed_at);
         let reactivation = spec.reactivation.as_ref().map(|r| r.requested_at);
-        [cancellation, payment, reactivation]
+        let trial = spec.trial.as_ref().and_then(|t| t.started_at);
+        [cancellation, payment, reactivation, trial]
             .into_iter()
             .flatten()
             .fold(input.created, DateTime::min)
@@ -724,6 +758,8 @@ struct Causes<'a> {
     sticky: Option<Cancel>,
     payment_grace: TimeDelta,
     expiry_grace: TimeDelta,
+    /// The trial, if there is one: when it ends, and `spec.trial.convertedAt`.
+    trial: Option<(Time, Option<Time>)>,
 }
 
 /// The facts in force once a reactivation at some time undid those before it.
@@ -732,6 +768,7 @@ struct InForce {
     cancel: Option<Cancel>,
     payment_failed_at: Option<Time>,
     ends_at: Option<Time>,
+    trial: Option<TrialSpan>,
 }
 
 impl<'a> Causes<'a> {
@@ -774,6 +811,7 @@ impl<'a> Causes<'a> {
             sticky,
             payment_grace: input.policy.days(keys::PAYMENT_GRACE_DAYS),
             expiry_grace: input.policy.days(keys::EXPIRY_GRACE_DAYS),
+            trial: trial_of(input),
         }
     }
 
@@ -812,12 +850,34 @@ impl<'a> Causes<'a> {
         // The end of an expiry that began anew at the reactivation is never
         // undone by it (with no expiry grace it falls right on it).
         let not_renewed = not_renewed.filter(|c| lifted_at.is_none_or(|lifted| c.at >= lifted));
+        // An honoured reactivation converts a trial: the customer came back.
+        let trial = self.trial.map(|(ends_at, converted_at)| TrialSpan {
+            ends_at,
+            converted_at: converted_at.into_iter().chain(lifted_at).min(),
+        });
+        // A trial not converted before its expiry grace runs out is
+        // cancelled then; a reactivation voids that cancellation with the trial.
+        let not_converted = trial
+            .filter(|_| lifted_at.is_none())
+            .map(|trial| (trial, trial.ends_at + self.expiry_grace))
+            .filter(|(trial, at)| trial.converted_at.is_none_or(|c| c >= *at))
+            .map(|(trial, at)| Cancel {
+                at,
+                reason: TRIAL_NOT_CONVERTED.into(),
+                by: CancelledBy::ExpiryGrace,
+                message: format!(
+                    "the expiry grace of {} days after the trial ended at {} ran out without a conversion",
+                    self.expiry_grace.num_days(),
+                    trial.ends_at
+                ),
+            });
         let cancel = [
             // On a tie the first wins: a cause still in the facts describes
             // itself better than the record of it.
             self.requested.clone().filter(|c| after(&c.at)),
             auto_cancel.filter(|c| after(&c.at)),
             not_renewed,
+            not_converted,
             self.archived.clone().filter(|c| after(&c.at)),
             self.sticky.clone().filter(|c| after(&c.at)),
         ]
@@ -828,8 +888,25 @@ impl<'a> Causes<'a> {
             cancel,
             payment_failed_at,
             ends_at,
+            trial,
         }
     }
+}
+
+/// The reason of a cancellation after a trial that was not converted.
+pub const TRIAL_NOT_CONVERTED: &str = "TrialNotConverted";
+
+/// The trial of the entitlement: when it ends and when it was converted.
+/// None without `spec.trial`, or when `trial.days` is 0: a policy gives
+/// trials their length, it never starts one.
+fn trial_of(input: &Input) -> Option<(Time, Option<Time>)> {
+    let trial = input.spec.trial.as_ref()?;
+    let days = input.policy.days(keys::TRIAL_DAYS);
+    if days <= TimeDelta::zero() {
+        return None;
+    }
+    let started_at = trial.started_at.unwrap_or_else(|| start_of(input));
+    Some((started_at + days, trial.converted_at))
 }
 
 /// The cancellation an archived organization imposes on its entitlements.
@@ -1024,65 +1101,108 @@ fn deadlines(
             deadlines.purge_after = Some(purge_after);
             deadlines.final_purge_at = timeline.purge_at();
         }
+        Trialing => deadlines.trial_ends_at = timeline.trial.map(|t| t.ends_at),
         Pending | Active => {}
     }
     (deadlines != Deadlines::default()).then_some(deadlines)
 }
 
-/// The reminder due now (the latest one not yet sent), what status keeps of
-/// the reminders sent, and when the next one is due.
+/// The reminder due now, if one is: before `endsAt` while access lasts
+/// (renewal), before `deadlines.trialEndsAt` while on trial (trial), before
+/// `deadlines.finalPurgeAt` once cancelled (purge); what status keeps of the
+/// reminders sent; and when the next one is due.
+struct Reminded {
+    notice: Option<Notice>,
+    last_renewal: Option<Time>,
+    last_trial: Option<Time>,
+    last_purge: Option<Time>,
+    upcoming: Option<Time>,
+}
+
 fn reminders(
     input: &Input,
     timeline: &Timeline,
     current: &State,
-) -> (Option<Reminder>, Option<Time>, Option<Time>) {
-    let already_sent = input.recorded.and_then(|s| s.last_reminder_at);
-    let reminding = matches!(
-        current.phase,
-        EntitlementPhase::Active | EntitlementPhase::Suspended
-    );
-    let Some(ends_at) = timeline.ends_at.filter(|at| reminding && input.now < *at) else {
-        return (None, already_sent, None);
+    deadlines: Option<&Deadlines>,
+) -> Reminded {
+    use EntitlementPhase::*;
+    let recorded = input.recorded;
+    let mut reminded = Reminded {
+        notice: None,
+        last_renewal: recorded.and_then(|s| s.last_reminder_at),
+        last_trial: recorded.and_then(|s| s.last_trial_reminder_at),
+        last_purge: recorded.and_then(|s| s.last_purge_reminder_at),
+        upcoming: None,
     };
-    let due_times: Vec<Time> = input
-        .policy
-        .day_list(keys::REMINDER_DAYS)
-        .into_iter()
-        .map(|days| ends_at - TimeDelta::days(days))
-        .filter(|at| already_sent.is_none_or(|sent| *at > sent))
-        .collect();
-    let due = due_times
-        .iter()
-        .filter(|at| **at <= input.now)
-        .max()
-        .copied();
-    let upcoming = due_times
-        .iter()
-        .filter(|at| **at > input.now)
-        .min()
-        .copied();
-    let reminder = due.map(|due_at| {
-        let left = ends_at - input.now;
-        Reminder {
-            due_at,
-            message: format!(
-                "renewal due: access ends at {ends_at}, in {} days{}",
-                left.num_days(),
-                match left.num_days() {
-                    0 => format!(" ({} hours)", left.num_hours()),
-                    _ => String::new(),
-                }
+    let now = input.now;
+    let (kind, date, days, sent) = match current.phase {
+        Active | Suspended => match timeline.ends_at {
+            Some(ends_at) => (
+                NoticeKind::RenewalReminder,
+                ends_at,
+                keys::REMINDER_DAYS,
+                &mut reminded.last_renewal,
             ),
-        }
+            None => return reminded,
+        },
+        Trialing => match timeline.trial {
+            Some(trial) => (
+                NoticeKind::TrialReminder,
+                trial.ends_at,
+                keys::TRIAL_REMINDER_DAYS,
+                &mut reminded.last_trial,
+            ),
+            None => return reminded,
+        },
+        Cancelled => match deadlines.and_then(|d| d.final_purge_at) {
+            Some(purge_at) => (
+                NoticeKind::PurgeReminder,
+                purge_at,
+                keys::PURGE_REMINDER_DAYS,
+                &mut reminded.last_purge,
+            ),
+            None => return reminded,
+        },
+        _ => return reminded,
+    };
+    let due = notices::reminders(date, &input.policy.day_list(days), *sent, now);
+    *sent = due.sent;
+    reminded.upcoming = due.upcoming;
+    reminded.notice = due.due.map(|due_at| Notice {
+        kind,
+        due_at,
+        message: match kind {
+            NoticeKind::RenewalReminder => {
+                format!("renewal due: access ends at {date}, {}", time_left(date, now))
+            }
+            NoticeKind::TrialReminder => format!(
+                "the trial ends at {date}, {}: access goes on once it is converted (spec.trial.convertedAt)",
+                time_left(date, now)
+            ),
+            _ => format!(
+                "the data this entitlement governs is purged at {date}, {}: ask for an export before then",
+                time_left(date, now)
+            ),
+        },
     });
-    (reminder, due.or(already_sent), upcoming)
+    reminded
 }
 
-fn event_name(previous: Option<EntitlementPhase>, phase: EntitlementPhase) -> &'static str {
+/// The history's event for a change from `previous` to `phase`;
+/// `converted`: the change happens when the trial is converted.
+fn event_name(
+    previous: Option<EntitlementPhase>,
+    phase: EntitlementPhase,
+    converted: bool,
+) -> &'static str {
     use EntitlementPhase::*;
     match (previous, phase) {
         (None, Pending) => "Created",
         (_, Pending) => "Postponed",
+        (Some(Suspended), Trialing) => "Resumed",
+        (_, Trialing) => "TrialStarted",
+        (Some(Trialing), Active) => "Converted",
+        (Some(Expired), Active) if converted => "Converted",
         (Some(Suspended), Active) => "Resumed",
         (Some(Expired), Active) => "Renewed",
         (Some(Cancelled), Active) => "Reactivated",
@@ -1102,6 +1222,9 @@ fn pending_cancel(upcoming: Option<&Cancel>) -> String {
     };
     let unless = match cancel.by {
         CancelledBy::PaymentGrace => "unless the payment is recovered (spec.payment removed)",
+        CancelledBy::ExpiryGrace if cancel.reason == TRIAL_NOT_CONVERTED => {
+            "unless spec.trial.convertedAt is set"
+        }
         CancelledBy::ExpiryGrace => "unless spec.endsAt moves forward",
         CancelledBy::Request => "as spec.cancellation says",
         CancelledBy::Organization => "as the organization is archived",
@@ -1120,6 +1243,26 @@ fn describe(
     use EntitlementPhase::*;
     match (phase, state.cancel.as_ref()) {
         (Pending, _) => format!("access starts at {}", timeline.start),
+        (Trialing, _) => {
+            let ends = timeline.trial.map_or(input.now, |t| t.ends_at);
+            let then = match upcoming {
+                Some(cancel) if cancel.reason == TRIAL_NOT_CONVERTED => format!(
+                    ", and cancelled at {} ({TRIAL_NOT_CONVERTED}) when the expiry grace runs out",
+                    cancel.at
+                ),
+                other => pending_cancel(other),
+            };
+            format!(
+                "on trial until {ends}; Expired then unless spec.trial.convertedAt is set{then}"
+            )
+        }
+        (Expired, _) if state.reason == "TrialEnded" => {
+            let ends = timeline.trial.map_or(input.now, |t| t.ends_at);
+            format!(
+                "the trial ended at {ends} without a conversion{}",
+                pending_cancel(upcoming)
+            )
+        }
         (Active, _) => match timeline.ends_at {
             Some(ends) => format!("access granted until {ends}"),
             None => "access granted, with no end date".into(),

@@ -11,12 +11,12 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Value, json};
 
-use crate::api::entitlement::{Cancellation, EntitlementFacts, Payment, Reactivation};
+use crate::api::entitlement::{Cancellation, EntitlementFacts, Payment, Reactivation, Trial};
 use crate::api::organization::OrganizationPhase;
 use crate::api::policy::PolicyRules;
 use crate::lifecycle::hold::HoldTarget;
 use crate::lifecycle::policy::{self, Subject};
-use EntitlementPhase::{Active, Cancelled, Expired, Pending, Purged, Suspended};
+use EntitlementPhase::{Active, Cancelled, Expired, Pending, Purged, Suspended, Trialing};
 
 // ---------------------------------------------------------------------------
 // The world the controller sees, and the controller's loop
@@ -46,6 +46,13 @@ fn cancellation(reason: OffboardingReason, effective_at: Option<Time>) -> Option
         reason,
         notes: None,
         effective_at,
+    })
+}
+
+fn trial(started_at: Option<Time>, converted_at: Option<Time>) -> Option<Trial> {
+    Some(Trial {
+        started_at,
+        converted_at,
     })
 }
 
@@ -377,7 +384,8 @@ fn a_cancellation_sets_portal_reactivation_and_purge_deadlines_from_the_defaults
             at: day(382)
         })
     );
-    assert_eq!(cancelled.wake_at, Some(day(382)));
+    // The first purge reminder, 7 days before the purge.
+    assert_eq!(cancelled.wake_at, Some(day(375)));
 }
 
 #[test]
@@ -1072,6 +1080,223 @@ fn a_renewal_after_the_reminders_starts_a_new_round() {
 }
 
 // ---------------------------------------------------------------------------
+// Trials
+// ---------------------------------------------------------------------------
+
+/// A trial started on day 0 under a 14-day trial policy.
+fn on_trial() -> World {
+    World::new(
+        EntitlementSpec {
+            trial: trial(Some(day(0)), None),
+            ..entitlement()
+        },
+        json!({"trial": {"days": 14}}),
+    )
+}
+
+#[test]
+fn a_trial_is_trialing_until_it_ends_and_says_when() {
+    let mut world = on_trial();
+    let trialing = world.reconcile(day(0) + hours(1));
+    assert_eq!(trialing.phase, Trialing);
+    assert_eq!(trialing.verdict.reason, "Trialing");
+    assert_eq!(events(&trialing.history), vec![(day(0), "TrialStarted")]);
+    assert_eq!(world.deadlines().trial_ends_at, Some(day(14)));
+    assert_eq!(
+        trialing.next,
+        Some(NextTransition {
+            phase: Expired,
+            at: day(14)
+        })
+    );
+    let message = &trialing.verdict.message;
+    assert!(
+        message.contains(&format!("on trial until {}", day(14))),
+        "{message}"
+    );
+    assert!(message.contains(&day(44).to_string()), "{message}");
+    assert_eq!(trialing.wake_at, Some(day(7)), "the first trial reminder");
+}
+
+#[test]
+fn a_converted_trial_is_active_from_the_conversion() {
+    let mut world = on_trial();
+    world.reconcile(day(1));
+    world.spec.trial = trial(Some(day(0)), Some(day(5)));
+    let converted = world.reconcile(day(5) + hours(3));
+    assert_eq!(converted.phase, Active);
+    assert_eq!(converted.phase_since, day(5), "dated to the conversion");
+    assert_eq!(events(&converted.history), vec![(day(5), "Converted")]);
+    assert_eq!(converted.deadlines, None);
+    assert_eq!(converted.next, None);
+    assert_eq!(converted.wake_at, None);
+    let history = &world.status().history;
+    assert_eq!(
+        events(history),
+        vec![(day(0), "TrialStarted"), (day(5), "Converted")]
+    );
+    // Applied afterwards, the same facts tell the same story.
+    let mut imported = on_trial();
+    imported.spec.trial = trial(Some(day(0)), Some(day(5)));
+    let fresh = imported.reconcile(day(30));
+    assert_eq!(fresh.phase, Active);
+    assert_eq!(
+        events(&fresh.history),
+        vec![(day(0), "TrialStarted"), (day(5), "Converted")]
+    );
+}
+
+#[test]
+fn a_trial_not_converted_expires_then_is_cancelled_and_purged_like_an_expiry() {
+    let mut world = on_trial();
+    world.reconcile(day(0));
+    let expired = world.reconcile(day(14));
+    assert_eq!(expired.phase, Expired);
+    assert_eq!(expired.verdict.reason, "TrialEnded");
+    assert_eq!(events(&expired.history), vec![(day(14), "Expired")]);
+    assert_eq!(world.deadlines().expiry_grace_ends_at, Some(day(44)));
+    assert_eq!(world.deadlines().trial_ends_at, None);
+    assert!(
+        expired
+            .verdict
+            .message
+            .contains("unless spec.trial.convertedAt is set"),
+        "{}",
+        expired.verdict.message
+    );
+    let cancelled = world.reconcile(day(44));
+    assert_eq!(cancelled.phase, Cancelled);
+    assert_eq!(cancelled.verdict.reason, TRIAL_NOT_CONVERTED);
+    assert_eq!(
+        cancelled.cancelled,
+        Some(CancellationRecord {
+            at: day(44),
+            reason: TRIAL_NOT_CONVERTED.into(),
+            by: CancelledBy::ExpiryGrace,
+        })
+    );
+    assert_eq!(world.deadlines().purge_after, Some(day(44 + 365)));
+    assert_eq!(world.deadlines().final_purge_at, Some(day(44 + 365 + 7)));
+    let purged = world.reconcile(day(44 + 365 + 7));
+    assert_eq!(purged.phase, Purged);
+    assert_eq!(
+        events(&world.status().history),
+        vec![
+            (day(0), "TrialStarted"),
+            (day(14), "Expired"),
+            (day(44), "Cancelled"),
+            (day(416), "Purged"),
+        ]
+    );
+}
+
+#[test]
+fn a_conversion_inside_the_expiry_grace_revives_it_and_after_the_cancellation_only_a_reactivation_does()
+ {
+    let mut world = on_trial();
+    world.reconcile(day(15));
+    world.spec.trial = trial(Some(day(0)), Some(day(20)));
+    let revived = world.reconcile(day(20) + hours(1));
+    assert_eq!(revived.phase, Active);
+    assert_eq!(events(&revived.history), vec![(day(20), "Converted")]);
+
+    let mut late = on_trial();
+    late.reconcile(day(44));
+    late.spec.trial = trial(Some(day(0)), Some(day(50)));
+    let sticky = late.reconcile(day(50));
+    assert_eq!(
+        sticky.phase, Cancelled,
+        "a conversion after the cancellation"
+    );
+    assert_eq!(sticky.verdict.reason, TRIAL_NOT_CONVERTED);
+    late.spec.reactivation = reactivation(day(51));
+    let back = late.reconcile(day(51));
+    assert_eq!(back.phase, Active);
+    assert_eq!(events(&back.history), vec![(day(51), "Reactivated")]);
+    assert_eq!(back.next, None, "the trial is over");
+}
+
+#[test]
+fn trial_reminders_come_7_and_1_days_before_its_end_once_each() {
+    let mut world = on_trial();
+    let mut sent = Vec::new();
+    for now in [
+        day(0),
+        day(7),
+        day(7) + hours(1),
+        day(10),
+        day(13),
+        day(13) + hours(2),
+        day(14),
+    ] {
+        let decision = world.reconcile(now);
+        if let Some(reminder) = decision.reminder {
+            assert_eq!(reminder.kind, NoticeKind::TrialReminder);
+            assert_eq!(reminder.kind.reason(), "TrialReminder");
+            sent.push((now, reminder.due_at));
+        }
+    }
+    assert_eq!(sent, vec![(day(7), day(7)), (day(13), day(13))]);
+    assert_eq!(world.status().last_trial_reminder_at, Some(day(13)));
+    assert_eq!(world.status().last_reminder_at, None, "no renewal reminder");
+
+    let mut converted = on_trial();
+    converted.spec.trial = trial(Some(day(0)), Some(day(3)));
+    assert_eq!(converted.reconcile(day(7)).reminder, None);
+}
+
+#[test]
+fn without_spec_trial_a_trial_policy_changes_nothing_and_without_trial_days_there_is_no_trial() {
+    let mut plain = World::new(
+        EntitlementSpec {
+            ends_at: Some(day(40)),
+            ..entitlement()
+        },
+        json!({"trial": {"days": 14}}),
+    );
+    let decision = plain.reconcile(day(20));
+    assert_eq!(decision.phase, Active);
+    assert_eq!(events(&decision.history), vec![(day(0), "Activated")]);
+    assert_eq!(decision.deadlines, None);
+    assert_eq!(
+        decision.next.map(|n| (n.phase, n.at)),
+        Some((Expired, day(40)))
+    );
+    assert_eq!(decision.wake_at, Some(day(33)), "the renewal reminder");
+
+    let mut no_days = on_trial();
+    no_days.policy = effective(json!({}));
+    let decision = no_days.reconcile(day(20));
+    assert_eq!(
+        decision.phase, Active,
+        "trial.days 0: spec.trial is ignored"
+    );
+    assert_eq!(decision.next, None);
+}
+
+#[test]
+fn a_trial_without_started_at_starts_with_access_and_a_backdated_one_is_dated() {
+    let mut world = World::new(
+        EntitlementSpec {
+            starts_at: Some(day(3)),
+            trial: trial(None, None),
+            ..entitlement()
+        },
+        json!({"trial": {"days": 14}}),
+    );
+    assert_eq!(world.reconcile(day(0)).phase, Pending);
+    assert_eq!(world.reconcile(day(3)).phase, Trialing);
+    assert_eq!(world.deadlines().trial_ends_at, Some(day(17)));
+
+    let mut backdated = on_trial();
+    backdated.spec.trial = trial(Some(day(-10)), None);
+    let decision = backdated.reconcile(day(0));
+    assert_eq!(decision.phase, Trialing);
+    assert_eq!(events(&decision.history), vec![(day(-10), "TrialStarted")]);
+    assert_eq!(backdated.deadlines().trial_ends_at, Some(day(4)));
+}
+
+// ---------------------------------------------------------------------------
 // Properties
 // ---------------------------------------------------------------------------
 
@@ -1133,9 +1358,10 @@ fn rules() -> impl Strategy<Value = Value> {
         prop_oneof![1 => days(), 2 => 60i64..400],
         prop::collection::vec(0i64..60, 0..4),
         days(),
+        prop_oneof![1 => Just(0i64), 2 => 1i64..60],
     )
         .prop_map(
-            |(payment, expiry, portal, retention, allow, window, reminders, grace)| {
+            |(payment, expiry, portal, retention, allow, window, reminders, grace, trial)| {
                 json!({
                     "payment": {"graceDays": payment},
                     "expiry": {"graceDays": expiry},
@@ -1145,8 +1371,9 @@ fn rules() -> impl Strategy<Value = Value> {
                         "allowReactivation": allow,
                         "reactivationWindowDays": window,
                     },
-                    "notifications": {"reminderDays": reminders},
+                    "notifications": {"reminderDays": reminders, "trialReminderDays": [7, 1]},
                     "purge": {"finalGraceDays": grace},
+                    "trial": {"days": trial},
                 })
             },
         )
@@ -1168,22 +1395,31 @@ fn spec() -> impl Strategy<Value = EntitlementSpec> {
         prop::option::weighted(0.4, instant()),
         prop::option::weighted(0.5, (reason(), prop::option::of(instant()))),
         prop::option::weighted(0.2, instant()),
+        prop::option::weighted(
+            0.4,
+            (prop::option::of(instant()), prop::option::of(instant())),
+        ),
     )
-        .prop_map(|(starts_at, ends_at, failed_at, cancel, requested_at)| {
-            // CEL: endsAt must be after startsAt.
-            let ends_at = match (starts_at, ends_at) {
-                (Some(starts), Some(ends)) if ends <= starts => Some(starts + TimeDelta::days(1)),
-                (_, ends) => ends,
-            };
-            EntitlementSpec {
-                starts_at,
-                ends_at,
-                payment: failed_at.and_then(payment_failed),
-                cancellation: cancel.and_then(|(reason, at)| cancellation(reason, at)),
-                reactivation: requested_at.and_then(reactivation),
-                ..entitlement()
-            }
-        })
+        .prop_map(
+            |(starts_at, ends_at, failed_at, cancel, requested_at, trial_facts)| {
+                // CEL: endsAt must be after startsAt.
+                let ends_at = match (starts_at, ends_at) {
+                    (Some(starts), Some(ends)) if ends <= starts => {
+                        Some(starts + TimeDelta::days(1))
+                    }
+                    (_, ends) => ends,
+                };
+                EntitlementSpec {
+                    starts_at,
+                    ends_at,
+                    payment: failed_at.and_then(payment_failed),
+                    cancellation: cancel.and_then(|(reason, at)| cancellation(reason, at)),
+                    reactivation: requested_at.and_then(reactivation),
+                    trial: trial_facts.and_then(|(started, converted)| trial(started, converted)),
+                    ..entitlement()
+                }
+            },
+        )
 }
 
 /// The instants the controller reconciles at: from creation on, increasing,
@@ -1307,13 +1543,23 @@ impl Case {
 
 /// The phase changes a fixed set of facts can make as time passes, between two
 /// reconciles (which may be far apart, so intermediate phases can be skipped).
-fn allowed(from: EntitlementPhase, to: EntitlementPhase, reactivation: bool) -> bool {
+fn allowed(
+    from: EntitlementPhase,
+    to: EntitlementPhase,
+    reactivation: bool,
+    converted: bool,
+) -> bool {
     match (from, to) {
         _ if from == to => true,
         // Nothing purged comes back.
         (Purged, _) => false,
         (_, Purged) => true,
         (Pending, _) => true,
+        (Trialing, Active) => converted || reactivation,
+        (Trialing, Suspended | Expired | Cancelled) => true,
+        // A conversion dated inside the expiry grace after the trial, or a
+        // reactivation after the trial's cancellation (which converts it).
+        (Expired, Active) => converted || reactivation,
         (Active, Suspended | Expired | Cancelled) => true,
         // A payment failure or a disabled organization outranks expiry.
         (Expired, Suspended | Cancelled) => true,
@@ -1363,7 +1609,12 @@ proptest! {
             let from = before.phase.expect("decided before");
             let to = step.decision.phase;
             prop_assert!(
-                allowed(from, to, case.spec.reactivation.is_some()),
+                allowed(
+                    from,
+                    to,
+                    case.spec.reactivation.is_some(),
+                    case.spec.trial.as_ref().is_some_and(|t| t.converted_at.is_some()),
+                ),
                 "{from:?} -> {to:?} at {}", step.now
             );
             if from != to {
@@ -1416,7 +1667,7 @@ proptest! {
     /// deadline that will not come into play.
     #[test]
     fn deadlines_next_and_the_message_tell_the_same_story(case in case()) {
-        let (_, steps) = case.run();
+        let (world, steps) = case.run();
         for step in &steps {
             let decision = &step.decision;
             if !matches!(decision.phase, Suspended | Expired) {
@@ -1443,7 +1694,8 @@ proptest! {
                 prop_assert!(message.contains(&next.at.to_string()), "{message} (next {})", next.at);
             }
             // (A fact the message names may fall on a deadline: a grace of 0.)
-            let facts = [case.spec.ends_at, case.spec.payment.as_ref().map(|p| p.failed_at)];
+            let trial_ends = trial_of(&world.input(step.now)).map(|(ends, _)| ends);
+            let facts = [case.spec.ends_at, case.spec.payment.as_ref().map(|p| p.failed_at), trial_ends];
             let earliest = graces.iter().min().copied();
             for grace in graces
                 .iter()
@@ -1595,7 +1847,7 @@ proptest! {
                     prop_assert!(matches!(phase, Cancelled | Purged), "{phase:?} under an Archived org");
                 }
                 Standing::Disabled { since } if step.now >= since => {
-                    prop_assert!(!matches!(phase, Active | Expired), "{phase:?} under a Disabled org");
+                    prop_assert!(!matches!(phase, Active | Trialing | Expired), "{phase:?} under a Disabled org");
                 }
                 _ => {}
             }

@@ -7,6 +7,9 @@
 //! - [`references`]: whether an entitlement's class, organization and
 //!   namespace can be used.
 //! - [`export`]: a DataExport's next step, and where artifacts may be deleted.
+//! - [`system`]: what in a tenant namespace Kubernetes or tenure made, not
+//!   the customer (left out of exports, counted apart by a purge); [`csv`]:
+//!   the CSVs of an export.
 //! - [`acceptance`]: the verdicts of classes, policies and holds.
 //! - [`downstream`]: what each bound object becomes in each phase.
 //! - [`policy`], [`hold`], [`purge`], [`codes`], [`conditions`]: the rules the
@@ -16,10 +19,12 @@
 pub mod acceptance;
 pub mod codes;
 pub mod conditions;
+pub mod csv;
 pub mod downstream;
 pub mod entitlement;
 pub mod export;
 pub mod hold;
+pub mod notices;
 pub mod organization;
 pub mod policy;
 pub mod purge;
@@ -27,3 +32,4 @@ pub mod references;
 #[cfg(test)]
 mod scenario;
 pub mod simulation;
+pub mod system;

@@ -19,6 +19,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::conditions::{Extra, Verdict};
 pub use super::hold::Hold;
 use super::hold::{HoldState, hold_state};
+use super::notices::{self, Notice, NoticeKind, time_left};
 use super::policy::{Effective, Subject, keys, locked_floor, recorded_days};
 use super::purge::{Announced, Schedule, final_purge_at};
 use crate::api::common::{HistoryEntry, append_history};
@@ -26,8 +27,8 @@ use crate::api::entitlement::EffectiveValue;
 use crate::api::entitlement::EntitlementPhase;
 use crate::api::organization::EntitlementCounts;
 use crate::api::organization::{
-    OrganizationLifecycle, OrganizationPhase, OrganizationSpec, OrganizationStatus, RetentionLock,
-    Tombstone,
+    OrganizationLifecycle, OrganizationNext, OrganizationPhase, OrganizationSpec,
+    OrganizationStatus, RetentionLock, Tombstone,
 };
 use crate::api::{Entitlement, LifecyclePolicy, ORGANIZATION_LABEL, PURGE_ANNOTATION};
 
@@ -185,6 +186,12 @@ pub struct Decision {
     /// it, since the isolation checks of entitlements and exports trust it.
     pub namespace: Option<String>,
     pub purge: PurgeStep,
+    /// What happens next by itself, and when (`status.next`).
+    pub next: Option<OrganizationNext>,
+    /// A reminder or the final confirmation to send now.
+    pub notice: Option<Notice>,
+    pub last_offboarding_reminder_at: Option<Time>,
+    pub last_purge_reminder_at: Option<Time>,
     /// New history entries, oldest first; each also becomes an Event.
     pub history: Vec<HistoryEntry>,
     pub verdict: Verdict,
@@ -211,6 +218,9 @@ impl Decision {
         status.namespace_deleted_at = self.namespace_deleted_at;
         status.effective_policy = self.effective_policy.clone();
         status.holds = self.holds.clone();
+        status.next = self.next.clone();
+        status.last_offboarding_reminder_at = self.last_offboarding_reminder_at;
+        status.last_purge_reminder_at = self.last_purge_reminder_at;
         if let Some(namespace) = &self.namespace {
             status.namespace = Some(namespace.clone());
         }
@@ -237,7 +247,15 @@ enum Blocker {
 /// Decides the organization's lifecycle at `input.now`, and what becomes of
 /// its namespace and of a delete that came too early.
 pub fn decide(input: &Input) -> Decision {
-    let mut decision = lifecycle(input);
+    // An offboarding scheduled for later is not in force yet: decide on the
+    // spec in force now, and announce what comes when.
+    let scheduled = scheduled_offboarding(input);
+    let in_force = scheduled.as_ref().map(|s| Input {
+        spec: &s.spec_now,
+        ..input.clone()
+    });
+    let mut decision = lifecycle(in_force.as_ref().unwrap_or(input));
+    announce(input, scheduled.as_ref(), &mut decision);
     let purging = matches!(
         decision.phase,
         OrganizationPhase::Purging | OrganizationPhase::Purged
@@ -255,6 +273,187 @@ pub fn decide(input: &Input) -> Decision {
     }
     decision
 }
+
+/// An offboarding whose `effectiveAt` is still ahead: the phase it leads
+/// to, when, and the spec in force until then (Active, or Disabled for an
+/// organization already disabled that is to be archived).
+struct ScheduledOffboarding {
+    phase: OrganizationPhase,
+    at: Time,
+    spec_now: OrganizationSpec,
+}
+
+fn scheduled_offboarding(input: &Input) -> Option<ScheduledOffboarding> {
+    let recorded = input.recorded;
+    let purge_started = recorded.is_some_and(|s| {
+        s.tombstone.is_some()
+            || matches!(
+                s.phase,
+                Some(OrganizationPhase::Purging | OrganizationPhase::Purged)
+            )
+    });
+    if purge_started {
+        return None;
+    }
+    let at = input
+        .spec
+        .offboarding
+        .as_ref()?
+        .effective_at
+        .filter(|at| *at > input.now)?;
+    let mut spec_now = input.spec.clone();
+    let phase = match input.spec.lifecycle {
+        OrganizationLifecycle::Active => return None,
+        OrganizationLifecycle::Disabled => {
+            spec_now.lifecycle = OrganizationLifecycle::Active;
+            OrganizationPhase::Disabled
+        }
+        OrganizationLifecycle::Archived => {
+            let disabled = recorded
+                .and_then(|s| s.disabled_at)
+                .is_some_and(|at| at <= input.now);
+            spec_now.lifecycle = match disabled {
+                // Disabled since then (recorded), archived later.
+                true => OrganizationLifecycle::Disabled,
+                false => OrganizationLifecycle::Active,
+            };
+            if let Some(offboarding) = spec_now.offboarding.as_mut() {
+                offboarding.effective_at = None;
+            }
+            OrganizationPhase::Archived
+        }
+    };
+    Some(ScheduledOffboarding {
+        phase,
+        at,
+        spec_now,
+    })
+}
+
+/// Announces what comes next: a scheduled offboarding (`status.next`, a
+/// condition, reminders ahead of it), the reminders before a purge, and
+/// the final confirmation once the tombstone is written.
+fn announce(input: &Input, scheduled: Option<&ScheduledOffboarding>, decision: &mut Decision) {
+    let recorded = input.recorded;
+    let now = input.now;
+    decision.last_offboarding_reminder_at = recorded.and_then(|s| s.last_offboarding_reminder_at);
+    decision.last_purge_reminder_at = recorded.and_then(|s| s.last_purge_reminder_at);
+    let reason = offboarding_reason(input.spec);
+    if let Some(scheduled) = scheduled {
+        let at = scheduled.at;
+        let what = match scheduled.phase {
+            OrganizationPhase::Disabled => "access is revoked (Disabled)",
+            _ => "the organization is archived (Archived)",
+        };
+        decision.next = Some(OrganizationNext {
+            phase: scheduled.phase,
+            at,
+        });
+        decision.extra.push(Extra {
+            type_: OFFBOARDING_SCHEDULED.into(),
+            status: true,
+            reason: format!("{:?}At", scheduled.phase),
+            message: with_ticket(
+                input.spec,
+                format!(
+                    "{what} at {at}, as spec.offboarding.effectiveAt says ({reason}); until then it stays {:?}",
+                    decision.phase
+                ),
+            ),
+        });
+        let due = notices::reminders(
+            at,
+            &input.policy.day_list(keys::OFFBOARDING_REMINDER_DAYS),
+            decision.last_offboarding_reminder_at,
+            now,
+        );
+        decision.last_offboarding_reminder_at = due.sent;
+        decision.notice = due.due.map(|due_at| Notice {
+            kind: NoticeKind::OffboardingReminder,
+            due_at,
+            message: with_ticket(
+                input.spec,
+                format!("{what} at {at}, {} ({reason})", time_left(at, now)),
+            ),
+        });
+        decision.wake_at = [decision.wake_at, Some(at), due.upcoming]
+            .into_iter()
+            .flatten()
+            .min();
+        return;
+    }
+    if let PurgeStep::WriteTombstone(tombstone) = &decision.purge {
+        decision.notice = Some(Notice {
+            kind: NoticeKind::FinalConfirmation,
+            due_at: now,
+            message: final_confirmation(tombstone),
+        });
+        return;
+    }
+    let offboarded = matches!(
+        decision.phase,
+        OrganizationPhase::Disabled
+            | OrganizationPhase::Archived
+            | OrganizationPhase::PurgeScheduled
+    );
+    if let Some(purge_at) = decision.final_purge_at.filter(|_| offboarded) {
+        let due = notices::reminders(
+            purge_at,
+            &input.policy.day_list(keys::PURGE_REMINDER_DAYS),
+            decision.last_purge_reminder_at,
+            now,
+        );
+        decision.last_purge_reminder_at = due.sent;
+        decision.notice = due.due.map(|due_at| Notice {
+            kind: NoticeKind::PurgeReminder,
+            due_at,
+            message: format!(
+                "namespace {} and everything in it is purged at {purge_at}, {}: ask for an export before then",
+                input.namespace_name,
+                time_left(purge_at, now)
+            ),
+        });
+        decision.wake_at = decision.wake_at.into_iter().chain(due.upcoming).min();
+    }
+}
+
+/// The tombstone as the customer is told it.
+fn final_confirmation(tombstone: &Tombstone) -> String {
+    let mut said = format!("purged {} at {}", tombstone.name, tombstone.purged_at);
+    if let Some(display_name) = &tombstone.display_name {
+        said.push_str(&format!(" ({display_name})"));
+    }
+    if let Some(tax_id) = &tombstone.tax_id {
+        said.push_str(&format!(", tax ID {tax_id}"));
+    }
+    said.push_str(&format!("; created {}", tombstone.created_at));
+    if let Some(offboarded_at) = tombstone.offboarded_at {
+        said.push_str(&format!(", offboarded {offboarded_at}"));
+    }
+    if let Some(reason) = tombstone.reason {
+        said.push_str(&format!(" ({reason:?})"));
+    }
+    if let Some(ticket) = &tombstone.ticket {
+        said.push_str(&format!(", ticket {ticket}"));
+    }
+    let deleted: Vec<String> = tombstone
+        .deleted
+        .iter()
+        .map(|(kind, count)| format!("{kind} {count}"))
+        .collect();
+    let deleted = match deleted.is_empty() {
+        true => "nothing counted".to_string(),
+        false => deleted.join(", "),
+    };
+    let export = match tombstone.export_provided {
+        true => "an export was provided",
+        false => "no export was provided",
+    };
+    format!("{said}; deleted: {deleted}; {export}")
+}
+
+/// The condition of an organization whose offboarding is scheduled ahead.
+pub const OFFBOARDING_SCHEDULED: &str = "OffboardingScheduled";
 
 /// The condition of an organization deleted before it was Purged: its
 /// finalizer keeps it, and says how to offboard it instead.
@@ -374,6 +573,13 @@ fn scheduled(input: &Input, holds: HoldState) -> Decision {
         // Past both, the purge waits only for the namespace: its watch wakes us.
         let next = [due_at, final_purge_at].into_iter().find(|at| now < *at);
         decision.wake_at = decision.wake_at.into_iter().chain(next).min();
+        decision.next = match phase {
+            Disabled | Archived => Some((PurgeScheduled, due_at)),
+            PurgeScheduled => Some((Purging, final_purge_at)),
+            _ => None,
+        }
+        .filter(|(_, at)| now < *at)
+        .map(|(phase, at)| OrganizationNext { phase, at });
     }
     let recorded_phase = recorded.and_then(|s| s.phase).unwrap_or(Active);
     decision.history.extend(offboarding_history(
@@ -452,6 +658,10 @@ fn active(
         govern_access: false,
         namespace: None,
         purge: PurgeStep::None,
+        next: None,
+        notice: None,
+        last_offboarding_reminder_at: None,
+        last_purge_reminder_at: None,
         history: holds.history.clone(),
         verdict: Verdict::ready("Active", "the organization is active"),
         extra: Vec::new(),
@@ -933,6 +1143,10 @@ fn started(
         govern_access: false,
         namespace: None,
         purge: PurgeStep::None,
+        next: None,
+        notice: None,
+        last_offboarding_reminder_at: None,
+        last_purge_reminder_at: None,
         history: holds.history.clone(),
         verdict,
         extra,
@@ -956,6 +1170,7 @@ fn tombstone(input: &Input, recorded: &OrganizationStatus) -> Tombstone {
         export_provided: !recorded.exports.is_empty(),
         purged_at: input.now,
         deleted,
+        system: plan.system,
     }
 }
 
@@ -996,6 +1211,7 @@ pub fn count_entitlements<'a>(
     for entitlement in entitlements {
         match entitlement.status.as_ref().and_then(|s| s.phase) {
             Some(EntitlementPhase::Active) => counts.active += 1,
+            Some(EntitlementPhase::Trialing) => counts.trialing += 1,
             Some(EntitlementPhase::Suspended) => counts.suspended += 1,
             Some(EntitlementPhase::Expired) => counts.expired += 1,
             Some(EntitlementPhase::Cancelled) => counts.cancelled += 1,
@@ -1051,3 +1267,7 @@ pub fn entitlement_locks<'a>(
 #[cfg(test)]
 #[path = "organization_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "organization_schedule_tests.rs"]
+mod schedule_tests;

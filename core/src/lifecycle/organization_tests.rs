@@ -130,9 +130,18 @@ fn hold(name: &str, ticket: Option<&str>, until: Option<Time>) -> Hold {
 fn plan() -> PurgePlan {
     PurgePlan {
         objects: BTreeMap::from([("ConfigMap".to_string(), 3)]),
+        system: system(),
         namespaces: vec!["org-acme".into()],
         uncounted: Vec::new(),
     }
+}
+
+/// What Kubernetes made in the namespace by itself, counted apart.
+fn system() -> BTreeMap<String, i64> {
+    BTreeMap::from([
+        ("ConfigMap".to_string(), 1),
+        ("ServiceAccount".to_string(), 1),
+    ])
 }
 
 /// What the tombstone of a purge of [`plan`] says was deleted.
@@ -304,7 +313,13 @@ fn the_97_day_path_disabled_awaits_confirmation_and_is_purged_a_final_grace_afte
     assert_eq!(day95.reactivation_deadline, Some(day(102)));
     assert_eq!(day95.purge, PurgeStep::Plan);
     assert_eq!(blocked_by(&day95), None);
-    assert_eq!(day95.wake_at, Some(day(102)));
+    // The purge reminder a day before it (the 7-day one went with the
+    // announcement).
+    assert_eq!(day95.wake_at, Some(day(101)));
+    assert_eq!(
+        day95.notice.as_ref().map(|n| n.kind),
+        Some(NoticeKind::PurgeReminder)
+    );
     assert_eq!(events(&day95.history), vec![(day(95), "PurgeScheduled")]);
     assert_eq!(
         world.status().purge_plan,
@@ -345,6 +360,7 @@ fn the_97_day_path_disabled_awaits_confirmation_and_is_purged_a_final_grace_afte
         export_provided: false,
         purged_at: day(102) + hours(3),
         deleted: deleted(),
+        system: system(),
     };
     assert_eq!(gone.purge, PurgeStep::WriteTombstone(expected.clone()));
     assert_eq!(world.status().tombstone, Some(expected.clone()));
@@ -407,7 +423,8 @@ fn an_archived_org_is_purged_after_its_data_retention_and_the_final_grace() {
     let due = world.reconcile(day(30));
     assert_eq!(due.phase, PurgeScheduled);
     assert_eq!(due.purge, PurgeStep::Plan);
-    assert_eq!(due.wake_at, Some(day(37)));
+    // The purge reminder a day before it (the 7-day one is due now).
+    assert_eq!(due.wake_at, Some(day(36)));
     assert_eq!(events(&due.history), vec![(day(30), "PurgeScheduled")]);
 
     assert_eq!(world.reconcile(day(37) - hours(1)).phase, PurgeScheduled);
@@ -888,7 +905,8 @@ fn a_hold_with_until_lapses_by_itself_and_the_controller_wakes_for_it() {
     assert_eq!(lapsed.last_hold_lifted_at, Some(day(45)));
     assert_eq!(lapsed.phase, PurgeScheduled);
     assert_eq!(lapsed.final_purge_at, Some(day(52)));
-    assert_eq!(lapsed.wake_at, Some(day(52)));
+    // The purge reminder a day before it.
+    assert_eq!(lapsed.wake_at, Some(day(51)));
 }
 
 #[test]
@@ -1142,6 +1160,7 @@ fn a_purge_resumed_after_restarts_deletes_the_namespace_again_and_counts_the_fro
     // the plan recorded as the purge started is what the tombstone says.
     world.measured = PurgePlan {
         objects: BTreeMap::from([("ConfigMap".to_string(), 1)]),
+        system: BTreeMap::new(),
         namespaces: vec!["org-acme".into()],
         uncounted: Vec::new(),
     };

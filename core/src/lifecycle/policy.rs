@@ -19,6 +19,10 @@ pub mod keys {
     pub const ALLOW_REACTIVATION: &str = "cancellation.allowReactivation";
     pub const REACTIVATION_WINDOW_DAYS: &str = "cancellation.reactivationWindowDays";
     pub const REMINDER_DAYS: &str = "notifications.reminderDays";
+    pub const OFFBOARDING_REMINDER_DAYS: &str = "notifications.offboardingReminderDays";
+    pub const PURGE_REMINDER_DAYS: &str = "notifications.purgeReminderDays";
+    pub const TRIAL_REMINDER_DAYS: &str = "notifications.trialReminderDays";
+    pub const TRIAL_DAYS: &str = "trial.days";
     pub const DISABLED_RETENTION_DAYS: &str = "organization.disabledRetentionDays";
     pub const REQUIRE_CONFIRMATION: &str = "purge.requireConfirmation";
     pub const FINAL_GRACE_DAYS: &str = "purge.finalGraceDays";
@@ -41,7 +45,13 @@ fn builtin_defaults() -> BTreeMap<String, Value> {
         "provisioning": { "deprovisionOnCancel": true },
         "organization": { "disabledRetentionDays": 90 },
         "purge": { "requireConfirmation": false, "finalGraceDays": 7, "requireExport": false },
-        "notifications": { "reminderDays": [30, 7, 1] },
+        "notifications": {
+            "reminderDays": [30, 7, 1],
+            "offboardingReminderDays": [30, 7, 3],
+            "purgeReminderDays": [7, 1],
+            "trialReminderDays": [7, 1],
+        },
+        "trial": { "days": 0 },
     }))
 }
 

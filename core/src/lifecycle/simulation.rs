@@ -20,6 +20,7 @@ use super::hold::Hold;
 use super::organization::{self, Namespace, PurgeStep, entitlement_locks};
 use super::references::{self, Found};
 use crate::api::common::HistoryEntry;
+use crate::api::organization::PurgePlan;
 use crate::api::{Entitlement, EntitlementClass, LifecyclePolicy, Organization, RetentionHold};
 
 type Time = DateTime<Utc>;
@@ -321,6 +322,13 @@ impl Simulation {
         });
         let mut status = recorded.clone();
         decision.write_to(&mut status);
+        if decision.purge.counts_plan() {
+            // What is in the namespace is not known here: the plan names it.
+            status.purge_plan = Some(PurgePlan {
+                namespaces: vec![namespace_name.clone()],
+                ..PurgePlan::default()
+            });
+        }
         if decision.provision_namespace {
             self.namespaces
                 .insert(namespace_name.clone(), Namespace::Owned);
@@ -336,7 +344,8 @@ impl Simulation {
             gone_now = in_namespace.clone();
         }
         let phase = format!("{:?}", decision.phase);
-        self.record(Id::Organization(i), &decision.history, None, now, &phase);
+        let notice = decision.notice.as_ref().map(notice_entry);
+        self.record(Id::Organization(i), &decision.history, notice, now, &phase);
         let changed = org.status.as_ref() != Some(&status) || decision.provision_namespace;
         self.world.organizations[i].status = Some(status);
         for e in gone_now {
@@ -448,12 +457,7 @@ impl Simulation {
         let mut status = recorded.clone().unwrap_or_default();
         decision.write_to(&mut status);
         let phase = format!("{:?}", decision.phase);
-        let reminder = decision.reminder.as_ref().map(|r| HistoryEntry {
-            at: r.due_at,
-            event: "RenewalReminder".into(),
-            reason: "RenewalReminder".into(),
-            message: r.message.clone(),
-        });
+        let reminder = decision.reminder.as_ref().map(notice_entry);
         self.record(Id::Entitlement(i), &decision.history, reminder, now, &phase);
         let before = recorded.as_ref().and_then(|s| s.phase);
         let changed = self.world.entitlements[i].status.as_ref() != Some(&status);
@@ -515,6 +519,16 @@ impl Simulation {
                 phase: phase.into(),
             });
         }
+    }
+}
+
+/// A reminder or confirmation, as a transition tells it.
+fn notice_entry(notice: &super::notices::Notice) -> HistoryEntry {
+    HistoryEntry {
+        at: notice.due_at,
+        event: notice.kind.reason().into(),
+        reason: notice.kind.reason().into(),
+        message: notice.message.clone(),
     }
 }
 

@@ -87,8 +87,11 @@ fn an_unpaid_organization_disabled_is_purged_97_days_later_after_its_confirmed_h
         steps(&[
             (0, "Disabled"),
             (90, "PurgeScheduled"),
+            (90, "PurgeReminder"),
+            (96, "PurgeReminder"),
             (97, "Purging"),
-            (97, "Purged")
+            (97, "Purged"),
+            (97, "FinalConfirmation"),
         ])
     );
     assert_eq!(
@@ -143,6 +146,8 @@ fn a_failed_payment_suspends_and_cancels_after_the_30_day_grace_then_purges_afte
             (0, "Activated"),
             (10, "Suspended"),
             (40, "Cancelled"),
+            (40 + 365, "PurgeReminder"),
+            (40 + 365 + 6, "PurgeReminder"),
             (40 + 365 + 7, "Purged")
         ])
     );

@@ -32,6 +32,7 @@ use crate::lifecycle::export::{
     ArtifactLocation, ExportInput, ExportStep, ExportedOrganization, Written, finished, may_run,
     overtaken, step,
 };
+use crate::lifecycle::system::is_system;
 use zip::{Options, ZipExport, digest};
 
 /// Objects are listed this many at a time, so that a large namespace is
@@ -181,7 +182,6 @@ impl<'a> Progress<'a> {
     }
 }
 
-/// Writes the ZIP, checks the organization was not overtaken by its purge
 /// Writes the ZIP, checks the organization was not overtaken by its purge
 /// meanwhile, keeps the artifact and reports it.
 async fn export_data(
@@ -351,10 +351,10 @@ async fn release(context: &Context, export: &DataExport) -> Result<()> {
 }
 
 /// Writes the organization, its entitlements and every object of its
-/// namespace that tenure may read into `<name>.zip.partial`, reporting
-/// Writes the organization, its entitlements and every object of its
-/// namespace that tenure may read into `<name>.zip.partial`, reporting
-/// progress a kind at a time.
+/// namespace that tenure may read and the customer made into
+/// `<name>.zip.partial`, every entry dated the export time (`progress.now`,
+/// the controller's clock, as in the manifest), reporting progress a kind
+/// at a time.
 async fn write_zip(
     context: &Context,
     export: &DataExport,
@@ -367,7 +367,7 @@ async fn write_zip(
     let path = partial.0.clone();
     let file = std::fs::File::create(&path).map_err(Error::file(&path))?;
     let options = Options::of(&export.spec);
-    let mut zip = ZipExport::new(std::io::BufWriter::new(file), options);
+    let mut zip = ZipExport::new(std::io::BufWriter::new(file), options, progress.now);
     write_own_objects(context, export, &mut zip).map_err(Error::file(&path))?;
     let mut unreadable = Vec::new();
     for resource in discovery::namespaced_kinds(context).await? {
@@ -389,7 +389,7 @@ async fn write_zip(
     }
     let objects = zip.objects();
     let (sink, files) = zip
-        .finish(&export.spec.organization, progress.now)
+        .finish(&export.spec.organization)
         .map_err(Error::file(&path))?;
     let file = sink
         .into_inner()
@@ -422,8 +422,9 @@ fn write_own_objects(
     zip.finish_kind("Entitlement")
 }
 
-/// Adds every object of one kind in `namespace`, a page at a time; false
-/// when tenure may not list the kind.
+/// Adds every object of one kind in `namespace` that the customer made (not
+/// one Kubernetes or tenure made by itself: [`is_system`]), a page at a time;
+/// false when tenure may not list the kind.
 async fn write_kind(
     context: &Context,
     namespace: &str,
@@ -443,6 +444,9 @@ async fn write_kind(
             Err(error) => return Err(error.into()),
         };
         for object in page.items {
+            if is_system(&resource.group, &resource.kind, &object.metadata) {
+                continue;
+            }
             let value = serde_json::to_value(&object).unwrap_or_default();
             zip.add(&resource.kind, value).map_err(Error::file(path))?;
         }

@@ -1,8 +1,9 @@
 //! The ZIP a DataExport hands the customer: one JSON file per object, one CSV
-//! per kind, and a manifest with counts and a SHA-256 per file. Objects are
-//! written as they arrive, so an export never holds them all in memory; only
-//! the CSV rows of the kind being written are kept until that kind is done.
-//! Secret values never reach the ZIP unless asked for, nor any log.
+//! per kind (laid out by [`crate::lifecycle::csv`]), and a manifest with
+//! counts and a SHA-256 per file, every entry dated the export time. Objects
+//! are written as they arrive, so an export never holds them all in memory;
+//! only the CSV rows of the kind being written are kept until that kind is
+//! done. Secret values never reach the ZIP unless asked for, nor any log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, Write};
@@ -11,9 +12,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use zip::ZipWriter;
-use zip::write::SimpleFileOptions;
+use zip::write::FullFileOptions;
 
 use crate::api::export::{DataExportSpec, ExportFormat};
+use crate::lifecycle::csv;
 
 /// What the export includes, from the DataExport's spec.
 #[derive(Clone, Copy, Debug)]
@@ -49,29 +51,21 @@ pub struct ManifestFile {
 pub struct ZipExport<W: Write + Seek> {
     zip: ZipWriter<W>,
     options: Options,
+    exported_at: DateTime<Utc>,
     files: Vec<ManifestFile>,
     counts: BTreeMap<String, i64>,
     written: BTreeSet<String>,
     rows: Vec<Vec<String>>,
 }
 
-const CSV_HEADER: [&str; 9] = [
-    "name",
-    "namespace",
-    "created",
-    "phase",
-    "code",
-    "startsAt",
-    "endsAt",
-    "labels",
-    "data keys",
-];
-
 impl<W: Write + Seek> ZipExport<W> {
-    pub fn new(sink: W, options: Options) -> Self {
+    /// A ZIP of the export made at `exported_at` (the controller's clock):
+    /// the manifest's export time and every entry's.
+    pub fn new(sink: W, options: Options, exported_at: DateTime<Utc>) -> Self {
         Self {
             zip: ZipWriter::new(sink),
             options,
+            exported_at,
             files: Vec::new(),
             counts: BTreeMap::new(),
             written: BTreeSet::new(),
@@ -99,7 +93,7 @@ impl<W: Write + Seek> ZipExport<W> {
         }
         *self.counts.entry(kind.to_string()).or_insert(0) += 1;
         if self.options.csv {
-            self.rows.push(csv_row(&object));
+            self.rows.extend(csv::rows(kind, &object));
         }
         if self.options.json {
             let bytes = serde_json::to_vec_pretty(&object).map_err(std::io::Error::other)?;
@@ -114,31 +108,25 @@ impl<W: Write + Seek> ZipExport<W> {
         if !self.options.csv || rows.is_empty() {
             return Ok(());
         }
-        let mut csv = String::new();
-        for row in std::iter::once(CSV_HEADER.map(String::from).to_vec()).chain(rows) {
-            let line: Vec<String> = row.iter().map(|field| csv_field(field)).collect();
-            csv.push_str(&line.join(","));
-            csv.push_str("\r\n");
+        let mut text = csv::line(csv::header(kind));
+        for row in rows {
+            text.push_str(&csv::line(&row));
         }
-        self.file(&format!("csv/{kind}.csv"), csv.as_bytes())
+        self.file(&format!("csv/{kind}.csv"), text.as_bytes())
     }
 
     /// Writes the manifest and closes the ZIP: the sink, and how many files.
-    pub fn finish(
-        mut self,
-        organization: &str,
-        exported_at: DateTime<Utc>,
-    ) -> std::io::Result<(W, i64)> {
+    pub fn finish(mut self, organization: &str) -> std::io::Result<(W, i64)> {
         let manifest = json!({
             "organization": organization,
-            "exportedAt": exported_at,
+            "exportedAt": self.exported_at,
             "tenureVersion": env!("CARGO_PKG_VERSION"),
             "counts": self.counts,
             "files": self.files,
         });
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
         self.zip
-            .start_file("manifest.json", SimpleFileOptions::default())
+            .start_file("manifest.json", entry_options(self.exported_at)?)
             .map_err(std::io::Error::other)?;
         self.zip.write_all(&bytes)?;
         let files = self.files.len() as i64 + 1;
@@ -148,7 +136,7 @@ impl<W: Write + Seek> ZipExport<W> {
 
     fn file(&mut self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         self.zip
-            .start_file(name, SimpleFileOptions::default())
+            .start_file(name, entry_options(self.exported_at)?)
             .map_err(std::io::Error::other)?;
         self.zip.write_all(bytes)?;
         self.files.push(ManifestFile {
@@ -188,46 +176,42 @@ impl<W: Write + Seek> ZipExport<W> {
     }
 }
 
-fn csv_row(object: &Value) -> Vec<String> {
-    let text = |v: &Value| v.as_str().map(String::from).unwrap_or_default();
-    let meta = &object["metadata"];
-    let labels = meta["labels"]
-        .as_object()
-        .map(|labels| {
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
-    let keys = ["data", "binaryData"]
-        .iter()
-        .filter_map(|field| object[field].as_object())
-        .flat_map(|data| data.keys().cloned())
-        .collect::<Vec<_>>()
-        .join(" ");
-    vec![
-        text(&meta["name"]),
-        text(&meta["namespace"]),
-        text(&meta["creationTimestamp"]),
-        text(&object["status"]["phase"]),
-        text(&object["status"]["code"]),
-        text(&object["spec"]["startsAt"]),
-        text(&object["spec"]["endsAt"]),
-        labels,
-        keys,
-    ]
+/// How every entry is written: dated `at`, in the ZIP's own fields (a date
+/// and time without a zone, two-second steps: given in UTC) and, exactly and
+/// with its zone, in an extended timestamp (`UT`, Unix seconds), which unzip
+/// tools show in the reader's local time. A time the ZIP fields cannot hold
+/// (before 1980, after 2107) leaves them at their default.
+fn entry_options(at: DateTime<Utc>) -> std::io::Result<FullFileOptions<'static, 'static>> {
+    use chrono::{Datelike, Timelike};
+    let mut options = FullFileOptions::default();
+    let dos = u16::try_from(at.year()).ok().and_then(|year| {
+        let small = |n: u32| u8::try_from(n).unwrap_or(u8::MAX);
+        zip::DateTime::from_date_and_time(
+            year,
+            small(at.month()),
+            small(at.day()),
+            small(at.hour()),
+            small(at.minute()),
+            small(at.second()),
+        )
+        .ok()
+    });
+    if let Some(dos) = dos {
+        options = options.last_modified_time(dos);
+    }
+    if let Ok(seconds) = u32::try_from(at.timestamp()) {
+        // Flags: the modification time only; then it, little-endian.
+        let mut field = vec![1u8];
+        field.extend_from_slice(&seconds.to_le_bytes());
+        options
+            .add_extra_field(EXTENDED_TIMESTAMP, field, false)
+            .map_err(std::io::Error::other)?;
+    }
+    Ok(options)
 }
 
-/// A CSV field, quoted when it must be (RFC 4180).
-fn csv_field(field: &str) -> String {
-    if field.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_string()
-    }
-}
+/// The header ID of the extended timestamp extra field.
+const EXTENDED_TIMESTAMP: u16 = 0x5455;
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -271,14 +255,29 @@ mod tests {
         })
     }
 
+    /// The export time of [`zip_of`]'s ZIPs: a simulated clock's, say.
+    fn exported_at() -> DateTime<Utc> {
+        "2032-03-14T15:09:27.5Z".parse().unwrap()
+    }
+
     fn zip_of(options: Options, objects: Vec<(&str, Value)>) -> Vec<u8> {
-        let mut export = ZipExport::new(Cursor::new(Vec::new()), options);
+        let mut export = ZipExport::new(Cursor::new(Vec::new()), options, exported_at());
         for (kind, object) in objects {
             export.add(kind, object).unwrap();
             export.finish_kind(kind).unwrap();
         }
-        let (sink, _) = export.finish("acme", Utc::now()).unwrap();
+        let (sink, _) = export.finish("acme").unwrap();
         sink.into_inner()
+    }
+
+    fn read(archive: &mut zip::ZipArchive<Cursor<Vec<u8>>>, name: &str) -> String {
+        let mut text = String::new();
+        archive
+            .by_name(name)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
     }
 
     #[test]
@@ -310,9 +309,52 @@ mod tests {
     }
 
     #[test]
-    fn csv_fields_with_commas_and_quotes_are_quoted() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    fn secret_values_are_in_the_csv_as_text_only_when_asked_for() {
+        let values = zip_of(options(true, true), vec![("Secret", secret())]);
+        let mut archive = zip::ZipArchive::new(Cursor::new(values)).unwrap();
+        let csv = read(&mut archive, "csv/Secret.csv");
+        assert!(csv.contains(",password,hunter2,\r\n"), "{csv}");
+    }
+
+    #[test]
+    fn every_entry_is_dated_the_export_time() {
+        let configmap = json!({"metadata": {"name": "invoice", "namespace": "org-acme"},
+                               "data": {"amount": "1,200.00"}});
+        let bytes = zip_of(options(false, false), vec![("ConfigMap", configmap)]);
+        let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+        assert_eq!(archive.len(), 3);
+        for i in 0..archive.len() {
+            let entry = archive.by_index(i).unwrap();
+            let name = entry.name().unwrap().to_string();
+            let dos = entry.last_modified().unwrap();
+            assert_eq!(
+                (
+                    dos.year(),
+                    dos.month(),
+                    dos.day(),
+                    dos.hour(),
+                    dos.minute(),
+                    dos.second()
+                ),
+                (2032, 3, 14, 15, 9, 26),
+                "{name}: two-second steps"
+            );
+            let exact = entry.extra_data_fields().find_map(|field| match field {
+                zip::extra_fields::ExtraField::ExtendedTimestamp(ts) => ts.mod_time(),
+                _ => None,
+            });
+            assert_eq!(
+                exact.map(i64::from),
+                Some(exported_at().timestamp()),
+                "{name}"
+            );
+        }
+        let manifest: Value = serde_json::from_str(&read(&mut archive, "manifest.json")).unwrap();
+        assert_eq!(manifest["exportedAt"], json!(exported_at()));
+        let csv = read(&mut archive, "csv/ConfigMap.csv");
+        assert!(
+            csv.ends_with("invoice,org-acme,,,amount,\"1,200.00\",\r\n"),
+            "{csv}"
+        );
     }
 }

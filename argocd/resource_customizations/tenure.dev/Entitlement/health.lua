@@ -6,7 +6,7 @@
 -- Stalled=True (WrongNamespace, ClassNotFound, ...)   Degraded (its reason and message)
 -- Reconciling=True                                    Progressing
 -- phase Pending (before spec.startsAt)                Progressing
--- phase Active                                        Healthy
+-- phase Active, Trialing (a trial not converted yet)  Healthy
 -- phase Suspended, Expired (inside their grace) and
 --   Cancelled (data kept, reactivation possible)      Suspended
 -- phase Purged (the end of its lifecycle)             Healthy
@@ -64,6 +64,7 @@ end
 local health = {
   Pending = "Progressing",
   Active = "Healthy",
+  Trialing = "Healthy",
   Suspended = "Suspended",
   Expired = "Suspended",
   Cancelled = "Suspended",

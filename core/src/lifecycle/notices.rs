@@ -1,0 +1,124 @@
+//! What tenure tells the people outside the cluster, besides the history:
+//! reminders ahead of a date (a renewal, a trial's end, a scheduled
+//! offboarding, a purge) and the final confirmation of a purge. Each goes out
+//! as an Event (and so to whatever forwards Events).
+//!
+//! Reminders follow one rule: a reminder is due `days` before its date, for
+//! each of the policy's days; each is sent once, and a controller that comes
+//! late (down for a while, or on a fast simulated clock) sends only the
+//! latest one due, saying how long is left, never the run it missed.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+type Time = DateTime<Utc>;
+
+/// What a notice is about: its Event reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// `notifications.reminderDays` before an entitlement's `endsAt`.
+    RenewalReminder,
+    /// `notifications.trialReminderDays` before the end of an entitlement's
+    /// trial (`deadlines.trialEndsAt`).
+    TrialReminder,
+    /// `notifications.offboardingReminderDays` before an organization's
+    /// scheduled `offboarding.effectiveAt`.
+    OffboardingReminder,
+    /// `notifications.purgeReminderDays` before a purge (`finalPurgeAt`):
+    /// the last chance to ask for an export.
+    PurgeReminder,
+    /// The tombstone is written: what was deleted, and when.
+    FinalConfirmation,
+}
+
+impl NoticeKind {
+    pub fn reason(self) -> &'static str {
+        match self {
+            NoticeKind::RenewalReminder => "RenewalReminder",
+            NoticeKind::TrialReminder => "TrialReminder",
+            NoticeKind::OffboardingReminder => "OffboardingReminder",
+            NoticeKind::PurgeReminder => "PurgeReminder",
+            NoticeKind::FinalConfirmation => "FinalConfirmation",
+        }
+    }
+}
+
+/// A notice to send now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    /// When it was due: its date minus one of the reminder days, or the
+    /// purge's end for the final confirmation.
+    pub due_at: Time,
+    pub message: String,
+}
+
+/// The reminders of one date at one decision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reminders {
+    /// The reminder due now and not sent yet (the latest of those due).
+    pub due: Option<Time>,
+    /// What status keeps: the latest reminder sent, this one included.
+    pub sent: Option<Time>,
+    /// When the next one is due: the controller wakes then.
+    pub upcoming: Option<Time>,
+}
+
+/// The reminders `days` before `date`, of which the one due at
+/// `already_sent` and those before it were sent. None of them once `date`
+/// has passed.
+pub fn reminders(date: Time, days: &[i64], already_sent: Option<Time>, now: Time) -> Reminders {
+    if now >= date {
+        return Reminders {
+            sent: already_sent,
+            ..Reminders::default()
+        };
+    }
+    let unsent: Vec<Time> = days
+        .iter()
+        .map(|days| date - TimeDelta::days(*days))
+        .filter(|at| already_sent.is_none_or(|sent| *at > sent))
+        .collect();
+    let due = unsent.iter().filter(|at| **at <= now).max().copied();
+    Reminders {
+        due,
+        sent: due.or(already_sent),
+        upcoming: unsent.iter().filter(|at| **at > now).min().copied(),
+    }
+}
+
+/// How long is left until `date`, as a reminder says it: `in 7 days`, or
+/// `in 0 days (18 hours)` on the last day.
+pub fn time_left(date: Time, now: Time) -> String {
+    let left = date - now;
+    match left.num_days() {
+        0 => format!("in 0 days ({} hours)", left.num_hours()),
+        1 => "in 1 day".into(),
+        days => format!("in {days} days"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::scenario::day;
+
+    #[test]
+    fn each_reminder_is_due_once_and_the_next_one_wakes_the_controller() {
+        let first = reminders(day(30), &[7, 3], None, day(23));
+        assert_eq!(first.due, Some(day(23)));
+        assert_eq!(first.upcoming, Some(day(27)));
+        let again = reminders(day(30), &[7, 3], first.sent, day(24));
+        assert_eq!(again.due, None);
+        assert_eq!(again.sent, Some(day(23)));
+        assert_eq!(again.upcoming, Some(day(27)));
+    }
+
+    #[test]
+    fn a_late_controller_sends_only_the_latest_reminder_due() {
+        let late = reminders(day(30), &[30, 7, 3], None, day(28));
+        assert_eq!(late.due, Some(day(27)));
+        assert_eq!(late.upcoming, None);
+        let past = reminders(day(30), &[30, 7, 3], None, day(31));
+        assert_eq!(past, Reminders::default());
+    }
+}
