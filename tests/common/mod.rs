@@ -302,8 +302,10 @@ pub fn controller_log() -> PathBuf {
 }
 
 /// The tenure controller of this test binary, started once with `args`. A shell
-/// watchdog stops it (SIGTERM) when the test process exits for any reason: it
-/// waits for the end of its stdin, which only this process holds open.
+/// watchdog kills it (SIGKILL, so that it is gone before the next test binary
+/// starts, not still shutting down and acting on that binary's objects) when
+/// the test process exits for any reason: it waits for the end of its stdin,
+/// which only this process holds open.
 pub struct ControllerProcess {
     _watchdog: Child,
 }
@@ -315,7 +317,7 @@ pub fn start_controller(args: &[&str]) {
         let log = std::fs::File::create(controller_log()).expect("a log file");
         let watchdog = Command::new("sh")
             .arg("-c")
-            .arg(r#""$0" "$@" & child=$!; read _ignored; kill -TERM "$child"; wait "$child""#)
+            .arg(r#""$0" "$@" & child=$!; read _ignored; kill -KILL "$child"; wait "$child""#)
             .arg(env!("CARGO_BIN_EXE_tenure"))
             .arg("run")
             .args(with_test_defaults(args))

@@ -45,9 +45,15 @@ pub struct EntitlementClassSpec {
     /// happens to them on suspension, cancellation and purge. Namespaced kinds
     /// only, and none of tenure's own: the API server refuses the ones it knows
     /// to be cluster-scoped, and a class naming another (found by discovery)
-    /// stalls, with its entitlements, before any code is handed out.
+    /// stalls, with its entitlements, before any code is handed out. Each kind
+    /// (group and kind, whatever the version) at most once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
+    #[x_kube(validation = kube::core::Rule::new(concat!(
+        "self.all(x, self.exists_one(y, y.kind == x.kind",
+        " && y.apiVersion.substring(0, y.apiVersion.lastIndexOf('/') + 1)",
+        " == x.apiVersion.substring(0, x.apiVersion.lastIndexOf('/') + 1)))"
+    )).message("spec.downstream lists a kind twice (same group and kind): each kind has exactly one set of rules"))]
     pub downstream: Vec<DownstreamKind>,
 }
 

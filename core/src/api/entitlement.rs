@@ -52,6 +52,7 @@ pub struct EntitlementSpec {
     /// WrongNamespace). Immutable. Absent: standalone (gift card, B2C,
     /// migration import), in any namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub organization: Option<String>,
     /// The EntitlementClass (plugin, environment, service, order, affiliate,
     /// education, or one of your own). Immutable.

@@ -173,12 +173,15 @@ pub struct TrialRules {
 pub struct PolicyScope {
     /// Entitlements of this EntitlementClass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub class: Option<String>,
     /// This Organization and its entitlements.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub organization: Option<String>,
     /// Entitlements of this product (`spec.product`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub product: Option<String>,
 }
 

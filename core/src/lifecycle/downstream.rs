@@ -453,9 +453,24 @@ pub fn selector_problem(selector: &LabelSelector) -> Option<String> {
         .match_labels
         .as_ref()
         .is_some_and(|labels| !labels.is_empty());
+    for (key, value) in selector.match_labels.iter().flatten() {
+        let at = format!("{field}.matchLabels");
+        if let Some(problem) = label_key_problem(key).or_else(|| label_value_problem(value)) {
+            return Some(format!("{at}: {key:?}: {value:?}: {problem}"));
+        }
+    }
     for (i, e) in selector.match_expressions.iter().flatten().enumerate() {
         let values = e.values.as_deref().unwrap_or_default();
         let at = format!("{field}.matchExpressions[{i}]");
+        let invalid = label_key_problem(&e.key).map(|p| format!("key {:?}: {p}", e.key));
+        let invalid = invalid.or_else(|| {
+            values
+                .iter()
+                .find_map(|v| label_value_problem(v).map(|p| format!("value {v:?}: {p}")))
+        });
+        if let Some(problem) = invalid {
+            return Some(format!("{at}: {problem}"));
+        }
         match e.operator.as_str() {
             "In" | "NotIn" if values.is_empty() => {
                 return Some(format!("{at}: operator {} needs values", e.operator));
@@ -473,6 +488,54 @@ pub fn selector_problem(selector: &LabelSelector) -> Option<String> {
             "{field} requires no label (matchLabels, In or Exists), so it could match every object in the namespace; name at least one label a bound object carries"
         )
     })
+}
+
+/// Why `name` cannot be the name part of a label key or a label value (at
+/// most 63 characters, alphanumerics with `-`, `_` or `.` between), if it
+/// cannot. Such a selector could never bind anything.
+fn label_name_problem(name: &str) -> Option<&'static str> {
+    let alphanumeric = |c: char| c.is_ascii_alphanumeric();
+    if name.len() > 63 {
+        Some("longer than 63 characters")
+    } else if !name
+        .chars()
+        .all(|c| alphanumeric(c) || matches!(c, '-' | '_' | '.'))
+    {
+        Some("only letters, digits, '-', '_' and '.' may appear in a label")
+    } else if !name.starts_with(alphanumeric) || !name.ends_with(alphanumeric) {
+        Some("a label starts and ends with a letter or digit")
+    } else {
+        None
+    }
+}
+
+/// Why `key` is not a label key (`[prefix/]name`, the prefix a DNS
+/// subdomain), if it is not.
+fn label_key_problem(key: &str) -> Option<&'static str> {
+    let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+    let subdomain = prefix.split('.').all(|part| {
+        !part.is_empty()
+            && part.len() <= 63
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !part.starts_with('-')
+            && !part.ends_with('-')
+    });
+    if key.contains('/') && (prefix.len() > 253 || !subdomain) {
+        return Some("the prefix of a label key is a DNS subdomain (lower-case, e.g. example.com)");
+    }
+    if name.is_empty() {
+        return Some("a label key has a name");
+    }
+    label_name_problem(name)
+}
+
+fn label_value_problem(value: &str) -> Option<&'static str> {
+    match value.is_empty() {
+        true => None,
+        false => label_name_problem(value),
+    }
 }
 
 /// Whether `labels` match a label selector, as the API server matches them.
@@ -507,6 +570,33 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_selector_naming_a_label_no_object_can_carry_names_the_field() {
+        let selector: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"bad key!": "x y"}
+        }))
+        .unwrap();
+        let problem = selector_problem(&selector).expect("refused");
+        assert!(
+            problem.starts_with("spec.resources.selector.matchLabels"),
+            "{problem}"
+        );
+        let expression: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["web app"]}]
+        }))
+        .unwrap();
+        let problem = selector_problem(&expression).expect("refused");
+        assert!(
+            problem.contains("matchExpressions[0]: value \"web app\""),
+            "{problem}"
+        );
+        let fine: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"app.kubernetes.io/name": "web", "tier": ""}
+        }))
+        .unwrap();
+        assert_eq!(selector_problem(&fine), None);
+    }
+
     use super::*;
 
     fn deployment(replicas: Option<i64>) -> Value {
