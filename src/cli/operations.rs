@@ -1,7 +1,7 @@
 //! The common operations, one command each: place a hold, lift it, confirm
 //! a hard delete. Each writes what a person would otherwise type as YAML.
 
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, ResourceExt};
 
 use super::render::{self};
@@ -127,9 +127,16 @@ pub async fn release(global: &Global, name: &str) -> anyhow::Result<()> {
     let (client, _) = cluster::connect(global).await?;
     let api = Api::<RetentionHold>::all(client);
     let hold = api.get(name).await.map_err(cluster::explain)?;
-    api.delete(name, &DeleteParams::default())
-        .await
-        .map_err(cluster::explain)?;
+    // Exactly the hold read: one re-created meanwhile under the same name
+    // is not released by this command.
+    let exactly = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: hold.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    api.delete(name, &exactly).await.map_err(cluster::explain)?;
     let covered = hold
         .status
         .map(|s| s.covers)
@@ -163,11 +170,14 @@ pub async fn confirm_delete(global: &Global, args: ConfirmDeleteArgs) -> anyhow:
     let (client, _) = cluster::connect(global).await?;
     let api = Api::<Organization>::all(client);
     let organization = api.get(&name).await.map_err(cluster::explain)?;
-    let patch = serde_json::json!({"spec": {"deletion": {
+    let mut deletion = serde_json::json!({
         "confirmName": name,
-        "skipRetention": args.skip_retention,
         "approval": {"by": args.approved_by, "reference": args.reference},
-    }}});
+    });
+    if args.skip_retention {
+        deletion["skipRetention"] = true.into();
+    }
+    let patch = serde_json::json!({"spec": {"deletion": deletion}});
     let patched = api
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

@@ -280,6 +280,7 @@ async fn live_world(client: &kube::Client) -> anyhow::Result<World> {
         policies: all(client).await?,
         classes: all(client).await?,
         holds: all(client).await?,
+        exports: all(client).await?,
     })
 }
 

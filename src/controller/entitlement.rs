@@ -448,8 +448,10 @@ async fn act(
 }
 
 /// Writes status (over `version` when the decision deletes), keeps the
-/// facts a restore needs, then records Events: a crash before them repeats
-/// them, never loses them. False: the entitlement changed since it was read.
+/// facts a restore needs, then records Events: a crash before the write
+/// repeats them (a crash just after it loses an unsent reminder, whose
+/// sending the write recorded; see `organization::record_events`). False:
+/// the entitlement changed since it was read.
 async fn report(
     context: &Context,
     api: &Api<Entitlement>,

@@ -318,8 +318,12 @@ async fn delete_namespace(
     Ok(())
 }
 
-/// Events follow the status write: a crash before it repeats them, never
-/// loses them. They are recorded in the background.
+/// Events follow the status write: a crash before it repeats them. They are
+/// recorded in the background, so a crash right after the write loses what
+/// was not sent yet; for transitions `status.history` keeps them, but a
+/// reminder or the final confirmation is then not sent (its being sent is
+/// recorded with the write). Making notices durable is left to the webhook
+/// delivery, which needs the same record.
 fn record_events(
     context: &Context,
     organization: &Organization,
@@ -339,7 +343,7 @@ fn record_events(
             _ => {}
         }
     }
-    if let Some(notice) = &decision.notice {
+    for notice in &decision.notices {
         events.add(Reason::Notice(notice.kind), notice.message.clone());
     }
     events.send(context);

@@ -466,7 +466,6 @@ pub struct ResourceCounts {
 }
 
 impl Entitlement {
-    /// `spec.resources.selector`: objects matching it are bound too.
     /// What tenure knows of the entitlement: its status, or, restored
     /// without status (from its manifest and metadata), the facts tenure kept
     /// in annotation `tenure.dev/facts`, so that it lands where it was.
@@ -476,6 +475,7 @@ impl Entitlement {
             .or_else(|| EntitlementFacts::of(self).map(|facts| facts.restored()))
     }
 
+    /// `spec.resources.selector`: objects matching it are bound too.
     pub fn selector(&self) -> Option<&LabelSelector> {
         self.spec.resources.as_ref()?.selector.as_ref()
     }

@@ -570,6 +570,8 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_selector_naming_a_label_no_object_can_carry_names_the_field() {
         let selector: LabelSelector = serde_json::from_value(serde_json::json!({
@@ -596,8 +598,6 @@ mod tests {
         .unwrap();
         assert_eq!(selector_problem(&fine), None);
     }
-
-    use super::*;
 
     fn deployment(replicas: Option<i64>) -> Value {
         json!({"metadata": {"name": "web"}, "spec": {"replicas": replicas}})

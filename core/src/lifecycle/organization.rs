@@ -188,8 +188,8 @@ pub struct Decision {
     pub purge: PurgeStep,
     /// What happens next by itself, and when (`status.next`).
     pub next: Option<OrganizationNext>,
-    /// A reminder or the final confirmation to send now.
-    pub notice: Option<Notice>,
+    /// Reminders or the final confirmation to send now.
+    pub notices: Vec<Notice>,
     pub last_offboarding_reminder_at: Option<Time>,
     pub last_purge_reminder_at: Option<Time>,
     /// New history entries, oldest first; each also becomes an Event.
@@ -301,22 +301,32 @@ fn scheduled_offboarding(input: &Input) -> Option<ScheduledOffboarding> {
         .as_ref()?
         .effective_at
         .filter(|at| *at > input.now)?;
+    // Only an offboarding that has not taken effect yet is scheduled: once
+    // it has, a later effectiveAt is a correction of its date (the dates
+    // move, access stays revoked), never a way back to Active.
+    let took_effect = |at: Option<Time>| at.is_some_and(|at| at <= input.now);
+    let disabled = took_effect(recorded.and_then(|s| s.disabled_at));
+    let archived = took_effect(recorded.and_then(|s| s.archived_at));
     let mut spec_now = input.spec.clone();
     let phase = match input.spec.lifecycle {
         OrganizationLifecycle::Active => return None,
+        OrganizationLifecycle::Disabled if disabled || archived => return None,
+        OrganizationLifecycle::Archived if archived => return None,
         OrganizationLifecycle::Disabled => {
             spec_now.lifecycle = OrganizationLifecycle::Active;
             OrganizationPhase::Disabled
         }
         OrganizationLifecycle::Archived => {
-            let disabled = recorded
-                .and_then(|s| s.disabled_at)
-                .is_some_and(|at| at <= input.now);
-            spec_now.lifecycle = match disabled {
-                // Disabled since then (recorded), archived later.
-                true => OrganizationLifecycle::Disabled,
-                false => OrganizationLifecycle::Active,
-            };
+            if disabled {
+                // Disabled since then (recorded), archived later: its data
+                // is kept at least until the archive, whose retention then
+                // runs, so the disabled retention cannot purge it first.
+                spec_now.lifecycle = OrganizationLifecycle::Disabled;
+                let retention = spec_now.retention.get_or_insert_with(Default::default);
+                retention.extend_until = retention.extend_until.max(Some(at));
+            } else {
+                spec_now.lifecycle = OrganizationLifecycle::Active;
+            }
             if let Some(offboarding) = spec_now.offboarding.as_mut() {
                 offboarding.effective_at = None;
             }
@@ -345,10 +355,11 @@ fn announce(input: &Input, scheduled: Option<&ScheduledOffboarding>, decision: &
             OrganizationPhase::Disabled => "access is revoked (Disabled)",
             _ => "the organization is archived (Archived)",
         };
-        decision.next = Some(OrganizationNext {
+        let own_next = decision.next.take().filter(|next| next.at < at);
+        decision.next = own_next.or(Some(OrganizationNext {
             phase: scheduled.phase,
             at,
-        });
+        }));
         decision.extra.push(Extra {
             type_: OFFBOARDING_SCHEDULED.into(),
             status: true,
@@ -368,22 +379,21 @@ fn announce(input: &Input, scheduled: Option<&ScheduledOffboarding>, decision: &
             now,
         );
         decision.last_offboarding_reminder_at = due.sent;
-        decision.notice = due.due.map(|due_at| Notice {
+        decision.notices.extend(due.due.map(|due_at| Notice {
             kind: NoticeKind::OffboardingReminder,
             due_at,
             message: with_ticket(
                 input.spec,
                 format!("{what} at {at}, {} ({reason})", time_left(at, now)),
             ),
-        });
+        }));
         decision.wake_at = [decision.wake_at, Some(at), due.upcoming]
             .into_iter()
             .flatten()
             .min();
-        return;
     }
     if let PurgeStep::WriteTombstone(tombstone) = &decision.purge {
-        decision.notice = Some(Notice {
+        decision.notices.push(Notice {
             kind: NoticeKind::FinalConfirmation,
             due_at: now,
             message: final_confirmation(tombstone),
@@ -404,7 +414,7 @@ fn announce(input: &Input, scheduled: Option<&ScheduledOffboarding>, decision: &
             now,
         );
         decision.last_purge_reminder_at = due.sent;
-        decision.notice = due.due.map(|due_at| Notice {
+        decision.notices.extend(due.due.map(|due_at| Notice {
             kind: NoticeKind::PurgeReminder,
             due_at,
             message: format!(
@@ -412,7 +422,7 @@ fn announce(input: &Input, scheduled: Option<&ScheduledOffboarding>, decision: &
                 input.namespace_name,
                 time_left(purge_at, now)
             ),
-        });
+        }));
         decision.wake_at = decision.wake_at.into_iter().chain(due.upcoming).min();
     }
 }
@@ -659,7 +669,7 @@ fn active(
         namespace: None,
         purge: PurgeStep::None,
         next: None,
-        notice: None,
+        notices: Vec::new(),
         last_offboarding_reminder_at: None,
         last_purge_reminder_at: None,
         history: holds.history.clone(),
@@ -1144,7 +1154,7 @@ fn started(
         namespace: None,
         purge: PurgeStep::None,
         next: None,
-        notice: None,
+        notices: Vec::new(),
         last_offboarding_reminder_at: None,
         last_purge_reminder_at: None,
         history: holds.history.clone(),

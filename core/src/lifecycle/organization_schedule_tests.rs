@@ -99,7 +99,7 @@ impl Controller {
 fn notices(decisions: &[(Time, Decision)]) -> Vec<(Time, &'static str)> {
     decisions
         .iter()
-        .filter_map(|(now, d)| d.notice.as_ref().map(|n| (*now, n.kind.reason())))
+        .flat_map(|(now, d)| d.notices.iter().map(|n| (*now, n.kind.reason())))
         .collect()
 }
 
@@ -191,11 +191,8 @@ fn reminders_come_30_7_and_3_days_ahead_then_7_and_1_day_before_the_purge_then_t
     );
     let confirmation = decisions
         .iter()
-        .find_map(|(_, d)| {
-            d.notice
-                .clone()
-                .filter(|n| n.kind == NoticeKind::FinalConfirmation)
-        })
+        .flat_map(|(_, d)| d.notices.clone())
+        .find(|n| n.kind == NoticeKind::FinalConfirmation)
         .unwrap();
     assert!(
         confirmation.message.contains("purged acme at"),
@@ -209,7 +206,7 @@ fn reminders_come_30_7_and_3_days_ahead_then_7_and_1_day_before_the_purge_then_t
     );
     let reminder = decisions
         .iter()
-        .find_map(|(_, d)| d.notice.clone())
+        .find_map(|(_, d)| d.notices.first().cloned())
         .unwrap();
     assert!(
         reminder.message.contains("in 30 days"),
@@ -222,10 +219,12 @@ fn reminders_come_30_7_and_3_days_ahead_then_7_and_1_day_before_the_purge_then_t
 fn a_controller_that_comes_late_sends_only_the_latest_reminder() {
     let mut controller = Controller::new(spec(OrganizationLifecycle::Disabled, day(40)));
     let late = controller.reconcile(day(35));
-    let notice = late.notice.expect("one reminder");
+    let [notice] = late.notices.as_slice() else {
+        panic!("one reminder: {:?}", late.notices)
+    };
     assert_eq!(notice.due_at, day(33));
     assert!(notice.message.contains("in 5 days"), "{}", notice.message);
-    assert_eq!(controller.reconcile(day(36)).notice, None);
+    assert!(controller.reconcile(day(36)).notices.is_empty());
 }
 
 proptest! {
@@ -285,4 +284,71 @@ fn the_offboarding_itself_is_not_touched_by_a_past_effective_at() {
             .iter()
             .all(|e| e.type_ != OFFBOARDING_SCHEDULED)
     );
+}
+
+#[test]
+fn an_archive_scheduled_while_disabled_keeps_the_data_at_least_until_the_archive_and_reminds_of_the_purge()
+ {
+    // Disabled on day 0 (90 days of disabled retention); on day 89 the
+    // archive is scheduled for day 120: the disabled retention must not
+    // purge the data first, and what comes next is the archive.
+    let mut controller = Controller::new(spec(OrganizationLifecycle::Disabled, day(0)));
+    controller.reconcile(day(0));
+    controller.spec = spec(OrganizationLifecycle::Archived, day(120));
+    let decisions = controller.run(day(89), day(120 + 365 + 7 + 1));
+    let purged_at = decisions
+        .iter()
+        .find(|(_, d)| d.phase == OrganizationPhase::Purging)
+        .map(|(now, _)| *now)
+        .expect("purged in the end");
+    assert_eq!(
+        purged_at,
+        day(120 + 365 + 7),
+        "purged a full retention after the archive"
+    );
+    let (_, day89) = &decisions[0];
+    assert_eq!(day89.phase, OrganizationPhase::Disabled);
+    assert_eq!(
+        day89.next.as_ref().map(|n| (n.phase, n.at)),
+        Some((OrganizationPhase::Archived, day(120)))
+    );
+    let kinds: Vec<(Time, &str)> = notices(&decisions);
+    assert!(
+        kinds.contains(&(day(120 + 365), "PurgeReminder")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(day(120 + 365 + 6), "PurgeReminder")),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn a_later_effective_at_after_the_offboarding_took_effect_moves_its_dates_and_keeps_access_revoked()
+{
+    let mut controller = Controller::new(spec(OrganizationLifecycle::Archived, day(0)));
+    assert_eq!(
+        controller.reconcile(day(0)).phase,
+        OrganizationPhase::Archived
+    );
+    controller.spec = spec(OrganizationLifecycle::Archived, day(40));
+    let corrected = controller.reconcile(day(10));
+    assert_ne!(
+        corrected.phase,
+        OrganizationPhase::Active,
+        "never back to Active"
+    );
+    assert!(corrected.access_revoked);
+    assert!(
+        corrected.history.iter().all(|h| h.event != "Unarchived"),
+        "{:?}",
+        corrected.history
+    );
+    assert!(
+        corrected
+            .extra
+            .iter()
+            .all(|e| e.type_ != OFFBOARDING_SCHEDULED)
+    );
+    assert_eq!(corrected.archived_at, Some(day(40)), "the corrected date");
 }

@@ -316,10 +316,8 @@ fn the_97_day_path_disabled_awaits_confirmation_and_is_purged_a_final_grace_afte
     // The purge reminder a day before it (the 7-day one went with the
     // announcement).
     assert_eq!(day95.wake_at, Some(day(101)));
-    assert_eq!(
-        day95.notice.as_ref().map(|n| n.kind),
-        Some(NoticeKind::PurgeReminder)
-    );
+    let kinds: Vec<NoticeKind> = day95.notices.iter().map(|n| n.kind).collect();
+    assert_eq!(kinds, [NoticeKind::PurgeReminder]);
     assert_eq!(events(&day95.history), vec![(day(95), "PurgeScheduled")]);
     assert_eq!(
         world.status().purge_plan,

@@ -21,7 +21,9 @@ use super::organization::{self, Namespace, PurgeStep, entitlement_locks};
 use super::references::{self, Found};
 use crate::api::common::HistoryEntry;
 use crate::api::organization::PurgePlan;
-use crate::api::{Entitlement, EntitlementClass, LifecyclePolicy, Organization, RetentionHold};
+use crate::api::{
+    DataExport, Entitlement, EntitlementClass, LifecyclePolicy, Organization, RetentionHold,
+};
 
 type Time = DateTime<Utc>;
 
@@ -34,6 +36,9 @@ pub struct World {
     pub policies: Vec<LifecyclePolicy>,
     pub classes: Vec<EntitlementClass>,
     pub holds: Vec<RetentionHold>,
+    /// DataExports as they stand: one whose artifact still exists counts for
+    /// `purge.requireExport` until it expires.
+    pub exports: Vec<DataExport>,
 }
 
 /// One thing that happens to one object: a history entry, a reminder, or
@@ -316,7 +321,7 @@ impl Simulation {
             holds: &holds,
             namespace_name: &namespace_name,
             namespace: &namespace,
-            export_available: false,
+            export_available: self.export_available(&namespace_name, now),
             deleting: org.metadata.deletion_timestamp.is_some(),
             now,
         });
@@ -344,8 +349,9 @@ impl Simulation {
             gone_now = in_namespace.clone();
         }
         let phase = format!("{:?}", decision.phase);
-        let notice = decision.notice.as_ref().map(notice_entry);
-        self.record(Id::Organization(i), &decision.history, notice, now, &phase);
+        let mut told = decision.history.clone();
+        told.extend(decision.notices.iter().map(notice_entry));
+        self.record(Id::Organization(i), &told, None, now, &phase);
         let changed = org.status.as_ref() != Some(&status) || decision.provision_namespace;
         self.world.organizations[i].status = Some(status);
         for e in gone_now {
@@ -376,6 +382,18 @@ impl Simulation {
         } else if let Some(at) = decision.wake_at.filter(|at| *at > now) {
             self.schedule(Id::Organization(i), at);
         }
+    }
+
+    /// Whether a DataExport in `namespace` counts for `purge.requireExport`
+    /// at `now`.
+    fn export_available(&self, namespace: &str, now: Time) -> bool {
+        let statuses = self
+            .world
+            .exports
+            .iter()
+            .filter(|e| e.metadata.namespace.as_deref() == Some(namespace))
+            .filter_map(|e| Some((e.metadata.name.as_deref()?, e.status.as_ref()?)));
+        super::export::succeeded_exports(statuses, now).1
     }
 
     /// The entitlements that read organization `name`'s standing.

@@ -79,7 +79,7 @@ fn an_unpaid_organization_disabled_is_purged_97_days_later_after_its_confirmed_h
             json!({"purge": {"requireConfirmation": true}}),
         )],
         classes: default_classes(),
-        holds: vec![],
+        ..World::default()
     };
     let outcome = simulate(world, day(0), day(2 * 365));
     assert_eq!(
@@ -206,4 +206,47 @@ fn an_entitlement_whose_class_is_missing_stalls_once_naming_the_field() {
     let outcome = simulate(world, day(0), day(365));
     assert_eq!(timeline(&outcome, "gift"), steps(&[(0, "Stalled")]));
     assert!(outcome.transitions[0].message.contains("spec.class"));
+}
+
+#[test]
+fn a_purge_that_requires_an_export_runs_while_one_is_available_and_waits_once_it_expired() {
+    let organization_under = |name: &str| {
+        organization(
+            name,
+            json!({
+                "lifecycle": "Archived",
+                "offboarding": {"reason": "CustomerRequest", "effectiveAt": day(0)},
+            }),
+        )
+    };
+    let export = |namespace: &str, expires: i64| -> DataExport {
+        object(json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "DataExport",
+            "metadata": {"name": "export", "namespace": namespace},
+            "spec": {"organization": namespace.trim_start_matches("org-")},
+            "status": {
+                "phase": "Succeeded", "completedAt": day(0), "expiresAt": day(expires),
+                "artifact": {"uri": "file:///x.zip", "sha256": "0", "sizeBytes": 1, "files": 1},
+            },
+        }))
+    };
+    let world = World {
+        organizations: vec![organization_under("kept"), organization_under("expired")],
+        policies: vec![policy(
+            "global",
+            json!({"purge": {"requireExport": true}, "cancellation": {"dataRetentionDays": 30}}),
+        )],
+        classes: default_classes(),
+        exports: vec![export("org-kept", 400), export("org-expired", 10)],
+        ..World::default()
+    };
+    let outcome = simulate(world, day(0), day(365));
+    assert!(timeline(&outcome, "kept").contains(&(37, "Purged".to_string())));
+    assert!(
+        !timeline(&outcome, "expired")
+            .iter()
+            .any(|(_, e)| e == "Purged"),
+        "{:?}",
+        timeline(&outcome, "expired")
+    );
 }
