@@ -7,7 +7,9 @@
 //!
 //! - the ConfigMap `kube-root-ca.crt` (the API server's CA, published into
 //!   every namespace) and the ServiceAccount `default` (created in every
-//!   namespace): Kubernetes recreates them at once if they are deleted;
+//!   namespace) as Kubernetes makes them, without labels or annotations (one
+//!   the customer annotated, with a cloud identity say, is theirs): Kubernetes
+//!   recreates them at once if they are deleted;
 //! - tenure's deny-all NetworkPolicy [`ACCESS_POLICY`] (labelled
 //!   `tenure.dev/organization`), which revokes access to an offboarded
 //!   organization;
@@ -79,8 +81,15 @@ pub fn is_system(group: &str, kind: &str, meta: &ObjectMeta) -> bool {
         return true;
     }
     if named(group, kind, name) {
-        // tenure's policy carries its label; one a customer named alike is theirs.
-        return kind != "NetworkPolicy" || label(ORGANIZATION_LABEL).is_some();
+        return match kind {
+            // tenure's policy carries its label; one a customer named alike is theirs.
+            "NetworkPolicy" => label(ORGANIZATION_LABEL).is_some(),
+            // A default ServiceAccount the customer annotated or labelled
+            // (a cloud identity, say) is configuration of theirs: exported.
+            "ServiceAccount" => meta.annotations.as_ref().is_none_or(|a| a.is_empty())
+                && labels.is_none_or(|l| l.is_empty()),
+            _ => true,
+        };
     }
     if group.is_empty()
         && kind == "Secret"
@@ -128,6 +137,20 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     use super::*;
+
+    #[test]
+    fn a_default_service_account_the_customer_annotated_is_theirs() {
+        let mut meta = ObjectMeta {
+            name: Some("default".into()),
+            ..ObjectMeta::default()
+        };
+        assert!(is_system("", "ServiceAccount", &meta));
+        meta.annotations = Some(BTreeMap::from([(
+            "eks.amazonaws.com/role-arn".to_string(),
+            "arn:aws:iam::1:role/app".to_string(),
+        )]));
+        assert!(!is_system("", "ServiceAccount", &meta));
+    }
 
     fn meta(name: &str) -> ObjectMeta {
         ObjectMeta {
