@@ -86,8 +86,10 @@ pub fn is_system(group: &str, kind: &str, meta: &ObjectMeta) -> bool {
             "NetworkPolicy" => label(ORGANIZATION_LABEL).is_some(),
             // A default ServiceAccount the customer annotated or labelled
             // (a cloud identity, say) is configuration of theirs: exported.
-            "ServiceAccount" => meta.annotations.as_ref().is_none_or(|a| a.is_empty())
-                && labels.is_none_or(|l| l.is_empty()),
+            "ServiceAccount" => {
+                meta.annotations.as_ref().is_none_or(|a| a.is_empty())
+                    && labels.is_none_or(|l| l.is_empty())
+            }
             _ => true,
         };
     }
