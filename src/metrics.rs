@@ -47,6 +47,17 @@ struct ClassLabel {
     class: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabel {
+    webhook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    webhook: String,
+    outcome: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric tenure exposes, registered once.
@@ -64,6 +75,8 @@ pub struct Metrics {
     purges_blocked: Family<ErrorLabels, Gauge>,
     codes_allocated: Family<ClassLabel, Counter>,
     export_bytes: Counter,
+    webhook_deliveries: Family<DeliveryLabels, Counter>,
+    webhook_backlog: Family<WebhookLabel, Gauge>,
     leader: Gauge,
     clock_skew: FloatGauge,
 }
@@ -152,6 +165,18 @@ impl Metrics {
             Unit::Bytes,
             export_bytes.clone(),
         );
+        let webhook_deliveries = Family::default();
+        registry.register(
+            "webhook_deliveries",
+            "LifecycleWebhook requests, by webhook and outcome (delivered, failed)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_backlog = Family::default();
+        registry.register(
+            "webhook_backlog",
+            "Events waiting to be delivered, by LifecycleWebhook (its status.backlog)",
+            webhook_backlog.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -179,6 +204,8 @@ impl Metrics {
             purges_blocked,
             codes_allocated,
             export_bytes,
+            webhook_deliveries,
+            webhook_backlog,
             leader,
             clock_skew,
         }
@@ -245,6 +272,15 @@ impl Metrics {
         self.export_bytes.inc_by(bytes);
     }
 
+    /// One request of `webhook`: delivered (a 2xx answer) or failed.
+    pub fn webhook_request(&self, webhook: &str, delivered: bool) {
+        let labels = DeliveryLabels {
+            webhook: webhook.into(),
+            outcome: if delivered { "delivered" } else { "failed" }.into(),
+        };
+        self.webhook_deliveries.get_or_create(&labels).inc();
+    }
+
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(leading.into());
     }
@@ -267,6 +303,14 @@ impl Metrics {
         self.objects.clear();
         self.purges_blocked.clear();
         self.next_deadline.clear();
+        self.webhook_backlog.clear();
+        for webhook in index.webhooks().state() {
+            let label = WebhookLabel {
+                webhook: webhook.metadata.name.clone().unwrap_or_default(),
+            };
+            let backlog = webhook.status.as_ref().map_or(0, |s| s.backlog);
+            self.webhook_backlog.get_or_create(&label).set(backlog);
+        }
         let organizations = index.organizations().state();
         let entitlements = index.entitlements().state();
         let exports = index.exports().state();

@@ -90,9 +90,20 @@ fn render(template: &str, extra: &[&str]) -> String {
 fn the_chart_grants_no_wildcards_and_secrets_only_when_asked() {
     let default = render("rbac.yaml", &[]);
     assert!(!default.contains('*'), "a wildcard in {default}");
+    let cluster_role = default
+        .split("\n---")
+        .find(|d| d.contains("kind: ClusterRole\n"));
     assert!(
-        !default.contains("resources: [secrets]"),
-        "Secrets granted by default"
+        !cluster_role.unwrap().contains("resources: [secrets]"),
+        "Secrets granted cluster-wide by default"
+    );
+    // Only reading a webhook's key in tenure's own namespace.
+    let keys = (default.split("\n---"))
+        .find(|d| d.contains("kind: Role\n") && d.contains("resources: [secrets]"))
+        .expect("a Role for webhook keys");
+    assert!(
+        keys.contains("namespace: default") && keys.contains("verbs: [get]"),
+        "{keys}"
     );
     let secrets = render("rbac.yaml", &["--set", "rbac.secrets=true"]);
     assert!(secrets.contains("resources: [secrets]"));

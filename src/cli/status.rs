@@ -19,6 +19,7 @@ use crate::api::entitlement::EffectiveValue;
 use crate::api::organization::Tombstone;
 use crate::api::{Entitlement, EntitlementClass, EntitlementPhase, Organization, RetentionHold};
 use crate::lifecycle::downstream::{Desired, Paused, binds, desired, paused, pausing};
+use crate::lifecycle::notices::NoticeKind;
 
 /// What `status -o json|yaml` prints, and the text is made of.
 #[derive(Serialize, Default)]
@@ -224,7 +225,10 @@ async fn organization(client: &Client, name: &str, now: DateTime<Utc>) -> anyhow
             .phase
             .map(|p| format!("{p:?}"))
             .unwrap_or_else(|| "-".into()),
-        since: status.history.last().map(|h| h.at),
+        // The last transition: reminders are kept in the history too.
+        since: (status.history.iter())
+            .rfind(|h| !NoticeKind::is_notice(&h.event))
+            .map(|h| h.at),
         conditions: condition_lines(&status.conditions),
         happened: status.history.clone(),
         ahead: ahead.sorted(),

@@ -14,7 +14,7 @@ use tracing::warn;
 use super::error::{Error, Result};
 use super::export::ExportSettings;
 use super::index::Index;
-use super::{codes, discovery, downstream, status};
+use super::{codes, discovery, downstream, status, webhook};
 use crate::api::common::HistoryEntry;
 use crate::clock::Clock;
 use crate::lifecycle::conditions::{Verdict, from_time};
@@ -45,6 +45,8 @@ pub struct Context {
     /// RetentionHolds of other shards' organizations to them.
     pub sharded: bool,
     pub metrics: Arc<Metrics>,
+    /// What LifecycleWebhook deliveries share (an HTTP client, backoffs).
+    pub deliveries: webhook::Deliveries,
 }
 
 /// A reconcile that takes longer is given up (its steps are idempotent,
@@ -135,7 +137,7 @@ fn failure_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
 }
 
 /// How long to wait before the `failures`-th retry in a row.
-fn backoff(failures: u32) -> Duration {
+pub fn backoff(failures: u32) -> Duration {
     let doubled = FIRST_RETRY.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)));
     doubled.min(LONGEST_RETRY)
 }

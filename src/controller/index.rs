@@ -24,7 +24,8 @@ use tracing::warn;
 
 use crate::api::policy::PolicyScope;
 use crate::api::{
-    DataExport, Entitlement, EntitlementClass, LifecyclePolicy, Organization, RetentionHold,
+    DataExport, Entitlement, EntitlementClass, LifecyclePolicy, LifecycleWebhook, Organization,
+    RetentionHold,
 };
 use crate::lifecycle::codes::{ClassPrefix, prefix_taken_by};
 use crate::lifecycle::downstream::binds;
@@ -39,6 +40,7 @@ pub struct Index {
     policies: Store<LifecyclePolicy>,
     holds: Store<RetentionHold>,
     exports: Store<DataExport>,
+    webhooks: Store<LifecycleWebhook>,
     namespaces: Store<Namespace>,
     /// Entitlements by the namespace they live in.
     entitlements_by_namespace: Arc<Lookup<Entitlement>>,
@@ -117,6 +119,7 @@ pub struct Feeds {
     pub policies: Feed<LifecyclePolicy>,
     pub holds: Feed<RetentionHold>,
     pub exports: Feed<DataExport>,
+    pub webhooks: Feed<LifecycleWebhook>,
     pub namespaces: Feed<Namespace>,
 }
 
@@ -134,6 +137,7 @@ pub fn index() -> (Index, Feeds) {
         policies: Feed::default(),
         holds: Feed::default(),
         exports: Feed::default(),
+        webhooks: Feed::default(),
         namespaces: Feed::default(),
     };
     let index = Index {
@@ -143,6 +147,7 @@ pub fn index() -> (Index, Feeds) {
         policies: feeds.policies.reader(),
         holds: feeds.holds.reader(),
         exports: feeds.exports.reader(),
+        webhooks: feeds.webhooks.reader(),
         namespaces: feeds.namespaces.reader(),
         entitlements_by_namespace: entitlements_by_namespace.clone(),
         organizations_by_tenant_namespace: organizations_by_tenant_namespace.clone(),
@@ -169,9 +174,10 @@ impl Feeds {
                 self.classes.run(client.clone(), delivering.clone()),
                 self.policies.run(client.clone(), delivering.clone()),
             ),
-            futures::future::join3(
+            futures::future::join4(
                 self.holds.run(client.clone(), delivering.clone()),
                 self.exports.run(client.clone(), delivering.clone()),
+                self.webhooks.run(client.clone(), delivering.clone()),
                 self.namespaces.run(client, delivering),
             ),
         )
@@ -406,6 +412,7 @@ impl Index {
         self.policies.wait_until_ready().await?;
         self.holds.wait_until_ready().await?;
         self.exports.wait_until_ready().await?;
+        self.webhooks.wait_until_ready().await?;
         self.namespaces.wait_until_ready().await?;
         Ok(())
     }
@@ -428,6 +435,9 @@ impl Index {
     }
     pub fn exports(&self) -> Store<DataExport> {
         self.exports.clone()
+    }
+    pub fn webhooks(&self) -> Store<LifecycleWebhook> {
+        self.webhooks.clone()
     }
 
     pub fn organization(&self, name: &str) -> Option<Arc<Organization>> {

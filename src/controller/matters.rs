@@ -8,14 +8,17 @@ use k8s_openapi::api::core::v1::Namespace;
 
 use super::index::fingerprint;
 use super::status::WithStatus;
+use crate::api::common::HistoryEntry;
 use crate::api::{
     DataExport, Entitlement, EntitlementClass, FACTS_ANNOTATION, FINALIZER, Organization,
 };
 use crate::lifecycle::entitlement::organization_view;
 use crate::lifecycle::export::ExportedOrganization;
+use crate::lifecycle::webhook::DELIVERED_ANNOTATION_PREFIX;
 
 /// For an object's own controller: everything but what tenure writes on it
-/// itself (status, the facts annotation, its finalizer), so that a
+/// itself (status, the facts annotation, what webhooks delivered, its
+/// finalizer), so that a
 /// reconcile's own writes do not wake it again (which also raced: woken by
 /// its status write, the next reconcile could read the copy before its
 /// finalizer patch and patch again, refused). A restore comes as a new
@@ -26,7 +29,9 @@ pub fn own<K: WithStatus>(object: &K) -> u64 {
         .annotations
         .iter()
         .flatten()
-        .filter(|(key, _)| key.as_str() != FACTS_ANNOTATION)
+        .filter(|(key, _)| {
+            key.as_str() != FACTS_ANNOTATION && !key.starts_with(DELIVERED_ANNOTATION_PREFIX)
+        })
         .collect();
     let finalizers: Vec<_> = meta
         .finalizers
@@ -52,6 +57,36 @@ pub fn organization_standing(organization: &Organization) -> u64 {
         organization.owned_namespace(),
         organization.tenant_namespace(),
     ))
+}
+
+/// For the webhooks: its history (what they deliver).
+pub fn history<K: WithStatus>(object: &K) -> u64
+where
+    K::Status: WithHistory,
+{
+    let history = object.status().map(|s| s.history()).unwrap_or_default();
+    let entries: Vec<_> = history
+        .iter()
+        .map(|e| (e.at, &e.event, &e.reason))
+        .collect();
+    fingerprint((object.meta().uid.as_deref(), entries))
+}
+
+/// A status that keeps `history`.
+pub trait WithHistory {
+    fn history(&self) -> &[HistoryEntry];
+}
+
+impl WithHistory for crate::api::OrganizationStatus {
+    fn history(&self) -> &[HistoryEntry] {
+        &self.history
+    }
+}
+
+impl WithHistory for crate::api::entitlement::EntitlementStatus {
+    fn history(&self) -> &[HistoryEntry] {
+        &self.history
+    }
 }
 
 /// For its holds and exports: its phase and tenant namespace.

@@ -6,8 +6,9 @@
 //! - [`context`]: what reconcilers share; backoff, Stalled, requeue.
 //! - [`error`], [`events`]: what can fail, and every Event reason.
 //! - [`index`]: the one cache per kind, fed by the only watch of it.
-//! - [`organization`], [`entitlement`], [`export`], [`acceptance`]: one
-//!   reconciler per kind (acceptance: classes, policies and holds).
+//! - [`organization`], [`entitlement`], [`export`], [`acceptance`],
+//!   [`webhook`]: one reconciler per kind (acceptance: classes, policies
+//!   and holds).
 //! - [`downstream`], [`purge`], [`codes`]: what the reconcilers act with.
 //! - [`deletes`], [`discovery`], [`status`]: the guards around every delete,
 //!   what the API server serves, status and finalizer writes.
@@ -29,6 +30,7 @@ pub mod organization;
 pub mod purge;
 pub mod skew;
 pub mod status;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,6 +100,7 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
         concurrency: settings.concurrency,
         sharded: settings.shard.is_some(),
         metrics: metrics.clone(),
+        deliveries: webhook::Deliveries::default(),
     });
     info!(now = %context.clock.now(), "tenure controller starting");
     skew::compare_with_api_server(&client, &metrics).await;
@@ -111,6 +114,7 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
     let policies = acceptance::controller::<LifecyclePolicy>(&context, &mut feeds);
     let holds = acceptance::controller::<RetentionHold>(&context, &mut feeds);
     let exports = export::controller(&context, &mut feeds);
+    let webhooks = webhook::controller(&context, &mut feeds);
     let (deliver, delivering) = tokio::sync::watch::channel(false);
     tokio::spawn(feeds.run(client.clone(), delivering));
     context.index.wait_until_ready().await?;
@@ -136,10 +140,11 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
             entitlement::run(entitlements, context.clone()),
             acceptance::run(classes, context.clone()),
         ),
-        futures::future::join3(
+        futures::future::join4(
             acceptance::run(policies, context.clone()),
             acceptance::run(holds, context.clone()),
             export::run(exports, context.clone()),
+            webhook::run(webhooks, context.clone()),
         ),
     );
     tokio::select! {

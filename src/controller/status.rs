@@ -11,9 +11,11 @@ use super::context::Context;
 use super::error::{Error, Result};
 use crate::api::class::EntitlementClassStatus;
 use crate::api::entitlement::EntitlementStatus;
+use crate::api::webhook::LifecycleWebhookStatus;
 use crate::api::{
     DataExport, DataExportStatus, Entitlement, EntitlementClass, LifecyclePolicy,
-    LifecyclePolicyStatus, Organization, OrganizationStatus, RetentionHold, RetentionHoldStatus,
+    LifecyclePolicyStatus, LifecycleWebhook, Organization, OrganizationStatus, RetentionHold,
+    RetentionHoldStatus,
 };
 use crate::lifecycle::conditions::{Extra, READY, RECONCILING, STALLED, Verdict, conditions};
 
@@ -61,6 +63,7 @@ with_status! {
     LifecyclePolicy => LifecyclePolicyStatus, cluster;
     RetentionHold => RetentionHoldStatus, cluster;
     DataExport => DataExportStatus, namespaced;
+    LifecycleWebhook => LifecycleWebhookStatus, cluster;
 }
 
 /// Writes `verdict` into the conditions of the object as the API server has it

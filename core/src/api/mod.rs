@@ -9,6 +9,7 @@ pub mod export;
 pub mod hold;
 pub mod organization;
 pub mod policy;
+pub mod webhook;
 
 pub use class::EntitlementClass;
 pub use entitlement::{Entitlement, EntitlementPhase};
@@ -18,6 +19,7 @@ pub use organization::{
     Organization, OrganizationLifecycle, OrganizationPhase, OrganizationStatus,
 };
 pub use policy::{LifecyclePolicy, LifecyclePolicyStatus};
+pub use webhook::LifecycleWebhook;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -44,6 +46,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         LifecyclePolicy::crd(),
         RetentionHold::crd(),
         DataExport::crd(),
+        LifecycleWebhook::crd(),
     ]
 }
 

@@ -152,7 +152,7 @@ pub struct Decision {
     /// New history entries, oldest first; each also becomes an Event.
     pub history: Vec<HistoryEntry>,
     /// A reminder to send now: of the renewal, of the trial's end, or of the
-    /// purge.
+    /// purge. Written to the history after the transitions.
     pub reminder: Option<Notice>,
     pub last_reminder_at: Option<Time>,
     pub last_trial_reminder_at: Option<Time>,
@@ -204,7 +204,9 @@ impl Decision {
         status.holds = self.holds.clone();
         status.last_hold_lifted_at = self.last_hold_lifted_at;
         status.effective_policy = self.effective_policy.clone();
-        append_history(&mut status.history, &self.history);
+        let reminder = self.reminder.iter().map(Notice::history_entry);
+        let history: Vec<HistoryEntry> = self.history.iter().cloned().chain(reminder).collect();
+        append_history(&mut status.history, &history);
     }
 }
 
@@ -1168,10 +1170,10 @@ fn reminders(
     let due = notices::reminders(date, &input.policy.day_list(days), *sent, now);
     *sent = due.sent;
     reminded.upcoming = due.upcoming;
-    reminded.notice = due.due.map(|due_at| Notice {
+    reminded.notice = due.notice(
         kind,
-        due_at,
-        message: match kind {
+        now,
+        match kind {
             NoticeKind::RenewalReminder => {
                 format!("renewal due: access ends at {date}, {}", time_left(date, now))
             }
@@ -1184,7 +1186,7 @@ fn reminders(
                 time_left(date, now)
             ),
         },
-    });
+    );
     reminded
 }
 

@@ -10,6 +10,8 @@
 //! - [`system`]: what in a tenant namespace Kubernetes or tenure made, not
 //!   the customer (left out of exports, counted apart by a purge); [`csv`]:
 //!   the CSVs of an export.
+//! - [`notices`]: reminders and the final confirmation; [`webhook`]: what
+//!   a LifecycleWebhook delivers of the history, and how it is signed.
 //! - [`acceptance`]: the verdicts of classes, policies and holds.
 //! - [`downstream`]: what each bound object becomes in each phase.
 //! - [`policy`], [`hold`], [`purge`], [`codes`], [`conditions`]: the rules the
@@ -33,3 +35,4 @@ pub mod references;
 mod scenario;
 pub mod simulation;
 pub mod system;
+pub mod webhook;

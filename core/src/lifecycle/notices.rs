@@ -1,7 +1,8 @@
-//! What tenure tells the people outside the cluster, besides the history:
+//! What tenure tells the people outside the cluster besides the transitions:
 //! reminders ahead of a date (a renewal, a trial's end, a scheduled
-//! offboarding, a purge) and the final confirmation of a purge. Each goes out
-//! as an Event (and so to whatever forwards Events).
+//! offboarding, a purge) and the final confirmation of a purge. Each is kept
+//! in `status.history` with the transitions (so that LifecycleWebhooks
+//! deliver it, even after a crash) and goes out as an Event.
 //!
 //! Reminders follow one rule: a reminder is due `days` before its date, for
 //! each of the policy's days; each is sent once, and a controller that comes
@@ -9,6 +10,8 @@
 //! latest one due, saying how long is left, never the run it missed.
 
 use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::api::common::HistoryEntry;
 
 type Time = DateTime<Utc>;
 
@@ -40,6 +43,31 @@ impl NoticeKind {
             NoticeKind::FinalConfirmation => "FinalConfirmation",
         }
     }
+
+    /// The history entry's reason: the date it is about.
+    fn about(self) -> &'static str {
+        match self {
+            NoticeKind::RenewalReminder => "EndsAt",
+            NoticeKind::TrialReminder => "TrialEndsAt",
+            NoticeKind::OffboardingReminder => "EffectiveAt",
+            NoticeKind::PurgeReminder => "FinalPurgeAt",
+            NoticeKind::FinalConfirmation => "TombstoneWritten",
+        }
+    }
+
+    /// Whether a history entry's `event` is a notice, not a transition.
+    pub fn is_notice(event: &str) -> bool {
+        use NoticeKind::*;
+        [
+            RenewalReminder,
+            TrialReminder,
+            OffboardingReminder,
+            PurgeReminder,
+            FinalConfirmation,
+        ]
+        .iter()
+        .any(|kind| kind.reason() == event)
+    }
 }
 
 /// A notice to send now.
@@ -49,7 +77,31 @@ pub struct Notice {
     /// When it was due: its date minus one of the reminder days, or the
     /// purge's end for the final confirmation.
     pub due_at: Time,
+    /// When it is sent: the decision's `now`.
+    pub at: Time,
     pub message: String,
+}
+
+impl Notice {
+    /// The final confirmation of a purge, sent `now`.
+    pub fn final_confirmation(now: Time, message: String) -> Self {
+        Self {
+            kind: NoticeKind::FinalConfirmation,
+            due_at: now,
+            at: now,
+            message,
+        }
+    }
+
+    /// How `status.history` keeps it.
+    pub fn history_entry(&self) -> HistoryEntry {
+        HistoryEntry {
+            at: self.at,
+            event: self.kind.reason().into(),
+            reason: self.kind.about().into(),
+            message: self.message.clone(),
+        }
+    }
 }
 
 /// The reminders of one date at one decision.
@@ -61,6 +113,32 @@ pub struct Reminders {
     pub sent: Option<Time>,
     /// When the next one is due: the controller wakes then.
     pub upcoming: Option<Time>,
+    /// Earlier reminders of the run that came due unsent (the controller was
+    /// down or its clock ran fast): not sent, `due` stands for them.
+    pub missed: usize,
+}
+
+impl Reminders {
+    /// The reminder due now, as a notice of `kind` sent `now`, saying what
+    /// it stands for if earlier ones were missed.
+    pub fn notice(&self, kind: NoticeKind, now: Time, message: String) -> Option<Notice> {
+        let due_at = self.due?;
+        let message = match self.missed {
+            0 => message,
+            1 => format!(
+                "{message} (1 earlier reminder came due unsent and is replaced by this one)"
+            ),
+            n => format!(
+                "{message} ({n} earlier reminders came due unsent and are replaced by this one)"
+            ),
+        };
+        Some(Notice {
+            kind,
+            due_at,
+            at: now,
+            message,
+        })
+    }
 }
 
 /// The reminders `days` before `date`, of which the one due at
@@ -78,11 +156,13 @@ pub fn reminders(date: Time, days: &[i64], already_sent: Option<Time>, now: Time
         .map(|days| date - TimeDelta::days(*days))
         .filter(|at| already_sent.is_none_or(|sent| *at > sent))
         .collect();
-    let due = unsent.iter().filter(|at| **at <= now).max().copied();
+    let came_due = unsent.iter().filter(|at| **at <= now);
+    let due = came_due.clone().max().copied();
     Reminders {
         due,
         sent: due.or(already_sent),
         upcoming: unsent.iter().filter(|at| **at > now).min().copied(),
+        missed: came_due.count().saturating_sub(1),
     }
 }
 
@@ -118,6 +198,12 @@ mod tests {
         let late = reminders(day(30), &[30, 7, 3], None, day(28));
         assert_eq!(late.due, Some(day(27)));
         assert_eq!(late.upcoming, None);
+        assert_eq!(late.missed, 2);
+        let notice = late.notice(NoticeKind::PurgeReminder, day(28), "purged".into());
+        assert_eq!(
+            notice.unwrap().message,
+            "purged (2 earlier reminders came due unsent and are replaced by this one)"
+        );
         let past = reminders(day(30), &[30, 7, 3], None, day(31));
         assert_eq!(past, Reminders::default());
     }

@@ -188,7 +188,8 @@ pub struct Decision {
     pub purge: PurgeStep,
     /// What happens next by itself, and when (`status.next`).
     pub next: Option<OrganizationNext>,
-    /// Reminders or the final confirmation to send now.
+    /// Reminders or the final confirmation to send now; written to the
+    /// history after the transitions.
     pub notices: Vec<Notice>,
     pub last_offboarding_reminder_at: Option<Time>,
     pub last_purge_reminder_at: Option<Time>,
@@ -233,7 +234,9 @@ impl Decision {
         if let PurgeStep::WriteTombstone(tombstone) = &self.purge {
             status.tombstone.get_or_insert_with(|| tombstone.clone());
         }
-        append_history(&mut status.history, &self.history);
+        let notices = self.notices.iter().map(Notice::history_entry);
+        let history: Vec<HistoryEntry> = self.history.iter().cloned().chain(notices).collect();
+        append_history(&mut status.history, &history);
     }
 }
 
@@ -379,25 +382,24 @@ fn announce(input: &Input, scheduled: Option<&ScheduledOffboarding>, decision: &
             now,
         );
         decision.last_offboarding_reminder_at = due.sent;
-        decision.notices.extend(due.due.map(|due_at| Notice {
-            kind: NoticeKind::OffboardingReminder,
-            due_at,
-            message: with_ticket(
+        decision.notices.extend(due.notice(
+            NoticeKind::OffboardingReminder,
+            now,
+            with_ticket(
                 input.spec,
                 format!("{what} at {at}, {} ({reason})", time_left(at, now)),
             ),
-        }));
+        ));
         decision.wake_at = [decision.wake_at, Some(at), due.upcoming]
             .into_iter()
             .flatten()
             .min();
     }
     if let PurgeStep::WriteTombstone(tombstone) = &decision.purge {
-        decision.notices.push(Notice {
-            kind: NoticeKind::FinalConfirmation,
-            due_at: now,
-            message: final_confirmation(tombstone),
-        });
+        decision.notices.push(Notice::final_confirmation(
+            now,
+            final_confirmation(tombstone),
+        ));
         return;
     }
     let offboarded = matches!(
@@ -414,15 +416,15 @@ fn announce(input: &Input, scheduled: Option<&ScheduledOffboarding>, decision: &
             now,
         );
         decision.last_purge_reminder_at = due.sent;
-        decision.notices.extend(due.due.map(|due_at| Notice {
-            kind: NoticeKind::PurgeReminder,
-            due_at,
-            message: format!(
+        decision.notices.extend(due.notice(
+            NoticeKind::PurgeReminder,
+            now,
+            format!(
                 "namespace {} and everything in it is purged at {purge_at}, {}: ask for an export before then",
                 input.namespace_name,
                 time_left(purge_at, now)
             ),
-        }));
+        ));
         decision.wake_at = decision.wake_at.into_iter().chain(due.upcoming).min();
     }
 }

@@ -387,7 +387,15 @@ fn the_97_day_path_disabled_awaits_confirmation_and_is_purged_a_final_grace_afte
     }
     assert_eq!(
         names(&world.status().history),
-        vec!["Disabled", "PurgeScheduled", "Purging", "Purged"]
+        vec![
+            "Disabled",
+            "PurgeScheduled",
+            "PurgeReminder",
+            "PurgeReminder",
+            "Purging",
+            "Purged",
+            "FinalConfirmation"
+        ]
     );
 }
 
