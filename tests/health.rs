@@ -179,6 +179,22 @@ fn hold(name: &str, spec: Value) {
     );
 }
 
+/// A LifecycleWebhook whose key is `secret` in the chart's namespace,
+/// posting to a port nobody listens on, unless `spec` says otherwise.
+fn webhook(name: &str, secret: &str, spec: Value) {
+    apply(
+        &json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "LifecycleWebhook",
+            "metadata": {"name": name},
+            "spec": merged(json!({
+                "url": "http://127.0.0.1:1/refused",
+                "secretRef": {"namespace": CHART_NAMESPACE, "name": secret},
+            }), spec),
+        })
+        .to_string(),
+    );
+}
+
 fn data_export(namespace: &str, name: &str, organization: &str) {
     apply(
         &json!({
@@ -286,6 +302,48 @@ fn every_phase_of_every_kind_is_what_argo_cd_and_kstatus_users_expect() {
     hold(&in_force, json!({"organization": active}));
     hold(&lapsed, json!({"organization": active, "until": ago(1)}));
     hold(&no_target, json!({"organization": unique("nobody")}));
+
+    // Webhooks: one with nothing to deliver, and three with an organization's
+    // events waiting: suspended, its key missing, its receiver refusing.
+    let key = unique("health-key");
+    kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        &key,
+        "-n",
+        CHART_NAMESPACE,
+        "--from-literal=key=k",
+    ]);
+    let hooked = unique("health-hooked");
+    let idle = unique("health-idle");
+    let suspended_hook = unique("health-suspended");
+    let keyless = unique("health-keyless");
+    let refused = unique("health-refused");
+    webhook(&idle, &key, json!({"organizations": [unique("nobody")]}));
+    webhook(
+        &suspended_hook,
+        &key,
+        json!({"organizations": [hooked], "suspend": true}),
+    );
+    webhook(
+        &keyless,
+        &unique("no-such-key"),
+        json!({"organizations": [hooked]}),
+    );
+    webhook(&refused, &key, json!({"organizations": [hooked]}));
+    for name in [&idle, &suspended_hook, &keyless, &refused] {
+        wait_for(&format!("webhook {name} to begin"), TIMEOUT, || {
+            let object = get_json(&["lifecyclewebhook", name])?;
+            (!object["status"]["since"].is_null())
+                .then_some(())
+                .ok_or(object["status"].to_string())
+        });
+    }
+    organization(
+        &hooked,
+        json!({"lifecycle": "Disabled", "offboarding": {"reason": "NonPayment", "ticket": "FIN-4"}}),
+    );
 
     let object = wait_phase(&org(&active), "Active");
     seen.push(judged(
@@ -395,6 +453,37 @@ fn every_phase_of_every_kind_is_what_argo_cd_and_kstatus_users_expect() {
         "Progressing",
         "InProgress",
     ));
+
+    for (name, reason, fixture, argo, flux) in [
+        (&idle, "Delivered", "delivered", "Healthy", "Current"),
+        (
+            &suspended_hook,
+            "Suspended",
+            "suspended",
+            "Suspended",
+            "InProgress",
+        ),
+        (
+            &keyless,
+            "SecretNotFound",
+            "secret_not_found",
+            "Degraded",
+            "InProgress",
+        ),
+        (
+            &refused,
+            "DeliveryFailed",
+            "delivery_failed",
+            "Degraded",
+            "InProgress",
+        ),
+    ] {
+        let object = wait_condition_reason(&["lifecyclewebhook", name], "Ready", reason);
+        seen.push(judged("LifecycleWebhook", fixture, object, argo, flux));
+    }
+    for name in [&idle, &suspended_hook, &keyless, &refused] {
+        kubectl_ok(&["delete", "lifecyclewebhook", name]);
+    }
 
     // The purge: Purging (Reconciling=True) while the namespace is held up
     // by a finalizer, then Purged once it is gone.
@@ -566,10 +655,19 @@ fn fixture(object: &Value) -> Value {
     object
 }
 
+/// Every kind with an Argo CD health check.
+const KINDS: [&str; 5] = [
+    "Organization",
+    "Entitlement",
+    "DataExport",
+    "RetentionHold",
+    "LifecycleWebhook",
+];
+
 /// Writes each kind's testdata/<fixture>.yaml and its health_test.yaml, the
 /// expected health being what the live objects were asserted to be.
 fn write_fixtures(seen: &[Seen]) {
-    for kind in ["Organization", "Entitlement", "DataExport", "RetentionHold"] {
+    for kind in KINDS {
         let dir = customizations().join(kind);
         let mut tests = String::from("tests:\n");
         for seen in seen.iter().filter(|s| s.kind == kind) {
@@ -593,7 +691,7 @@ fn write_fixtures(seen: &[Seen]) {
 #[test]
 fn the_argo_cd_health_tests_pass_on_the_captured_fixtures() {
     let mut files = Vec::new();
-    for kind in ["Organization", "Entitlement", "DataExport", "RetentionHold"] {
+    for kind in KINDS {
         let dir = customizations().join(kind);
         let tests = dir.join("health_test.yaml");
         assert!(tests.exists(), "{} exists", tests.display());

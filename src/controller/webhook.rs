@@ -138,12 +138,12 @@ async fn reconcile(webhook: Arc<LifecycleWebhook>, context: Arc<Context>) -> Res
     };
 
     if webhook.spec.suspend {
-        let message = format!("spec.suspend is true: {} events wait", status.backlog);
+        let message = format!("spec.suspend is true: {}", waiting(status.backlog));
         report(status, Verdict::not_ready("Suspended", message)).await?;
         return Ok(Action::await_change());
     }
     if status.backlog == 0 {
-        let message = format!("{} events delivered; none waits", status.delivered);
+        let message = format!("{} delivered; none waits", events(status.delivered));
         report(status, Verdict::ready("Delivered", message)).await?;
         return Ok(Action::await_change());
     }
@@ -205,8 +205,10 @@ async fn reconcile(webhook: Arc<LifecycleWebhook>, context: Arc<Context>) -> Res
             let wait = deliveries.failed(&name);
             warn!(webhook = %name, id = failure.id, message = failure.message, retry_in = ?wait, "webhook delivery failed");
             let message = format!(
-                "delivering {} failed: {}; {} events wait, retried with backoff",
-                failure.id, failure.message, status.backlog
+                "delivering {} failed: {}; {}, retried with backoff",
+                failure.id,
+                failure.message,
+                waiting(status.backlog)
             );
             status.consecutive_failures = status.consecutive_failures.saturating_add(1);
             status.last_failure = Some(failure);
@@ -219,11 +221,11 @@ async fn reconcile(webhook: Arc<LifecycleWebhook>, context: Arc<Context>) -> Res
             let backlog = status.backlog;
             if backlog == 0 {
                 info!(webhook = %name, delivered = status.delivered, "webhook backlog delivered");
-                let message = format!("{} events delivered; none waits", status.delivered);
+                let message = format!("{} delivered; none waits", events(status.delivered));
                 report(status, Verdict::ready("Delivered", message)).await?;
                 Ok(Action::await_change())
             } else {
-                let message = format!("delivering: {backlog} events wait");
+                let message = format!("delivering: {}", waiting(backlog));
                 report(status, Verdict::reconciling("Delivering", message)).await?;
                 Ok(Action::requeue(Duration::ZERO))
             }
@@ -249,6 +251,22 @@ fn waiting_verdict(
             "Delivering",
             format!("events wait to be delivered to {}", webhook.spec.url),
         ),
+    }
+}
+
+/// `1 event`, `3 events`.
+fn events(count: i64) -> String {
+    match count {
+        1 => "1 event".into(),
+        n => format!("{n} events"),
+    }
+}
+
+/// `1 event waits`, `3 events wait`.
+fn waiting(count: i64) -> String {
+    match count {
+        1 => "1 event waits".into(),
+        n => format!("{n} events wait"),
     }
 }
 
