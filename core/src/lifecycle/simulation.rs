@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::entitlement;
 use super::hold::Hold;
+use super::notices::Notice;
 use super::organization::{self, Namespace, PurgeStep, entitlement_locks};
 use super::references::{self, Found};
 use crate::api::common::HistoryEntry;
@@ -350,7 +351,7 @@ impl Simulation {
         }
         let phase = format!("{:?}", decision.phase);
         let mut told = decision.history.clone();
-        told.extend(decision.notices.iter().map(notice_entry));
+        told.extend(decision.notices.iter().map(Notice::history_entry));
         self.record(Id::Organization(i), &told, None, now, &phase);
         let changed = org.status.as_ref() != Some(&status) || decision.provision_namespace;
         self.world.organizations[i].status = Some(status);
@@ -475,7 +476,7 @@ impl Simulation {
         let mut status = recorded.clone().unwrap_or_default();
         decision.write_to(&mut status);
         let phase = format!("{:?}", decision.phase);
-        let reminder = decision.reminder.as_ref().map(notice_entry);
+        let reminder = decision.reminder.as_ref().map(Notice::history_entry);
         self.record(Id::Entitlement(i), &decision.history, reminder, now, &phase);
         let before = recorded.as_ref().and_then(|s| s.phase);
         let changed = self.world.entitlements[i].status.as_ref() != Some(&status);
@@ -537,16 +538,6 @@ impl Simulation {
                 phase: phase.into(),
             });
         }
-    }
-}
-
-/// A reminder or confirmation, as a transition tells it.
-fn notice_entry(notice: &super::notices::Notice) -> HistoryEntry {
-    HistoryEntry {
-        at: notice.due_at,
-        event: notice.kind.reason().into(),
-        reason: notice.kind.reason().into(),
-        message: notice.message.clone(),
     }
 }
 
