@@ -2,13 +2,14 @@
 //! lifecycle event of an organization (transitions, reminders) arrives as a
 //! signed CloudEvent, in order, even when the receiver fails its first
 //! attempts and when the controller is killed while a request is in flight;
-//! a clock that runs ahead sends only the last of the reminders it missed.
+//! a clock that runs ahead sends only the last of the reminders it missed;
+//! an https receiver is trusted through the webhook's caBundle.
 //! A binary of its own: it kills and restarts its controller.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,14 +51,20 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start() -> Self {
+    /// Plain HTTP, or HTTPS with `tls`.
+    fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(Mutex::new(ReceiverState::default()));
         let shared = state.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let _ = serve(stream, &shared);
+                let _ = match &tls {
+                    None => serve(stream, &shared),
+                    Some(config) => rustls::ServerConnection::new(config.clone())
+                        .map_err(std::io::Error::other)
+                        .and_then(|tls| serve(rustls::StreamOwned::new(tls, stream), &shared)),
+                };
             }
         });
         Self { port, state }
@@ -78,8 +85,8 @@ impl Receiver {
     }
 }
 
-fn serve(stream: TcpStream, state: &Mutex<ReceiverState>) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
+fn serve(mut stream: impl Read + Write, state: &Mutex<ReceiverState>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(&mut stream);
     let mut signature = String::new();
     let mut length = 0;
     loop {
@@ -99,6 +106,7 @@ fn serve(stream: TcpStream, state: &Mutex<ReceiverState>) -> std::io::Result<()>
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
+    drop(reader);
     let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut mac = Hmac::<Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
     mac.update(&body);
@@ -132,7 +140,6 @@ fn serve(stream: TcpStream, state: &Mutex<ReceiverState>) -> std::io::Result<()>
             "503 Service Unavailable"
         }
     };
-    let mut stream = stream;
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -151,6 +158,64 @@ impl Drop for DeletedAtTheEnd {
             let _ = kubectl(&args);
         }
     }
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed (openssl, as hack/cluster
+/// makes the cluster's): the receiver's TLS, and the CA's PEM.
+fn tls_receiver_config() -> (Arc<rustls::ServerConfig>, String) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = std::env::temp_dir().join(unique("tenure-webhook-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let openssl = |args: &str| {
+        let ok = std::process::Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(&dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "openssl {args}");
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+    )
+    .unwrap();
+    openssl(
+        "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=webhook-test-ca -keyout ca.key -out ca.crt",
+    );
+    openssl("req -newkey rsa:2048 -nodes -subj /CN=receiver -keyout server.key -out server.csr");
+    openssl(
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.crt",
+    );
+    let chain: Vec<CertificateDer> = CertificateDer::pem_file_iter(dir.join("server.crt"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (Arc::new(config), ca)
+}
+
+fn lifecycle_webhook(name: &str, secret: &str, spec: Value) {
+    let mut spec = spec;
+    spec["secretRef"] = json!({"namespace": CHART_NAMESPACE, "name": secret});
+    apply(
+        &json!({
+            "apiVersion": "tenure.dev/v1alpha1", "kind": "LifecycleWebhook",
+            "metadata": {"name": name},
+            "spec": spec,
+        })
+        .to_string(),
+    );
 }
 
 /// The controller's clock, at most: ORIGIN plus RATE times the real time
@@ -199,14 +264,24 @@ fn wait_all_delivered(receiver: &Receiver, org: &str) -> Vec<Received> {
 
 #[test]
 fn every_event_reaches_a_failing_receiver_signed_in_order_and_survives_a_kill_mid_delivery() {
-    let receiver = Receiver::start();
+    let receiver = Receiver::start(None);
+    let (tls, ca) = tls_receiver_config();
+    let tls_receiver = Receiver::start(Some(tls));
     receiver.with(|s| s.fail_next = 3);
     let scheduled = unique("hooked");
     let late = unique("late");
     let webhook = unique("receiver");
     let secret = format!("{webhook}-key");
+    // Three https webhooks for the second organization: one trusting the
+    // receiver's CA, one trusting the system's roots only, one whose
+    // caBundle holds no certificate.
+    let [trusting, untrusting, garbled] =
+        ["trusting", "untrusting", "garbled"].map(|w| format!("{webhook}-{w}"));
     let _cleanup = DeletedAtTheEnd(vec![
         vec!["lifecyclewebhook".into(), webhook.clone()],
+        vec!["lifecyclewebhook".into(), trusting.clone()],
+        vec!["lifecyclewebhook".into(), untrusting.clone()],
+        vec!["lifecyclewebhook".into(), garbled.clone()],
         vec![
             "secret".into(),
             secret.clone(),
@@ -225,28 +300,42 @@ fn every_event_reaches_a_failing_receiver_signed_in_order_and_survives_a_kill_mi
         CHART_NAMESPACE,
         &format!("--from-literal=key={KEY}"),
     ]);
-    apply(
-        &json!({
-            "apiVersion": "tenure.dev/v1alpha1", "kind": "LifecycleWebhook",
-            "metadata": {"name": webhook},
-            "spec": {
-                "url": format!("http://127.0.0.1:{}/tenure", receiver.port),
-                "secretRef": {"namespace": CHART_NAMESPACE, "name": secret},
-                "organizations": [scheduled, late],
-                "timeoutSeconds": 5,
-            },
-        })
-        .to_string(),
+    lifecycle_webhook(
+        &webhook,
+        &secret,
+        json!({
+            "url": format!("http://127.0.0.1:{}/tenure", receiver.port),
+            "organizations": [scheduled, late],
+            "timeoutSeconds": 5,
+        }),
+    );
+    let https = format!("https://127.0.0.1:{}/tenure", tls_receiver.port);
+    lifecycle_webhook(
+        &trusting,
+        &secret,
+        json!({"url": https, "organizations": [late], "caBundle": ca}),
+    );
+    lifecycle_webhook(
+        &untrusting,
+        &secret,
+        json!({"url": https, "organizations": [late]}),
+    );
+    lifecycle_webhook(
+        &garbled,
+        &secret,
+        json!({"url": https, "organizations": [late], "caBundle": "not a certificate"}),
     );
     let spawned = Instant::now();
     let controller = spawn_controller(ORIGIN.parse().unwrap(), "tenure-webhooks");
     let webhook_args = ["lifecyclewebhook", webhook.as_str()];
-    wait_for("the webhook to begin", TIMEOUT, || {
-        let object = get_json(&webhook_args)?;
-        (!object["status"]["since"].is_null())
-            .then_some(())
-            .ok_or(object["status"].to_string())
-    });
+    for name in [&webhook, &trusting, &untrusting, &garbled] {
+        wait_for("the webhooks to begin", TIMEOUT, || {
+            let object = get_json(&["lifecyclewebhook", name])?;
+            (!object["status"]["since"].is_null())
+                .then_some(())
+                .ok_or(object["status"].to_string())
+        });
+    }
 
     // Twenty simulated days ahead: reminders 30 (at once), 7 and 3 days
     // before, then Disabled; the receiver refuses the first three attempts.
@@ -334,6 +423,25 @@ fn every_event_reaches_a_failing_receiver_signed_in_order_and_survives_a_kill_mi
     assert!(
         missed.is_some_and(|missed| missed >= 1 && missed + reminders.len() == 3),
         "the first reminder stands for those missed, and none is sent twice: {reminders:?}"
+    );
+    // The same events over https, to the webhook that trusts the receiver's CA.
+    let over_tls = wait_all_delivered(&tls_receiver, &late);
+    assert!(over_tls.iter().all(|r| r.signed));
+    let refused = |name: &str, reason: &str, said: &str| {
+        wait_for(&format!("{name}: {reason}"), TIMEOUT, || {
+            let object = get_json(&["lifecyclewebhook", name])?;
+            let ready = condition(&object, "Ready").cloned().unwrap_or_default();
+            let told = ready["message"].as_str().unwrap_or_default();
+            (ready["reason"] == reason && told.contains(said))
+                .then_some(())
+                .ok_or(object["status"].to_string())
+        })
+    };
+    refused(&untrusting, "DeliveryFailed", "certificate");
+    refused(
+        &garbled,
+        "InvalidCABundle",
+        "spec.caBundle holds no PEM certificate",
     );
 
     // Killed while a request is in flight: the new controller sends it again,

@@ -35,6 +35,8 @@ const DELIVERY_TURN: Duration = Duration::from_secs(30);
 /// What deliveries share across reconciles.
 pub struct Deliveries {
     http: reqwest::Client,
+    /// Per webhook with a caBundle: the bundle, and a client that trusts it.
+    trusting: Mutex<HashMap<String, (String, reqwest::Client)>>,
     /// The ids this process recorded as delivered, per webhook and object:
     /// the cache may not show its own annotation writes yet, and must not
     /// make it send them again.
@@ -43,14 +45,15 @@ pub struct Deliveries {
     failing: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
+fn http_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().user_agent(concat!("tenure/", env!("CARGO_PKG_VERSION")))
+}
+
 impl Default for Deliveries {
     fn default() -> Self {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("tenure/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client builds");
         Self {
-            http,
+            http: http_client().build().expect("an HTTP client builds"),
+            trusting: Mutex::default(),
             recorded: Mutex::default(),
             failing: Mutex::default(),
         }
@@ -161,13 +164,21 @@ async fn reconcile(webhook: Arc<LifecycleWebhook>, context: Arc<Context>) -> Res
         }
     };
 
+    let http = match deliveries.client(&webhook) {
+        Ok(http) => http,
+        Err(message) => {
+            report(status, Verdict::stalled("InvalidCABundle", message)).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
     let turn_ends = Instant::now() + DELIVERY_TURN;
     let mut failure = None;
     for outbox in &mut outboxes {
         let mut newly_delivered: i64 = 0;
         for event in &outbox.events {
             let body = cloud_event(&outbox.about, &outbox.details, event);
-            let sent = deliveries.send(&webhook, &key, &body).await;
+            let sent = send(&http, &webhook, &key, &body).await;
             context.metrics.webhook_request(&name, sent.is_ok());
             match sent {
                 Ok(()) => {
@@ -394,40 +405,27 @@ async fn signing_key(
 }
 
 impl Deliveries {
-    /// POSTs one event; Err: why it was not received.
-    async fn send(
-        &self,
-        webhook: &LifecycleWebhook,
-        key: &[u8],
-        event: &serde_json::Value,
-    ) -> std::result::Result<(), String> {
-        let body = serde_json::to_vec(event).unwrap_or_default();
-        let timeout = Duration::from_secs(webhook.spec.timeout_seconds.unwrap_or(10).max(1) as u64);
-        let sent = self
-            .http
-            .post(&webhook.spec.url)
-            .timeout(timeout)
-            .header(
-                "Content-Type",
-                "application/cloudevents+json; charset=utf-8",
-            )
-            .header(SIGNATURE_HEADER, signature(key, &body))
-            .body(body)
-            .send()
-            .await;
-        match sent {
-            Ok(response) if response.status().is_success() => Ok(()),
-            Ok(response) => {
-                let code = response.status();
-                let answer = response.text().await.unwrap_or_default();
-                let answer: String = answer.chars().take(200).collect();
-                Err(format!("the receiver answered {code}: {answer}"))
-            }
-            Err(error) if error.is_timeout() => {
-                Err(format!("no answer within {}s", timeout.as_secs()))
-            }
-            Err(error) => Err(format!("{error}: {}", source_chain(&error))),
+    /// The client for `webhook`: the shared one, or one that also trusts
+    /// its caBundle; Err: why the bundle cannot be used.
+    fn client(&self, webhook: &LifecycleWebhook) -> std::result::Result<reqwest::Client, String> {
+        let Some(bundle) = &webhook.spec.ca_bundle else {
+            return Ok(self.http.clone());
+        };
+        let mut trusting = self.trusting.lock().unwrap_or_else(|p| p.into_inner());
+        let name = webhook.name_any();
+        if let Some((built_for, client)) = trusting.get(&name)
+            && built_for == bundle
+        {
+            return Ok(client.clone());
         }
+        let certificates = reqwest::Certificate::from_pem_bundle(bundle.as_bytes())
+            .ok()
+            .filter(|certificates| !certificates.is_empty())
+            .ok_or("spec.caBundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)")?;
+        let client = (http_client().tls_certs_merge(certificates).build())
+            .map_err(|error| format!("spec.caBundle cannot be used: {error}"))?;
+        trusting.insert(name, (bundle.clone(), client.clone()));
+        Ok(client)
     }
 
     /// How long `webhook` still waits out its backoff, if it does.
@@ -452,6 +450,39 @@ impl Deliveries {
     fn succeeded(&self, webhook: &str) {
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         failing.remove(webhook);
+    }
+}
+
+/// POSTs one event; Err: why it was not received.
+async fn send(
+    http: &reqwest::Client,
+    webhook: &LifecycleWebhook,
+    key: &[u8],
+    event: &serde_json::Value,
+) -> std::result::Result<(), String> {
+    let body = serde_json::to_vec(event).unwrap_or_default();
+    let timeout = Duration::from_secs(webhook.spec.timeout_seconds.unwrap_or(10).max(1) as u64);
+    let sent = http
+        .post(&webhook.spec.url)
+        .timeout(timeout)
+        .header(
+            "Content-Type",
+            "application/cloudevents+json; charset=utf-8",
+        )
+        .header(SIGNATURE_HEADER, signature(key, &body))
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => {
+            let code = response.status();
+            let answer = response.text().await.unwrap_or_default();
+            let answer: String = answer.chars().take(200).collect();
+            Err(format!("the receiver answered {code}: {answer}"))
+        }
+        Err(error) if error.is_timeout() => Err(format!("no answer within {}s", timeout.as_secs())),
+        Err(error) => Err(format!("{error}: {}", source_chain(&error))),
     }
 }
 

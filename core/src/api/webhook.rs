@@ -66,6 +66,14 @@ pub struct LifecycleWebhookSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1024))]
     pub organizations: Vec<String>,
+    /// CA certificates to trust for an `https://` URL besides the system's
+    /// roots (an internal CA, a self-signed receiver): PEM text, one or
+    /// more `-----BEGIN CERTIFICATE-----` blocks (not base64-encoded, unlike
+    /// an admission webhook's caBundle). One that holds no certificate
+    /// stalls the webhook with reason InvalidCABundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_bundle: Option<String>,
     /// Seconds to wait for an answer before the request counts as failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 300))]
