@@ -48,7 +48,7 @@ def main():
     args = parser.parse_args()
     server = HTTPServer(("127.0.0.1", args.port), Receiver)
     with open(args.key_file, "rb") as key:
-        server.key = key.read().strip()
+        server.key = key.read()  # every byte, as tenure reads the Secret's
     server.serve_forever()
 
 

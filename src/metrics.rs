@@ -418,6 +418,7 @@ mod tests {
             event: event.into(),
             reason: "Test".into(),
             message: String::new(),
+            recorded_at: None,
         }
     }
 

@@ -506,9 +506,11 @@ async fn report(
 }
 
 /// Keeps the facts a restore needs in the entitlement's annotation, and
-/// tenure's finalizer on it, in one write: over the version the status
-/// write left (`written_as`), so that no finalizer someone added meanwhile
-/// is lost.
+/// tenure's finalizer on it. The finalizer list is written over a version
+/// (the one the status write left, `written_as`), so that no finalizer
+/// someone added meanwhile is lost; a change meanwhile (a webhook recording
+/// its deliveries) is read again once. The annotation alone needs no
+/// version.
 async fn remember(
     api: &Api<Entitlement>,
     entitlement: &Entitlement,
@@ -517,23 +519,38 @@ async fn remember(
     written_as: Option<String>,
 ) -> Result<()> {
     let facts = EntitlementFacts::remembered(status);
-    let mut finalizers = entitlement.finalizers().to_vec();
-    let finalized = finalizers.iter().any(|f| f == FINALIZER);
+    let finalized = entitlement.finalizers().iter().any(|f| f == FINALIZER);
     if finalized && known.facts.as_ref() == Some(&facts) {
         return Ok(());
     }
-    if !finalized {
-        finalizers.push(FINALIZER.to_string());
-    }
     let json = serde_json::to_string(&facts).unwrap_or_default();
-    let patch = serde_json::json!({"metadata": {
-        "annotations": {FACTS_ANNOTATION: json},
-        "finalizers": finalizers,
-        "resourceVersion": written_as.or_else(|| entitlement.resource_version()),
-    }});
     let name = entitlement.name_any();
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    let params = PatchParams::default();
+    if finalized {
+        let patch = serde_json::json!({"metadata": {"annotations": {FACTS_ANNOTATION: json}}});
+        api.patch(&name, &params, &Patch::Merge(&patch)).await?;
+        return Ok(());
+    }
+    let mut finalizers = entitlement.finalizers().to_vec();
+    let mut version = written_as.or_else(|| entitlement.resource_version());
+    for read_again in [true, false] {
+        if !finalizers.iter().any(|f| f == FINALIZER) {
+            finalizers.push(FINALIZER.to_string());
+        }
+        let patch = serde_json::json!({"metadata": {
+            "annotations": {FACTS_ANNOTATION: &json},
+            "finalizers": &finalizers,
+            "resourceVersion": version,
+        }});
+        match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+            Err(kube::Error::Api(status)) if status.code == 409 && read_again => {
+                let fresh = api.get(&name).await?;
+                finalizers = fresh.finalizers().to_vec();
+                version = fresh.resource_version();
+            }
+            written => return Ok(written.map(|_| ())?),
+        }
+    }
     Ok(())
 }
 

@@ -28,8 +28,10 @@ use crate::lifecycle::webhook::{
     entitlement_details, organization_details, parse_delivered, pending, signature,
 };
 
-/// A reconcile delivers for at most this long, then reports and goes on at
-/// once: a long backlog shows progress in status.
+/// A reconcile sends for at most this long, records what was received,
+/// reports and goes on at once: a long backlog shows progress in status.
+/// With the longest `timeoutSeconds` (60) a turn stays well inside
+/// `RECONCILE_TIMEOUT`, so what was received is always recorded.
 const DELIVERY_TURN: Duration = Duration::from_secs(30);
 
 /// What deliveries share across reconciles.
@@ -37,16 +39,33 @@ pub struct Deliveries {
     http: reqwest::Client,
     /// Per webhook with a caBundle: the bundle, and a client that trusts it.
     trusting: Mutex<HashMap<String, (String, reqwest::Client)>>,
-    /// The ids this process recorded as delivered, per webhook and object:
-    /// the cache may not show its own annotation writes yet, and must not
-    /// make it send them again.
-    recorded: Mutex<HashMap<(String, String), HashSet<String>>>,
-    /// Per webhook: failed attempts in a row, and no attempt before then.
-    failing: Mutex<HashMap<String, (u32, Instant)>>,
+    /// The ids received, per webhook and object uid, as this process knows
+    /// them: the cache may not show its annotation writes yet (or a write
+    /// failed), and must not make it send them again. Dropped once the
+    /// cache shows them.
+    received: Mutex<HashMap<(String, String), HashSet<String>>>,
+    /// Per webhook: its failures in a row.
+    failing: Mutex<HashMap<String, Failing>>,
+    /// Per webhook uid: the `delivered` count last reported (the cache may
+    /// not show the last status write yet; the count only grows).
+    delivered: Mutex<HashMap<String, i64>>,
+}
+
+/// A webhook's failed attempts in a row.
+struct Failing {
+    failures: u32,
+    /// No attempt before then.
+    not_before: Instant,
+    /// The generation they failed with: a changed spec tries again at once.
+    generation: Option<i64>,
 }
 
 fn http_client() -> reqwest::ClientBuilder {
-    reqwest::Client::builder().user_agent(concat!("tenure/", env!("CARGO_PKG_VERSION")))
+    reqwest::Client::builder()
+        .user_agent(concat!("tenure/", env!("CARGO_PKG_VERSION")))
+        // A redirect would turn the POST into a GET without the event, and
+        // its 2xx would count as a delivery.
+        .redirect(reqwest::redirect::Policy::none())
 }
 
 impl Default for Deliveries {
@@ -54,8 +73,9 @@ impl Default for Deliveries {
         Self {
             http: http_client().build().expect("an HTTP client builds"),
             trusting: Mutex::default(),
-            recorded: Mutex::default(),
+            received: Mutex::default(),
             failing: Mutex::default(),
+            delivered: Mutex::default(),
         }
     }
 }
@@ -108,20 +128,33 @@ struct Outbox<'a> {
     events: Vec<Pending<'a>>,
 }
 
+/// Why an event was not received, and whether that holds for the whole
+/// receiver (down, timing out, failing: stop until the backoff ends) or
+/// only for this event (refused with a 4xx: the object waits, the others
+/// go on).
+struct Refused {
+    message: String,
+    receiver_down: bool,
+}
+
 async fn reconcile(webhook: Arc<LifecycleWebhook>, context: Arc<Context>) -> Result<Action> {
     if webhook.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let name = webhook.name_any();
-    let now = context.clock.now();
     let recorded = webhook.status.clone();
+    let deliveries = &context.deliveries;
     let mut status = recorded.clone().unwrap_or_default();
-    let since = *status.since.get_or_insert(now);
+    status.delivered = deliveries.delivered_so_far(&webhook, status.delivered);
+    // From its creation on: what a controller that was down meanwhile
+    // learns late is still sent.
+    let since = *status
+        .since
+        .get_or_insert(context.created_at(webhook.as_ref()));
     let organizations = context.index.organizations().state();
     let entitlements = context.index.entitlements().state();
     let mut outboxes = outboxes(&context, &webhook, since, &organizations, &entitlements);
     status.backlog = backlog(&outboxes);
-    let deliveries = &context.deliveries;
 
     let report = |status: LifecycleWebhookStatus, verdict: Verdict| {
         let api = Api::<LifecycleWebhook>::all(context.client.clone());
@@ -135,6 +168,7 @@ async fn reconcile(webhook: Arc<LifecycleWebhook>, context: Arc<Context>) -> Res
             generation,
             context.clock.now(),
         );
+        deliveries.reported(&webhook, status.delivered);
         let name = name.clone();
         let recorded = recorded.clone();
         async move { status::apply_status(&api, &name, recorded.as_ref(), &status).await }
@@ -150,20 +184,19 @@ async fn reconcile(webhook: Arc<LifecycleWebhook>, context: Arc<Context>) -> Res
         report(status, Verdict::ready("Delivered", message)).await?;
         return Ok(Action::await_change());
     }
-    if let Some(wait) = deliveries.waiting(&name) {
+    if let Some(wait) = deliveries.waiting(&webhook) {
         report(status, waiting_verdict(&webhook, &recorded)).await?;
         return Ok(Action::requeue(wait));
     }
     let key = match signing_key(&context, &webhook).await? {
         Ok(key) => key,
         Err(missing) => {
-            let wait = deliveries.failed(&name);
+            let wait = deliveries.failed(&webhook);
             status.consecutive_failures = status.consecutive_failures.saturating_add(1);
             report(status, Verdict::not_ready("SecretNotFound", missing)).await?;
             return Ok(Action::requeue(wait));
         }
     };
-
     let http = match deliveries.client(&webhook) {
         Ok(http) => http,
         Err(message) => {
@@ -174,15 +207,20 @@ async fn reconcile(webhook: Arc<LifecycleWebhook>, context: Arc<Context>) -> Res
 
     let turn_ends = Instant::now() + DELIVERY_TURN;
     let mut failure = None;
+    let mut receiver_down = false;
     for outbox in &mut outboxes {
         let mut newly_delivered: i64 = 0;
         for event in &outbox.events {
+            if Instant::now() >= turn_ends {
+                break;
+            }
             let body = cloud_event(&outbox.about, &outbox.details, event);
             let sent = send(&http, &webhook, &key, &body).await;
             context.metrics.webhook_request(&name, sent.is_ok());
             match sent {
                 Ok(()) => {
                     outbox.delivered.insert(event.id.clone());
+                    deliveries.received(&name, outbox);
                     newly_delivered += 1;
                     status.delivered = status.delivered.saturating_add(1);
                     status.last_delivery = Some(Delivery {
@@ -192,12 +230,14 @@ async fn reconcile(webhook: Arc<LifecycleWebhook>, context: Arc<Context>) -> Res
                         object: outbox.about.describe(),
                     });
                 }
-                Err(message) => {
+                Err(refused) => {
+                    receiver_down = refused.receiver_down;
                     failure = Some(DeliveryFailure {
                         at: context.clock.now(),
                         id: event.id.clone(),
-                        message,
+                        message: refused.message,
                     });
+                    // Later events of this object wait: in order per object.
                     break;
                 }
             }
@@ -206,14 +246,14 @@ async fn reconcile(webhook: Arc<LifecycleWebhook>, context: Arc<Context>) -> Res
             record(&context, &name, outbox).await?;
         }
         status.backlog -= newly_delivered;
-        if failure.is_some() || Instant::now() >= turn_ends {
+        if receiver_down || Instant::now() >= turn_ends {
             break;
         }
     }
 
     match failure {
         Some(failure) => {
-            let wait = deliveries.failed(&name);
+            let wait = deliveries.failed(&webhook);
             warn!(webhook = %name, id = failure.id, message = failure.message, retry_in = ?wait, "webhook delivery failed");
             let message = format!(
                 "delivering {} failed: {}; {}, retried with backoff",
@@ -296,17 +336,17 @@ fn outboxes<'a>(
 ) -> Vec<Outbox<'a>> {
     let name = webhook.name_any();
     let annotation = delivered_annotation(&name);
-    let mut recorded = (context.deliveries.recorded.lock()).unwrap_or_else(|p| p.into_inner());
+    let mut received = (context.deliveries.received.lock()).unwrap_or_else(|p| p.into_inner());
     let mut outbox = |about: About,
                       history: &'a [HistoryEntry],
                       annotations: &BTreeMap<String, String>,
                       details: &dyn Fn() -> Details| {
         let mut delivered = parse_delivered(annotations.get(&annotation).map(String::as_str));
-        let key = (name.clone(), about.describe());
-        if let Some(ours) = recorded.get(&key) {
+        let key = (name.clone(), about.uid.clone());
+        if let Some(ours) = received.get(&key) {
             if ours.is_subset(&delivered) {
-                // The cache shows what this process wrote: no need to keep it.
-                recorded.remove(&key);
+                // The cache shows what this process recorded.
+                received.remove(&key);
             } else {
                 delivered.extend(ours.iter().cloned());
             }
@@ -344,7 +384,7 @@ fn outboxes<'a>(
     outboxes
 }
 
-/// Records what `outbox`'s object delivered in its annotation; an object
+/// Records what `outbox`'s object received in its annotation; an object
 /// deleted meanwhile has nothing left to record.
 async fn record(context: &Context, webhook: &str, outbox: &Outbox<'_>) -> Result<()> {
     let about = &outbox.about;
@@ -365,21 +405,13 @@ async fn record(context: &Context, webhook: &str, outbox: &Outbox<'_>) -> Result
             .map(|_| ()),
     };
     match written {
-        Ok(()) => {}
         // Gone (404), or recreated under the same name (409: uid differs).
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-        Err(error) => return Err(error.into()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {
+            context.deliveries.forget(webhook, &about.uid);
+            Ok(())
+        }
+        written => Ok(written?),
     }
-    let mut recorded = context
-        .deliveries
-        .recorded
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    recorded.insert(
-        (webhook.to_string(), about.describe()),
-        outbox.delivered.clone(),
-    );
-    Ok(())
 }
 
 /// The HMAC key, or why there is none.
@@ -428,28 +460,69 @@ impl Deliveries {
         Ok(client)
     }
 
-    /// How long `webhook` still waits out its backoff, if it does.
-    fn waiting(&self, webhook: &str) -> Option<Duration> {
+    /// How long `webhook` still waits out its backoff, if it does (a spec
+    /// changed since the failures tries again at once).
+    fn waiting(&self, webhook: &LifecycleWebhook) -> Option<Duration> {
         let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-        let (_, not_before) = failing.get(webhook)?;
-        not_before.checked_duration_since(Instant::now())
+        let failed = failing.get(&webhook.name_any())?;
+        if failed.generation != webhook.metadata.generation {
+            return None;
+        }
+        failed.not_before.checked_duration_since(Instant::now())
     }
 
     /// Counts a failed attempt; returns how long to wait before the next.
-    fn failed(&self, webhook: &str) -> Duration {
+    fn failed(&self, webhook: &LifecycleWebhook) -> Duration {
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-        let (failures, not_before) = failing
-            .entry(webhook.to_string())
-            .or_insert((0, Instant::now()));
-        *failures = failures.saturating_add(1);
-        let wait = backoff(*failures);
-        *not_before = Instant::now() + wait;
+        let failed = failing.entry(webhook.name_any()).or_insert(Failing {
+            failures: 0,
+            not_before: Instant::now(),
+            generation: webhook.metadata.generation,
+        });
+        failed.failures = failed.failures.saturating_add(1);
+        failed.generation = webhook.metadata.generation;
+        let wait = backoff(failed.failures);
+        failed.not_before = Instant::now() + wait;
         wait
     }
 
     fn succeeded(&self, webhook: &str) {
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         failing.remove(webhook);
+    }
+
+    /// Notes what `outbox`'s object received, the moment the receiver
+    /// answered: a failed annotation write must not send it again. Only ids
+    /// still in the history are kept.
+    fn received(&self, webhook: &str, outbox: &Outbox) {
+        let about = &outbox.about;
+        let value = delivered_value(&about.uid, outbox.history, &outbox.delivered);
+        let mut received = self.received.lock().unwrap_or_else(|p| p.into_inner());
+        received.insert(
+            (webhook.to_string(), about.uid.clone()),
+            parse_delivered(Some(&value)),
+        );
+    }
+
+    fn forget(&self, webhook: &str, uid: &str) {
+        let mut received = self.received.lock().unwrap_or_else(|p| p.into_inner());
+        received.remove(&(webhook.to_string(), uid.to_string()));
+    }
+
+    /// The `delivered` count to report: the larger of status's and the one
+    /// this process last reported.
+    fn delivered_so_far(&self, webhook: &LifecycleWebhook, in_status: i64) -> i64 {
+        let delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+        let uid = webhook.metadata.uid.clone().unwrap_or_default();
+        delivered
+            .get(&uid)
+            .map_or(in_status, |d| (*d).max(in_status))
+    }
+
+    fn reported(&self, webhook: &LifecycleWebhook, count: i64) {
+        let mut delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+        let uid = webhook.metadata.uid.clone().unwrap_or_default();
+        delivered.insert(uid, count);
     }
 }
 
@@ -459,9 +532,10 @@ async fn send(
     webhook: &LifecycleWebhook,
     key: &[u8],
     event: &serde_json::Value,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), Refused> {
     let body = serde_json::to_vec(event).unwrap_or_default();
-    let timeout = Duration::from_secs(webhook.spec.timeout_seconds.unwrap_or(10).max(1) as u64);
+    let timeout =
+        Duration::from_secs(webhook.spec.timeout_seconds.unwrap_or(10).clamp(1, 60) as u64);
     let sent = http
         .post(&webhook.spec.url)
         .timeout(timeout)
@@ -473,16 +547,36 @@ async fn send(
         .body(body)
         .send()
         .await;
+    let down = |message| Refused {
+        message,
+        receiver_down: true,
+    };
     match sent {
         Ok(response) if response.status().is_success() => Ok(()),
-        Ok(response) => {
+        Ok(mut response) => {
             let code = response.status();
-            let answer = response.text().await.unwrap_or_default();
-            let answer: String = answer.chars().take(200).collect();
-            Err(format!("the receiver answered {code}: {answer}"))
+            // Only the start of the answer: it goes into status.
+            let start = response.chunk().await.ok().flatten().unwrap_or_default();
+            let answer: String = String::from_utf8_lossy(&start).chars().take(200).collect();
+            let mut message = format!("the receiver answered {code}: {answer}");
+            if let Some(location) = response.headers().get("location") {
+                let location = location.to_str().unwrap_or_default();
+                message.push_str(&format!(" (redirected to {location}: set spec.url to it)"));
+            }
+            // A 4xx refuses this event; anything else says the receiver
+            // cannot take any now (408 and 429 too).
+            let refuses_this_event = code.is_client_error()
+                && code != reqwest::StatusCode::REQUEST_TIMEOUT
+                && code != reqwest::StatusCode::TOO_MANY_REQUESTS;
+            Err(Refused {
+                message,
+                receiver_down: !refuses_this_event,
+            })
         }
-        Err(error) if error.is_timeout() => Err(format!("no answer within {}s", timeout.as_secs())),
-        Err(error) => Err(format!("{error}: {}", source_chain(&error))),
+        Err(error) if error.is_timeout() => {
+            Err(down(format!("no answer within {}s", timeout.as_secs())))
+        }
+        Err(error) => Err(down(format!("{error}: {}", source_chain(&error)))),
     }
 }
 

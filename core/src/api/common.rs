@@ -27,14 +27,22 @@ pub struct HistoryEntry {
     pub reason: String,
     /// A sentence for people.
     pub message: String,
+    /// When tenure wrote it: later than `at` for a fact learnt late (a
+    /// backdated cancellation). LifecycleWebhooks deliver from this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_at: Option<DateTime<Utc>>,
 }
 
 /// `status.history` keeps this many entries, newest last.
 pub const HISTORY_LIMIT: usize = 50;
 
-/// Appends `new` to `history`, keeping the newest [`HISTORY_LIMIT`] entries.
-pub fn append_history(history: &mut Vec<HistoryEntry>, new: &[HistoryEntry]) {
-    history.extend(new.iter().cloned());
+/// Appends `new`, recorded `now`, to `history`, keeping the newest
+/// [`HISTORY_LIMIT`] entries.
+pub fn append_history(history: &mut Vec<HistoryEntry>, new: &[HistoryEntry], now: DateTime<Utc>) {
+    history.extend(new.iter().cloned().map(|entry| HistoryEntry {
+        recorded_at: Some(now),
+        ..entry
+    }));
     // A fact learnt late (a backdated cancellation) goes where it happened,
     // before what was noted since: the history reads forward in time.
     history.sort_by_key(|entry| entry.at);

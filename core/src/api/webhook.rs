@@ -44,7 +44,9 @@ use serde::{Deserialize, Serialize};
 pub struct LifecycleWebhookSpec {
     /// Where the events are POSTed: an `https://` or `http://` URL. Any
     /// 2xx answer is a delivery; anything else, or no answer within
-    /// `timeoutSeconds`, is retried.
+    /// `timeoutSeconds`, is retried. Redirects are not followed. A 4xx
+    /// (but 408 and 429) holds up only that object's events; anything else
+    /// holds up every object until the retry.
     #[schemars(regex(pattern = r"^https?://[^\s/]+.*$"), length(max = 2048))]
     pub url: String,
     /// The Secret holding the HMAC-SHA256 key that signs every request
@@ -74,9 +76,10 @@ pub struct LifecycleWebhookSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 65536))]
     pub ca_bundle: Option<String>,
-    /// Seconds to wait for an answer before the request counts as failed.
+    /// Seconds to wait for an answer before the request counts as failed
+    /// (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 300))]
+    #[schemars(range(min = 1, max = 60))]
     pub timeout_seconds: Option<i32>,
     /// Stops deliveries while true; events keep accumulating in the backlog
     /// and are delivered once it is false again.

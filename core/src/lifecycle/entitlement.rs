@@ -175,6 +175,8 @@ pub struct Decision {
     pub extra: Vec<Extra>,
     /// When to decide again: the next transition or reminder.
     pub wake_at: Option<Time>,
+    /// The `now` it was decided at: when its history entries are recorded.
+    pub decided_at: Time,
 }
 
 impl Decision {
@@ -206,7 +208,7 @@ impl Decision {
         status.effective_policy = self.effective_policy.clone();
         let reminder = self.reminder.iter().map(Notice::history_entry);
         let history: Vec<HistoryEntry> = self.history.iter().cloned().chain(reminder).collect();
-        append_history(&mut status.history, &history);
+        append_history(&mut status.history, &history, self.decided_at);
     }
 }
 
@@ -445,6 +447,7 @@ pub fn decide(input: &Input) -> Decision {
         event: event_name(previous, state.phase, converted_at == Some(at)).into(),
         reason: state.reason.clone(),
         message: message(state.phase, state),
+        recorded_at: None,
     };
     let (phase_since, history) = phase_history(recorded, &past, &current, now, &entry);
 
@@ -484,6 +487,7 @@ pub fn decide(input: &Input) -> Decision {
         cancelled: cancellation_record(&current, &timeline),
         history,
         reminder: reminded.notice,
+        decided_at: input.now,
         last_reminder_at: reminded.last_renewal,
         last_trial_reminder_at: reminded.last_trial,
         last_purge_reminder_at: reminded.last_purge,
@@ -632,6 +636,7 @@ fn stay_purged(recorded: &EntitlementStatus, input: &Input, holds: HoldState) ->
         cancelled: recorded.cancelled.clone(),
         history: holds.history,
         reminder: None,
+        decided_at: input.now,
         last_reminder_at: recorded.last_reminder_at,
         last_trial_reminder_at: recorded.last_trial_reminder_at,
         last_purge_reminder_at: recorded.last_purge_reminder_at,

@@ -157,6 +157,7 @@ pub fn hold_state(
         event: event.into(),
         reason: "RetentionHold".into(),
         message,
+        recorded_at: None,
     };
     let mut history = Vec::new();
     for hold in in_force.iter().filter(|h| !before.contains(&h.name)) {

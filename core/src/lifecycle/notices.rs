@@ -100,6 +100,7 @@ impl Notice {
             event: self.kind.reason().into(),
             reason: self.kind.about().into(),
             message: self.message.clone(),
+            recorded_at: None,
         }
     }
 }
@@ -113,9 +114,10 @@ pub struct Reminders {
     pub sent: Option<Time>,
     /// When the next one is due: the controller wakes then.
     pub upcoming: Option<Time>,
-    /// Earlier reminders of the run that came due unsent (the controller was
-    /// down or its clock ran fast): not sent, `due` stands for them.
-    pub missed: usize,
+    /// The days ahead of the reminders that came due before `due` could be
+    /// sent (the date was set late, the controller was down, or its clock
+    /// ran fast), most first: not sent, `due` stands for them.
+    pub missed_days: Vec<i64>,
 }
 
 impl Reminders {
@@ -123,13 +125,15 @@ impl Reminders {
     /// it stands for if earlier ones were missed.
     pub fn notice(&self, kind: NoticeKind, now: Time, message: String) -> Option<Notice> {
         let due_at = self.due?;
-        let message = match self.missed {
-            0 => message,
-            1 => format!(
-                "{message} (1 earlier reminder came due unsent and is replaced by this one)"
+        let days: Vec<String> = self.missed_days.iter().map(i64::to_string).collect();
+        let message = match days.as_slice() {
+            [] => message,
+            [one] => format!(
+                "{message} (also for the reminder {one} days ahead, which came due before it could be sent)"
             ),
-            n => format!(
-                "{message} ({n} earlier reminders came due unsent and are replaced by this one)"
+            [earlier @ .., last] => format!(
+                "{message} (also for the reminders {} and {last} days ahead, which came due before they could be sent)",
+                earlier.join(", ")
             ),
         };
         Some(Notice {
@@ -151,18 +155,29 @@ pub fn reminders(date: Time, days: &[i64], already_sent: Option<Time>, now: Time
             ..Reminders::default()
         };
     }
-    let unsent: Vec<Time> = days
+    let unsent: Vec<(i64, Time)> = days
         .iter()
-        .map(|days| date - TimeDelta::days(*days))
-        .filter(|at| already_sent.is_none_or(|sent| *at > sent))
+        .map(|days| (*days, date - TimeDelta::days(*days)))
+        .filter(|(_, at)| already_sent.is_none_or(|sent| *at > sent))
         .collect();
-    let came_due = unsent.iter().filter(|at| **at <= now);
-    let due = came_due.clone().max().copied();
+    let due = unsent
+        .iter()
+        .map(|(_, at)| *at)
+        .filter(|at| *at <= now)
+        .max();
+    let mut missed: Vec<(i64, Time)> = (unsent.iter().copied())
+        .filter(|(_, at)| *at <= now && Some(*at) != due)
+        .collect();
+    missed.sort_by_key(|(_, at)| *at);
     Reminders {
         due,
         sent: due.or(already_sent),
-        upcoming: unsent.iter().filter(|at| **at > now).min().copied(),
-        missed: came_due.count().saturating_sub(1),
+        upcoming: unsent
+            .iter()
+            .map(|(_, at)| *at)
+            .filter(|at| *at > now)
+            .min(),
+        missed_days: missed.into_iter().map(|(days, _)| days).collect(),
     }
 }
 
@@ -198,11 +213,11 @@ mod tests {
         let late = reminders(day(30), &[30, 7, 3], None, day(28));
         assert_eq!(late.due, Some(day(27)));
         assert_eq!(late.upcoming, None);
-        assert_eq!(late.missed, 2);
+        assert_eq!(late.missed_days, [30, 7]);
         let notice = late.notice(NoticeKind::PurgeReminder, day(28), "purged".into());
         assert_eq!(
             notice.unwrap().message,
-            "purged (2 earlier reminders came due unsent and are replaced by this one)"
+            "purged (also for the reminders 30 and 7 days ahead, which came due before they could be sent)"
         );
         let past = reminders(day(30), &[30, 7, 3], None, day(31));
         assert_eq!(past, Reminders::default());

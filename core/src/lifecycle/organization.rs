@@ -199,6 +199,8 @@ pub struct Decision {
     pub extra: Vec<Extra>,
     /// When to decide again by itself.
     pub wake_at: Option<Time>,
+    /// The `now` it was decided at: when its history entries are recorded.
+    pub decided_at: Time,
 }
 
 impl Decision {
@@ -236,7 +238,7 @@ impl Decision {
         }
         let notices = self.notices.iter().map(Notice::history_entry);
         let history: Vec<HistoryEntry> = self.history.iter().cloned().chain(notices).collect();
-        append_history(&mut status.history, &history);
+        append_history(&mut status.history, &history, self.decided_at);
     }
 }
 
@@ -672,6 +674,7 @@ fn active(
         purge: PurgeStep::None,
         next: None,
         notices: Vec::new(),
+        decided_at: input.now,
         last_offboarding_reminder_at: None,
         last_purge_reminder_at: None,
         history: holds.history.clone(),
@@ -1040,6 +1043,7 @@ fn entry(event: &str, reason: &str, message: String, at: Time) -> HistoryEntry {
         event: event.into(),
         reason: reason.into(),
         message,
+        recorded_at: None,
     }
 }
 
@@ -1157,6 +1161,7 @@ fn started(
         purge: PurgeStep::None,
         next: None,
         notices: Vec::new(),
+        decided_at: input.now,
         last_offboarding_reminder_at: None,
         last_purge_reminder_at: None,
         history: holds.history.clone(),

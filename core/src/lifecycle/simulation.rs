@@ -365,6 +365,7 @@ impl Simulation {
                 message: format!(
                     "deleted with namespace {namespace_name} in the purge of organization {name}"
                 ),
+                recorded_at: None,
             };
             let phase = entitlement
                 .status
@@ -446,6 +447,7 @@ impl Simulation {
                         event: "Stalled".into(),
                         reason: verdict.reason,
                         message: verdict.message,
+                        recorded_at: None,
                     };
                     self.record(Id::Entitlement(i), &[entry], None, now, "Stalled");
                 }

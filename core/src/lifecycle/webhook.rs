@@ -230,8 +230,16 @@ pub struct Pending<'h> {
     pub entry: &'h HistoryEntry,
 }
 
-/// The entries of `history` the webhook still has to deliver, in the
-/// history's order: selected, not among `delivered`, and from `since` on.
+/// When an entry was written (for entries written before tenure kept that:
+/// when it took effect).
+fn recorded(entry: &HistoryEntry) -> Time {
+    entry.recorded_at.unwrap_or(entry.at)
+}
+
+/// The entries of `history` the webhook still has to deliver, in the order
+/// they were recorded: selected, not among `delivered`, and recorded from
+/// `since` on (a fact learnt late is sent when it is learnt, dated when it
+/// took effect).
 pub fn pending<'h>(
     spec: &LifecycleWebhookSpec,
     about: &About,
@@ -239,9 +247,10 @@ pub fn pending<'h>(
     delivered: &HashSet<String>,
     since: Time,
 ) -> Vec<Pending<'h>> {
-    history
-        .iter()
-        .filter(|entry| entry.at >= since)
+    let mut entries: Vec<&HistoryEntry> = history.iter().filter(|e| recorded(e) >= since).collect();
+    entries.sort_by_key(|entry| recorded(entry));
+    entries
+        .into_iter()
         .map(|entry| Pending {
             id: event_id(&about.uid, entry),
             type_: event_type(about.kind, &entry.event),
@@ -326,6 +335,7 @@ mod tests {
             event: event.into(),
             reason: "Because".into(),
             message: format!("{event} happened"),
+            recorded_at: Some(at),
         }
     }
 
@@ -383,6 +393,23 @@ mod tests {
             delivered_value("uid-1", &history, &delivered),
             event_id("uid-1", &history[1])
         );
+    }
+
+    #[test]
+    fn a_fact_learnt_late_is_sent_when_recorded_after_what_was_sent_before() {
+        let spec = LifecycleWebhookSpec::default();
+        let about = entitlement_about("service", "acme");
+        let backdated = HistoryEntry {
+            recorded_at: Some(day(10)),
+            ..entry(day(1), "Cancelled")
+        };
+        // The history reads in time order; the backdated entry sits first.
+        let history = [backdated, entry(day(5), "Suspended")];
+        let events: Vec<_> = pending(&spec, &about, &history, &HashSet::new(), day(2))
+            .into_iter()
+            .map(|p| p.entry.event.clone())
+            .collect();
+        assert_eq!(events, ["Suspended", "Cancelled"]);
     }
 
     #[test]
