@@ -144,6 +144,11 @@ async fn reconcile(webhook: Arc<LifecycleWebhook>, context: Arc<Context>) -> Res
     let name = webhook.name_any();
     let recorded = webhook.status.clone();
     let deliveries = &context.deliveries;
+    if let Some(wait) = deliveries.waiting(&webhook) {
+        // Backing off: nothing is sent, and status says why (the last
+        // report), so not even the objects are read again.
+        return Ok(Action::requeue(wait));
+    }
     let mut status = recorded.clone().unwrap_or_default();
     status.delivered = deliveries.delivered_so_far(&webhook, status.delivered);
     // From its creation on: what a controller that was down meanwhile
@@ -183,10 +188,6 @@ async fn reconcile(webhook: Arc<LifecycleWebhook>, context: Arc<Context>) -> Res
         let message = format!("{} delivered; none waits", events(status.delivered));
         report(status, Verdict::ready("Delivered", message)).await?;
         return Ok(Action::await_change());
-    }
-    if let Some(wait) = deliveries.waiting(&webhook) {
-        report(status, waiting_verdict(&webhook, &recorded)).await?;
-        return Ok(Action::requeue(wait));
     }
     let key = match signing_key(&context, &webhook).await? {
         Ok(key) => key,
@@ -281,27 +282,6 @@ async fn reconcile(webhook: Arc<LifecycleWebhook>, context: Arc<Context>) -> Res
                 Ok(Action::requeue(Duration::ZERO))
             }
         }
-    }
-}
-
-/// Ready=False while it waits out a backoff, saying why as the last
-/// report did.
-fn waiting_verdict(
-    webhook: &LifecycleWebhook,
-    recorded: &Option<LifecycleWebhookStatus>,
-) -> Verdict {
-    let ready = recorded
-        .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == crate::lifecycle::conditions::READY);
-    match ready {
-        Some(ready) if ready.status == "False" => {
-            Verdict::not_ready(ready.reason.clone(), ready.message.clone())
-        }
-        _ => Verdict::reconciling(
-            "Delivering",
-            format!("events wait to be delivered to {}", webhook.spec.url),
-        ),
     }
 }
 
