@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import hmac
 import json
+import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 
@@ -34,6 +35,8 @@ class Receiver(BaseHTTPRequestHandler):
             data = event["data"]
             print(f'{event["time"]}  {event["type"]}  {event.get("subject", "-")}: {data["message"]}',
                   flush=True)
+        else:
+            print(f'(again: {event["id"]}, dropped)', file=sys.stderr, flush=True)
         self.send_response(204)  # any 2xx: delivered
         self.end_headers()
 

@@ -247,6 +247,7 @@ pub fn pending<'h>(
     delivered: &HashSet<String>,
     since: Time,
 ) -> Vec<Pending<'h>> {
+    let mut once = HashSet::new();
     let mut entries: Vec<&HistoryEntry> = history.iter().filter(|e| recorded(e) >= since).collect();
     entries.sort_by_key(|entry| recorded(entry));
     entries
@@ -258,6 +259,8 @@ pub fn pending<'h>(
         })
         .filter(|p| !delivered.contains(&p.id))
         .filter(|p| selects(spec, about, &p.type_, &p.entry.event))
+        // An entry written twice over (a clock set back) is one event.
+        .filter(|p| once.insert(p.id.clone()))
         .collect()
 }
 
@@ -410,6 +413,11 @@ mod tests {
             .map(|p| p.entry.event.clone())
             .collect();
         assert_eq!(events, ["Suspended", "Cancelled"]);
+        let twice = [entry(day(5), "Suspended"), entry(day(5), "Suspended")];
+        assert_eq!(
+            pending(&spec, &about, &twice, &HashSet::new(), day(2)).len(),
+            1
+        );
     }
 
     #[test]
