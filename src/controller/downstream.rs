@@ -28,18 +28,42 @@ use crate::lifecycle::downstream::{ObjectAction, Outcome, binds, desired, object
 /// kind the classes listed when the controller started: what an
 /// entitlement's reconcile reads instead of listing every kind each time.
 #[derive(Default)]
-pub struct BoundCaches(Mutex<HashMap<(String, String), Store<DynamicObject>>>);
+pub struct BoundCaches(Mutex<HashMap<(String, String), BoundCache>>);
+
+/// A cache, and whether it holds its first full list yet.
+#[derive(Clone)]
+struct BoundCache {
+    store: Store<DynamicObject>,
+    filled: tokio::sync::watch::Receiver<bool>,
+}
 
 impl BoundCaches {
+    /// Keeps `cache`; must be called within the Tokio runtime.
     pub fn insert(&self, kind: &DownstreamKind, cache: Store<DynamicObject>) {
+        // One task waits for the cache to fill and tells every reconcile
+        // waiting meanwhile through a watch channel, which wakes them all:
+        // kube-runtime's `Store::wait_until_ready` wakes only the last of
+        // several tasks waiting at once (they share one oneshot receiver,
+        // which keeps one waker), and the others would hang until their
+        // reconcile timed out.
+        let (fill, filled) = tokio::sync::watch::channel(false);
+        let store = cache.clone();
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                let _ = fill.send(true);
+            }
+        });
         let key = (kind.api_version.clone(), kind.kind.clone());
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, cache);
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key,
+            BoundCache {
+                store: cache,
+                filled,
+            },
+        );
     }
 
-    fn of(&self, kind: &DownstreamKind) -> Option<Store<DynamicObject>> {
+    fn of(&self, kind: &DownstreamKind) -> Option<BoundCache> {
         let key = (kind.api_version.clone(), kind.kind.clone());
         self.0
             .lock()
@@ -166,7 +190,7 @@ async fn bound_of_kind(
 /// there is one (what is deleted is re-read live first).
 async fn bound(
     api: &Api<DynamicObject>,
-    cache: Option<Store<DynamicObject>>,
+    cache: Option<BoundCache>,
     kind: &DownstreamKind,
     entitlement: &Entitlement,
 ) -> Result<Vec<DynamicObject>> {
@@ -175,12 +199,14 @@ async fn bound(
         Some(cache) => {
             // Read once it holds its first full list, so that no bound
             // object counts as missing.
-            cache
-                .wait_until_ready()
+            let mut filled = cache.filled.clone();
+            filled
+                .wait_for(|filled| *filled)
                 .await
                 .map_err(|_| Error::WatchStopped(format!("{} {}", kind.api_version, kind.kind)))?;
             let namespace = entitlement.namespace();
             cache
+                .store
                 .state()
                 .iter()
                 .filter(|o| o.namespace() == namespace)
@@ -263,4 +289,44 @@ async fn patch_object(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use kube::core::{ApiResource, GroupVersionKind};
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_reconcile_waiting_for_a_bound_cache_goes_on_once_it_fills() {
+        let gvk = GroupVersionKind::gvk("", "v1", "ConfigMap");
+        let mut writer = Writer::<DynamicObject>::new(ApiResource::from_gvk(&gvk));
+        let kind = DownstreamKind {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            on_suspend: Default::default(),
+            on_cancel: Default::default(),
+            on_purge: PurgeAction::Delete,
+        };
+        let caches = BoundCaches::default();
+        caches.insert(&kind, writer.as_reader());
+        let waiting: Vec<_> = (0..8)
+            .map(|_| {
+                let mut filled = caches.of(&kind).unwrap().filled;
+                tokio::spawn(async move { filled.wait_for(|filled| *filled).await.is_ok() })
+            })
+            .collect();
+        // Every waiter is parked before the cache fills.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        for waiter in waiting {
+            let woke = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+            assert!(woke.is_ok_and(|w| w.unwrap()), "a waiter was never woken");
+        }
+    }
 }

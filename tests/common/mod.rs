@@ -381,6 +381,16 @@ impl Controller {
         })
     }
 
+    /// Its process id (what its leader Lease identity ends with).
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Whether it exited by itself (a leader stepping down exits).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(Some(_)))
+    }
+
     /// SIGKILL: no shutdown, no cleanup, as a crash or an OOM kill.
     pub fn kill(mut self) {
         self.0.kill().expect("SIGKILL");

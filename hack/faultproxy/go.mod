@@ -1,0 +1,3 @@
+module tenure.local/faultproxy
+
+go 1.26.0
