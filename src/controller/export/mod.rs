@@ -209,9 +209,16 @@ async fn export_data(
         return Ok(Action::await_change());
     }
     let (zip, sha256) = seal(partial, &mut written)?;
+    let zip_path = zip.0.clone();
+    if context.exports.keeps_files() {
+        // The file is the artifact from here on, kept whatever follows: a
+        // status write that fails may still have been applied (its answer
+        // lost), and then status points at it. A retry overwrites it.
+        std::mem::forget(zip);
+    }
     let published = context
         .exports
-        .publish(&namespace_of(export), &export.name_any(), &zip.0)
+        .publish(&namespace_of(export), &export.name_any(), &zip_path)
         .await?;
     let expires_at = context.clock.now() + context.exports.keep_for;
     let artifact = Artifact {
@@ -230,20 +237,20 @@ async fn export_data(
     )
     .await
     {
-        // Deleted while it ran (404): the artifact goes with it (the file
-        // by `zip`).
-        if let Some(uploaded) = &published.uploaded {
-            context.exports.delete(uploaded).await?;
+        // Deleted while it ran (404): the artifact goes with it. Any other
+        // failure keeps it (the write may have been applied): a retry
+        // replaces it, and the DataExport's deletion removes it.
+        if error.label() == "NotFound" {
+            match &published.uploaded {
+                Some(uploaded) => context.exports.delete(uploaded).await?,
+                None => remove_artifact_file(&zip_path)?,
+            }
         }
         return Err(error);
     }
     context
         .metrics
         .exported(written.size_bytes.try_into().unwrap_or_default());
-    if context.exports.keeps_files() {
-        // The file is the artifact now: keep it.
-        std::mem::forget(zip);
-    }
     Ok(context.wake_at(Some(expires_at)))
 }
 
@@ -299,6 +306,14 @@ async fn succeed(
         .await?;
     record(context, export, Reason::ExportSucceeded, message).await;
     Ok(())
+}
+
+/// Removes an artifact file; one already gone is fine.
+fn remove_artifact_file(path: &std::path::Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(Error::file(path)(error)),
+        _ => Ok(()),
+    }
 }
 
 /// A file removed when dropped unless it was renamed away first: an export
