@@ -31,6 +31,9 @@ pub enum Reason<'a> {
     /// A reminder ahead of a date, or the final confirmation of a purge.
     Notice(NoticeKind),
     NamespaceCreated,
+    /// The purge created the tenant namespace again, to delete what its
+    /// deletion missed.
+    NamespaceRecreated,
     AccessRevoked,
     AccessRestored,
     /// An organization was deleted before it was Purged.
@@ -61,6 +64,7 @@ impl Reason<'_> {
             Reason::TornDown => "TornDown",
             Reason::Notice(kind) => kind.reason(),
             Reason::NamespaceCreated => "NamespaceCreated",
+            Reason::NamespaceRecreated => "NamespaceRecreated",
             Reason::AccessRevoked => "AccessRevoked",
             Reason::AccessRestored => "AccessRestored",
             Reason::DeletionBlocked => "DeletionBlocked",
@@ -71,7 +75,9 @@ impl Reason<'_> {
     fn type_(&self) -> EventType {
         match self {
             Reason::Transition(event) if WARNING_TRANSITIONS.contains(event) => EventType::Warning,
-            Reason::Condition(_) | Reason::DeletionBlocked => EventType::Warning,
+            Reason::Condition(_) | Reason::DeletionBlocked | Reason::NamespaceRecreated => {
+                EventType::Warning
+            }
             Reason::Notice(NoticeKind::PurgeReminder) => EventType::Warning,
             _ => EventType::Normal,
         }

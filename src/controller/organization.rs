@@ -28,7 +28,7 @@ use super::status::{
 use super::{log_outcomes, matters, purge};
 use crate::api::{
     LifecyclePolicy, ORGANIZATION_LABEL, Organization, OrganizationLifecycle, OrganizationPhase,
-    OrganizationStatus,
+    OrganizationStatus, PURGE_ANNOTATION,
 };
 use crate::lifecycle::conditions::{conditions, newly_set};
 use crate::lifecycle::export::succeeded_exports;
@@ -148,8 +148,14 @@ async fn reconcile(organization: Arc<Organization>, context: Arc<Context>) -> Re
         return Ok(decide_again());
     }
     // Recorded first, done second: a purge resumed after a crash starts here.
-    if matches!(decision.purge, PurgeStep::DeleteNamespace { .. }) {
-        delete_namespace(&context, &api, &name, &known.namespace, &status).await?;
+    match decision.purge {
+        PurgeStep::DeleteNamespace { .. } => {
+            delete_namespace(&context, &api, &name, &known.namespace, &status).await?;
+        }
+        PurgeStep::RecreateNamespace => {
+            recreate_namespace(&context, &organization, &known.namespace).await?;
+        }
+        _ => {}
     }
     record_events(&context, &organization, &decision, current);
     let announced = current.map(|s| [s.purge_after, s.reactivation_deadline, s.final_purge_at]);
@@ -215,7 +221,8 @@ fn dereference(context: &Context, organization: &Organization) -> Known {
 
 /// The core's decision; the one that deletes the namespace is made again
 /// on the holds as the API server has them now, not as the watch cache
-/// last saw them.
+/// last saw them, and the one that writes the tombstone on what is still
+/// stored under the namespace.
 async fn decided(
     context: &Context,
     organization: &Organization,
@@ -226,7 +233,8 @@ async fn decided(
     let policy = PolicyView::of(&policies, &name);
     let entitlements = context.index.entitlements_in(&known.namespace);
     let locks = entitlement_locks(entitlements.iter().map(Arc::as_ref), &policies);
-    let deciding = |holds: &[Hold]| {
+    let none_left = BTreeMap::new();
+    let deciding = |holds: &[Hold], remnants: &BTreeMap<String, i64>| {
         decide(&Input {
             name: &name,
             spec: &organization.spec,
@@ -240,20 +248,31 @@ async fn decided(
             namespace_name: &known.namespace,
             namespace: &known.namespace_state,
             export_available: known.export_available,
+            remnants,
             deleting: organization.metadata.deletion_timestamp.is_some(),
             now: context.clock.now(),
         })
     };
-    let decision = deciding(
-        &context
-            .index
-            .holds_covering_organization(&name, &known.namespace),
-    );
-    if !matches!(decision.purge, PurgeStep::DeleteNamespace { .. }) {
-        return Ok(decision);
-    }
-    let covers = |h: &Hold| h.covers_organization(&name, &known.namespace);
-    Ok(deciding(&live_holds(context, covers).await?))
+    let cached_holds = context
+        .index
+        .holds_covering_organization(&name, &known.namespace);
+    let decision = deciding(&cached_holds, &none_left);
+    Ok(match decision.purge {
+        PurgeStep::DeleteNamespace { .. } => {
+            let covers = |h: &Hold| h.covers_organization(&name, &known.namespace);
+            deciding(&live_holds(context, covers).await?, &none_left)
+        }
+        // Before the tombstone says everything went: what is still stored
+        // under the namespace, read live.
+        PurgeStep::WriteTombstone(_) => {
+            let remnants = purge::remnants(context, &known.namespace).await?;
+            match remnants.is_empty() {
+                true => decision,
+                false => deciding(&cached_holds, &remnants),
+            }
+        }
+        _ => decision,
+    })
 }
 
 /// Provisions the namespace, governs access, counts the purge plan and,
@@ -315,6 +334,38 @@ async fn delete_namespace(
         deleted.namespace_deleted_at = Some(context.clock.now());
         apply_status(api, name, Some(written), &deleted).await?;
     }
+    Ok(())
+}
+
+/// Creates the tenant namespace again, labelled for the organization and
+/// marked as the purge's, and deletes it like the purge did (the label and
+/// the holds read live first): what its first deletion missed goes with it.
+async fn recreate_namespace(
+    context: &Context,
+    organization: &Organization,
+    namespace: &str,
+) -> Result<()> {
+    let name = organization.name_any();
+    let mut again = Namespace {
+        metadata: labelled(namespace, &name),
+        ..Default::default()
+    };
+    again.metadata.annotations = Some(BTreeMap::from([(PURGE_ANNOTATION.into(), name.clone())]));
+    match Api::<Namespace>::all(context.client.clone())
+        .create(&PostParams::default(), &again)
+        .await
+    {
+        Ok(_) => {
+            let note =
+                format!("created namespace {namespace} again to delete what its deletion missed");
+            record(context, organization, Reason::NamespaceRecreated, note).await;
+        }
+        // Created by an earlier attempt (or by someone else: the delete
+        // checks the label).
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => return Err(error.into()),
+    }
+    purge::delete_namespace(context, &name, namespace).await?;
     Ok(())
 }
 

@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::core::DynamicObject;
+use kube::core::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::deletes::{delete_exactly, no_live_hold};
 use super::discovery::namespaced_kinds;
 use super::error::{Error, Result};
+use crate::api::entitlement::Entitlement;
+use crate::api::export::DataExport;
 use crate::api::organization::PurgePlan;
 use crate::api::{ORGANIZATION_LABEL, PURGE_ANNOTATION};
 use crate::lifecycle::system::is_system;
@@ -36,20 +38,12 @@ pub async fn plan(context: &Context, organization: &str, namespace: &str) -> Res
         return Ok(PurgePlan::default());
     }
     let mut uncounted = Vec::new();
-    for resource in namespaced_kinds(context).await? {
-        let api =
-            Api::<DynamicObject>::namespaced_with(context.client.clone(), namespace, &resource);
-        let list = match api.list_metadata(&ListParams::default()).await {
-            Ok(list) => list,
-            // Served for discovery but not listable here (e.g. a virtual resource).
-            Err(kube::Error::Api(status)) if matches!(status.code, 404 | 405) => continue,
-            Err(kube::Error::Api(status)) if status.code == 403 => {
-                uncounted.push(resource.kind.clone());
-                continue;
-            }
-            Err(error) => return Err(error.into()),
+    for (resource, listed) in stored(context, namespace).await? {
+        let Some(items) = listed else {
+            uncounted.push(resource.kind.clone());
+            continue;
         };
-        for item in &list.items {
+        for item in &items {
             let counts = if is_system(&resource.group, &resource.kind, &item.metadata) {
                 &mut system
             } else {
@@ -70,6 +64,69 @@ pub async fn plan(context: &Context, organization: &str, namespace: &str) -> Res
         namespaces: vec![namespace.to_string()],
         uncounted,
     })
+}
+
+/// What the API server stores under `namespace`, kind by kind, read live
+/// (None: a kind tenure may not list). Kinds served for discovery but not
+/// listable there (e.g. a virtual resource) are left out.
+async fn stored(
+    context: &Context,
+    namespace: &str,
+) -> Result<Vec<(ApiResource, Option<Vec<PartialObjectMeta<DynamicObject>>>)>> {
+    let mut stored = Vec::new();
+    for resource in namespaced_kinds(context).await? {
+        let api =
+            Api::<DynamicObject>::namespaced_with(context.client.clone(), namespace, &resource);
+        match api.list_metadata(&ListParams::default()).await {
+            Ok(list) => stored.push((resource, Some(list.items))),
+            Err(kube::Error::Api(status)) if matches!(status.code, 404 | 405) => {}
+            Err(kube::Error::Api(status)) if status.code == 403 => stored.push((resource, None)),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(stored)
+}
+
+/// Counts, by kind, the objects still stored under `namespace` once it is
+/// gone: what the namespace's deletion missed. Entitlements and DataExports
+/// are always read (a 404 for them is an error: their CRD is served, maybe
+/// not yet again after the API server started), the other kinds as
+/// discovery finds them.
+pub async fn remnants(context: &Context, namespace: &str) -> Result<BTreeMap<String, i64>> {
+    let mut remnants = BTreeMap::new();
+    for (resource, listed) in stored(context, namespace).await? {
+        let count = listed.map_or(0, |items| items.len() as i64);
+        if count > 0 {
+            remnants.insert(resource.kind, count);
+        }
+    }
+    let entitlements = Api::<Entitlement>::namespaced(context.client.clone(), namespace);
+    let exports = Api::<DataExport>::namespaced(context.client.clone(), namespace);
+    let counts = [
+        (
+            "Entitlement",
+            entitlements
+                .list_metadata(&ListParams::default())
+                .await?
+                .items
+                .len(),
+        ),
+        (
+            "DataExport",
+            exports
+                .list_metadata(&ListParams::default())
+                .await?
+                .items
+                .len(),
+        ),
+    ];
+    for (kind, count) in counts {
+        remnants.remove(kind);
+        if count > 0 {
+            remnants.insert(kind.to_string(), count as i64);
+        }
+    }
+    Ok(remnants)
 }
 
 /// Deletes every export artifact of the tenant namespace (files and S3

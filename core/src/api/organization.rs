@@ -223,7 +223,9 @@ pub struct OrganizationStatus {
     /// (which the purge marks with annotation `tenure.dev/purge` first).
     /// Purged and the tombstone are written only once a namespace deleted this
     /// way is gone: a namespace someone else deleted gets no tombstone
-    /// (condition Stalled, reason NamespaceGone).
+    /// (condition Stalled, reason NamespaceGone), and objects its deletion
+    /// missed are deleted first (condition Reconciling, reason
+    /// NamespaceRemnants: the namespace is created again and deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_deleted_at: Option<DateTime<Utc>>,
     /// Every resolved policy value that times the organization, with where it

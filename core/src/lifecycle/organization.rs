@@ -121,6 +121,12 @@ pub struct Input<'a> {
     /// Whether a DataExport of the organization succeeded whose artifact
     /// still exists: what `purge.requireExport` waits for.
     pub export_available: bool,
+    /// Objects, by kind, still stored under the tenant namespace after it
+    /// is gone: what its deletion missed (the namespace controller can read
+    /// a custom resource as absent while the API server starts,
+    /// kubernetes/kubernetes#93790). Counted by the controller only before
+    /// it writes the tombstone; empty otherwise.
+    pub remnants: &'a BTreeMap<String, i64>,
     /// Whether the Organization is being deleted (its finalizer holds it).
     pub deleting: bool,
     pub now: Time,
@@ -138,6 +144,11 @@ pub enum PurgeStep {
     /// purge starts now, so count what it deletes once more and record that
     /// before anything is deleted.
     DeleteNamespace { freeze_plan: bool },
+    /// The namespace tenure deleted is gone, but objects stored under it
+    /// outlived it ([`Input::remnants`]): create it again, labelled and
+    /// marked for the purge, and delete it (after a live look for holds), so
+    /// that Kubernetes deletes them with it.
+    RecreateNamespace,
     /// The namespace tenure deleted is gone: delete the organization's export
     /// artifacts (after a live look for holds), then write this tombstone and
     /// phase Purged, once.
@@ -990,8 +1001,8 @@ fn purging(input: &Input, recorded: &OrganizationStatus, holds: HoldState) -> De
 }
 
 /// The tenant namespace is gone: the tombstone is written for a namespace
-/// tenure's own delete removed (once no hold keeps the export ZIPs), never
-/// for one someone else deleted.
+/// tenure's own delete removed (once no hold keeps the export ZIPs, and
+/// nothing stored under it is left), never for one someone else deleted.
 fn namespace_gone(
     input: &Input,
     recorded: &OrganizationStatus,
@@ -1006,6 +1017,22 @@ fn namespace_gone(
                 format!(
                     "the tenant namespace is gone; the organization's export ZIPs are kept while RetentionHold {} is in force, and the tombstone is written once they are deleted",
                     holds.described.join(", ")
+                ),
+            );
+        }
+        Some(_) if !input.remnants.is_empty() => {
+            let remnants: Vec<String> = input
+                .remnants
+                .iter()
+                .map(|(kind, count)| format!("{kind}: {count}"))
+                .collect();
+            decision.purge = PurgeStep::RecreateNamespace;
+            decision.verdict = Verdict::reconciling(
+                "NamespaceRemnants",
+                format!(
+                    "namespace {} is gone, but objects in it were not deleted with it ({}): the namespace controller can miss them while the API server starts (kubernetes/kubernetes#93790); tenure creates the namespace again and deletes it so that they go with it, and writes the tombstone once nothing of it is left",
+                    input.namespace_name,
+                    remnants.join(", ")
                 ),
             );
         }

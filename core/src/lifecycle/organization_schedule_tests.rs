@@ -59,6 +59,7 @@ impl Controller {
             namespace_name: NAMESPACE,
             namespace: &self.namespace,
             export_available: false,
+            remnants: &BTreeMap::new(),
             deleting: false,
             now,
         });

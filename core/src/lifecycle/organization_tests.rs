@@ -164,6 +164,8 @@ struct World {
     entitlement_locks: Vec<EntitlementLock>,
     /// What the shell would measure now if it measured the purge plan.
     measured: PurgePlan,
+    /// Objects left under the tenant namespace after it is gone.
+    remnants: BTreeMap<String, i64>,
     status: Option<OrganizationStatus>,
 }
 
@@ -180,6 +182,7 @@ impl World {
             locked_archived: None,
             entitlement_locks: Vec::new(),
             measured: plan(),
+            remnants: BTreeMap::new(),
             status: None,
         }
     }
@@ -198,6 +201,7 @@ impl World {
             namespace_name: NAMESPACE,
             namespace: &self.namespace,
             export_available: self.export_available,
+            remnants: &self.remnants,
             deleting: false,
             now,
         }
@@ -1057,6 +1061,53 @@ fn enabling_or_unarchiving_once_purging_is_refused_and_the_purge_runs_on() {
         assert!(after.history.is_empty());
         assert!(world.status().tombstone.is_some());
     }
+}
+
+#[test]
+fn objects_outliving_the_deleted_namespace_are_deleted_with_it_again_before_the_tombstone() {
+    let mut world = World::new(
+        archived(None, Some(day(0))),
+        json!({"cancellation": {"dataRetentionDays": 30}, "purge": {"finalGraceDays": 0}}),
+    );
+    world.reconcile(day(0));
+    assert!(deletes(&world.reconcile(day(30))));
+    world.namespace = Namespace::Missing;
+    world.remnants = BTreeMap::from([("ConfigMap".into(), 2), ("Entitlement".into(), 1)]);
+
+    let remnants = world.reconcile(day(30) + hours(1));
+    assert_eq!(remnants.phase, Purging);
+    assert_eq!(remnants.purge, PurgeStep::RecreateNamespace);
+    assert_eq!(remnants.verdict.reason, "NamespaceRemnants");
+    assert!(
+        remnants
+            .verdict
+            .message
+            .contains("ConfigMap: 2, Entitlement: 1"),
+        "{}",
+        remnants.verdict.message
+    );
+    assert!(remnants.history.is_empty());
+    assert_eq!(world.status().tombstone, None);
+
+    // Under a hold, nothing is deleted again: the hold's verdict stands.
+    world.holds = vec![hold("legal", None, None)];
+    let held = world.reconcile(day(30) + hours(2));
+    assert_eq!(held.purge, PurgeStep::None);
+    assert_eq!(held.verdict.reason, "Held");
+    world.holds.clear();
+
+    // Created again and deleted again: the tombstone once nothing is left.
+    world.namespace = Namespace::Owned;
+    assert!(deletes(&world.reconcile(day(30) + hours(3))));
+    world.namespace = Namespace::Missing;
+    world.remnants.clear();
+    let purged = world.reconcile(day(30) + hours(4));
+    assert_eq!(purged.phase, Purged);
+    assert!(matches!(purged.purge, PurgeStep::WriteTombstone(_)));
+    assert_eq!(
+        events(&purged.history),
+        vec![(day(30) + hours(4), "Purged")]
+    );
 }
 
 #[test]

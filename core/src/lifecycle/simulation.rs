@@ -323,6 +323,7 @@ impl Simulation {
             namespace_name: &namespace_name,
             namespace: &namespace,
             export_available: self.export_available(&namespace_name, now),
+            remnants: &BTreeMap::new(),
             deleting: org.metadata.deletion_timestamp.is_some(),
             now,
         });
