@@ -10,6 +10,7 @@
 //!   at once as long as clocks agree within the grace.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -42,6 +43,34 @@ impl LeaseSettings {
     }
 }
 
+/// Until when this process may act as the leader, by its own clock: the
+/// moment it steps down unless a renewal lands first. What no API server
+/// precondition guards (an export ZIP put in place on a volume the replicas
+/// share) is done only while it holds, so that a leader that lost the Lease
+/// without noticing yet (cut off, or frozen) does not overwrite what the new
+/// leader wrote.
+#[derive(Clone, Debug, Default)]
+pub struct Fence(Arc<AtomicI64>);
+
+impl Fence {
+    /// Whether this process may still act as the leader now.
+    pub fn holds(&self) -> bool {
+        Utc::now().timestamp_millis() < self.0.load(Ordering::SeqCst)
+    }
+
+    fn until(&self, until: DateTime<Utc>) {
+        self.0.store(until.timestamp_millis(), Ordering::SeqCst);
+    }
+
+    fn forever(&self) {
+        self.0.store(i64::MAX, Ordering::SeqCst);
+    }
+
+    fn lift(&self) {
+        self.0.store(0, Ordering::SeqCst);
+    }
+}
+
 /// Whether this process leads, as the election says.
 pub struct Leadership {
     leading: watch::Receiver<bool>,
@@ -51,8 +80,9 @@ pub struct Leadership {
 
 impl Leadership {
     /// A process that leads from the start: the only one (no election).
-    pub fn alone(metrics: &Metrics) -> Self {
+    pub fn alone(metrics: &Metrics, fence: &Fence) -> Self {
         metrics.set_leader(true);
+        fence.forever();
         let (_, leading) = watch::channel(true);
         Self {
             leading,
@@ -62,10 +92,20 @@ impl Leadership {
     }
 
     /// Campaigns for the Lease in the background.
-    pub fn campaign(client: Client, settings: LeaseSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn campaign(
+        client: Client,
+        settings: LeaseSettings,
+        metrics: Arc<Metrics>,
+        fence: Fence,
+    ) -> Self {
         let (sender, leading) = watch::channel(false);
         let (resign, resigned) = oneshot::channel();
-        let campaign = tokio::spawn(campaign(client, settings, sender, resigned, metrics));
+        let leader = Leader {
+            leading: sender,
+            metrics,
+            fence,
+        };
+        let campaign = tokio::spawn(campaign(client, settings, leader, resigned));
         Self {
             leading,
             resign: Some(resign),
@@ -134,12 +174,19 @@ async fn manager(
     .await
 }
 
+/// What leading changes in this process: the controllers run, the metric,
+/// and the fence.
+struct Leader {
+    leading: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
+    fence: Fence,
+}
+
 async fn campaign(
     client: Client,
     settings: LeaseSettings,
-    leading: watch::Sender<bool>,
+    leader: Leader,
     mut resigned: oneshot::Receiver<()>,
-    metrics: Arc<Metrics>,
 ) {
     let mut lease = Box::pin(lease_changes(client.clone(), &settings));
     let lease_name = format!("{}/{}", settings.namespace, settings.name);
@@ -196,11 +243,11 @@ async fn campaign(
             identity = settings.identity,
             "leading: reconciling"
         );
-        metrics.set_leader(true);
-        let _ = leading.send(true);
-        lead(&manager, &settings, &mut lease, &mut resigned).await;
-        metrics.set_leader(false);
-        let _ = leading.send(false);
+        leader.metrics.set_leader(true);
+        lead(&manager, &settings, &mut lease, &mut resigned, &leader).await;
+        leader.fence.lift();
+        leader.metrics.set_leader(false);
+        let _ = leader.leading.send(false);
         return;
     }
 }
@@ -253,12 +300,15 @@ async fn lead(
     settings: &LeaseSettings,
     lease: &mut (impl Stream<Item = Lease> + Unpin),
     resigned: &mut oneshot::Receiver<()>,
+    leader: &Leader,
 ) {
     // A renewal that has not landed by half the grace before the Lease runs
     // out ends the leadership: a standby may take it at the end.
     let margin = chrono::TimeDelta::milliseconds((settings.grace() * 500) as i64);
     let mut step_down_at =
         Utc::now() + chrono::TimeDelta::seconds(settings.duration as i64) - margin;
+    leader.fence.until(step_down_at);
+    let _ = leader.leading.send(true);
     // Kept across the loop: a renewal is never cut short by the Lease event
     // it causes.
     let mut changed = Box::pin(manager.changed());
@@ -283,6 +333,7 @@ async fn lead(
                 }
                 if let Some(until) = held_until(&now) {
                     step_down_at = until - margin;
+                    leader.fence.until(step_down_at);
                 }
             }
             _ = tokio::time::sleep(until_step_down) => {
@@ -291,6 +342,8 @@ async fn lead(
             }
             _ = &mut *resigned => {
                 drop(changed);
+                // No longer acting before the Lease can be taken.
+                leader.fence.lift();
                 match manager.release().await {
                     Ok(()) => info!(identity = settings.identity, "leader Lease handed over"),
                     Err(error) => warn!(%error, "could not release the leader Lease; it runs out instead"),
@@ -306,6 +359,22 @@ mod tests {
     use super::*;
     use k8s_openapi::api::coordination::v1::LeaseSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    #[test]
+    fn the_fence_holds_only_until_the_step_down_by_the_clock_not_by_a_task_noticing() {
+        let fence = Fence::default();
+        assert!(!fence.holds(), "a standby never acts");
+        fence.until(Utc::now() + chrono::TimeDelta::seconds(5));
+        assert!(fence.holds());
+        // A process frozen past its step-down finds the fence down as soon
+        // as it runs again, before the election task has run at all.
+        fence.until(Utc::now() - chrono::TimeDelta::milliseconds(1));
+        assert!(!fence.holds());
+        fence.forever();
+        assert!(fence.holds(), "one alone leads");
+        fence.lift();
+        assert!(!fence.holds());
+    }
 
     #[test]
     fn a_lease_is_held_until_its_last_renewal_plus_its_duration() {

@@ -70,6 +70,7 @@ impl Schedule {
                 faults: vec![
                     (Fault::KillLeader, 40),
                     (Fault::KillStandby, 15),
+                    (Fault::FreezeLeader, 6),
                     (Fault::RestartApiServer, 4),
                     (Fault::RestartEtcd, 4),
                     (Fault::Latency, 12),
@@ -92,6 +93,7 @@ impl Schedule {
                 faults: vec![
                     (Fault::KillLeader, 8),
                     (Fault::KillStandby, 2),
+                    (Fault::FreezeLeader, 1),
                     (Fault::RestartApiServer, 1),
                     (Fault::RestartEtcd, 1),
                     (Fault::Latency, 2),
@@ -115,6 +117,10 @@ impl Schedule {
 enum Fault {
     KillLeader,
     KillStandby,
+    /// The leader stopped (SIGSTOP) for two Lease durations, then let run
+    /// again: it wakes up believing it leads while the standby has taken
+    /// over (a frozen VM, a stalled volume).
+    FreezeLeader,
     RestartApiServer,
     RestartEtcd,
     Latency,
@@ -579,6 +585,34 @@ impl Replicas {
             controller.kill();
         }
         self.spawn(slot, clock);
+    }
+}
+
+/// A replica stopped with SIGSTOP, until when; let run again (SIGCONT)
+/// when dropped, so that a failing run never leaves it stopped.
+struct Frozen {
+    pid: u32,
+    until: Instant,
+}
+
+impl Frozen {
+    fn stop(pid: u32, until: Instant) -> Self {
+        let _ = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status();
+        Frozen { pid, until }
+    }
+
+    /// Lets it run again (dropped: SIGCONT).
+    fn thaw(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // Killed meanwhile (a SIGKILL of the standby): nothing to do.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.pid.to_string()])
+            .status();
     }
 }
 
@@ -1782,6 +1816,7 @@ fn a_mass_offboarding_under_faults_deletes_nothing_early_nothing_held_nothing_no
     let spacing = fault_phase / (faults.len() as i32 + 1);
     let mut next_fault_at = clock.wall(clock.day(0.0)) + spacing;
     let mut latency_ends: Option<DateTime<Utc>> = None;
+    let mut frozen: Option<Frozen> = None;
     let mut next_zip_check = Instant::now();
     let mut done = [false; 4];
     let mut exports_created = false;
@@ -1831,6 +1866,9 @@ fn a_mass_offboarding_under_faults_deletes_nothing_early_nothing_held_nothing_no
             proxy.post("/latency?ms=0");
             latency_ends = None;
         }
+        if frozen.as_ref().is_some_and(|f| Instant::now() >= f.until) {
+            frozen.take().unwrap().thaw();
+        }
         let exited = replicas.supervise(&clock);
         for _ in 0..exited {
             report.fault("controller exited by itself (stepped down), restarted");
@@ -1857,6 +1895,18 @@ fn a_mass_offboarding_under_faults_deletes_nothing_early_nothing_held_nothing_no
                     };
                     replicas.kill(slot, &clock);
                     report.fault(what);
+                }
+                Fault::FreezeLeader => {
+                    let lease = Duration::from_secs(schedule.lease_seconds.into());
+                    let leader = replicas.leader_within(&clock, lease * 2);
+                    let pid =
+                        leader.and_then(|slot| replicas.slots[slot].as_ref().map(Controller::id));
+                    if let (Some(pid), None) = (pid, &frozen) {
+                        frozen = Some(Frozen::stop(pid, Instant::now() + lease * 2));
+                        report.fault(
+                            "the leader frozen (SIGSTOP) for two Lease durations, then let run",
+                        );
+                    }
                 }
                 Fault::RestartApiServer => {
                     restart("kube-apiserver");
@@ -1893,6 +1943,9 @@ fn a_mass_offboarding_under_faults_deletes_nothing_early_nothing_held_nothing_no
         std::thread::sleep(Duration::from_millis(100));
     }
     proxy.post("/latency?ms=0");
+    if let Some(frozen) = frozen.take() {
+        frozen.thaw();
+    }
     let stats = proxy.stats();
     report.figures.insert("proxy", stats.to_string());
     report

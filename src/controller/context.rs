@@ -17,6 +17,7 @@ use super::index::Index;
 use super::{codes, discovery, downstream, status, webhook};
 use crate::api::common::HistoryEntry;
 use crate::clock::Clock;
+use crate::leadership::Fence;
 use crate::lifecycle::conditions::{Verdict, from_time};
 use crate::metrics::Metrics;
 
@@ -47,6 +48,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// What LifecycleWebhook deliveries share (an HTTP client, backoffs).
     pub deliveries: webhook::Deliveries,
+    /// Until when this process may act as the leader: checked right before
+    /// an export ZIP is put in place, which no API server precondition guards.
+    pub fence: Fence,
 }
 
 /// A reconcile that takes longer is given up (its steps are idempotent,

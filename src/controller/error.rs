@@ -29,6 +29,12 @@ pub enum Error {
     /// re-read right before a delete: nothing was deleted, decide again.
     #[error("RetentionHold {0} appeared right before a delete; nothing was deleted")]
     HoldAppeared(String),
+    /// This process may no longer be the leader (its Lease was not renewed
+    /// in time): what no API server precondition guards is left undone.
+    #[error(
+        "not sure to lead any more (the leader Lease was not renewed in time): {0} left undone"
+    )]
+    NotLeading(&'static str),
     /// The reconcile took longer than this and was given up.
     #[error("the reconcile took longer than {0:?} and was given up")]
     TimedOut(std::time::Duration),
@@ -60,6 +66,7 @@ impl Error {
             Error::WatchStopped(_) => "WatchStopped",
             Error::NotOwned(_) => "NotOwned",
             Error::HoldAppeared(_) => "HoldAppeared",
+            Error::NotLeading(_) => "NotLeading",
             Error::TimedOut(_) => "TimedOut",
         }
     }

@@ -44,7 +44,7 @@ use tracing::{info, warn};
 use crate::api::{EntitlementClass, LifecyclePolicy, RetentionHold};
 use crate::clock::Clock;
 use crate::endpoints::{self, Endpoints};
-use crate::leadership::{Leadership, LeaseSettings};
+use crate::leadership::{Fence, Leadership, LeaseSettings};
 use crate::metrics::Metrics;
 use context::Context;
 use error::Error;
@@ -101,6 +101,7 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
         sharded: settings.shard.is_some(),
         metrics: metrics.clone(),
         deliveries: webhook::Deliveries::default(),
+        fence: Fence::default(),
     });
     info!(now = %context.clock.now(), "tenure controller starting");
     skew::compare_with_api_server(&client, &metrics).await;
@@ -121,8 +122,10 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
     endpoints.set_ready();
 
     let mut leadership = match settings.lease {
-        Some(lease) => Leadership::campaign(settings.lease_client, lease, metrics),
-        None => Leadership::alone(&metrics),
+        Some(lease) => {
+            Leadership::campaign(settings.lease_client, lease, metrics, context.fence.clone())
+        }
+        None => Leadership::alone(&metrics, &context.fence),
     };
     tokio::select! {
         _ = leadership.acquired() => {}

@@ -8,7 +8,7 @@
 pub mod sink;
 mod zip;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kube::api::ListParams;
@@ -190,7 +190,7 @@ async fn export_data(
     mut progress: Progress<'_>,
 ) -> Result<Action> {
     // Recorded before the work starts: a controller killed meanwhile starts
-    // the export again from the beginning, overwriting the partial file.
+    // the export again from the beginning, removing the partial file.
     let exporting = Verdict::reconciling(
         "Exporting",
         "listing and writing the organization's objects",
@@ -208,7 +208,7 @@ async fn export_data(
             .await?;
         return Ok(Action::await_change());
     }
-    let (zip, sha256) = seal(partial, &mut written)?;
+    let (zip, sha256) = seal(context, partial, &mut written)?;
     let zip_path = zip.0.clone();
     if context.exports.keeps_files() {
         // The file is the artifact from here on, kept whatever follows: a
@@ -218,7 +218,12 @@ async fn export_data(
     }
     let published = context
         .exports
-        .publish(&namespace_of(export), &export.name_any(), &zip_path)
+        .publish(
+            &namespace_of(export),
+            &export.name_any(),
+            &zip_path,
+            &context.fence,
+        )
         .await?;
     let expires_at = context.clock.now() + context.exports.keep_for;
     let artifact = Artifact {
@@ -268,9 +273,18 @@ async fn overtaken_by_purge(context: &Context, export: &DataExport) -> Result<Op
 }
 
 /// Renames the finished partial file to `<name>.zip` and measures it: the
-/// file (removed when dropped unless kept) and its SHA-256.
-fn seal(partial: PartialFile, written: &mut Written) -> Result<(PartialFile, String)> {
-    let path = partial.0.with_extension("");
+/// file (removed when dropped unless kept) and its SHA-256. Only while this
+/// process still leads: a replica that lost the Lease does not replace the
+/// ZIP the new leader wrote and reported.
+fn seal(
+    context: &Context,
+    partial: PartialFile,
+    written: &mut Written,
+) -> Result<(PartialFile, String)> {
+    let path = sealed_path(&partial.0);
+    if !context.fence.holds() {
+        return Err(Error::NotLeading("putting the export ZIP in place"));
+    }
     std::fs::rename(&partial.0, &path).map_err(Error::file(&path))?;
     let zip = PartialFile(path);
     let file = std::fs::File::open(&zip.0).map_err(Error::file(&zip.0))?;
@@ -316,6 +330,45 @@ fn remove_artifact_file(path: &std::path::Path) -> Result<()> {
     }
 }
 
+/// `<name>.zip.<16 hex digits>.partial`: each attempt writes a file of its
+/// own, so that two replicas that both believe they lead never write into
+/// one file.
+fn partial_name(export: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let attempt = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{export}.zip.{attempt:016x}.partial")
+}
+
+/// The ZIP a partial file becomes once finished: `<name>.zip`.
+fn sealed_path(partial: &Path) -> PathBuf {
+    partial.with_extension("").with_extension("")
+}
+
+/// The partial files of export `export` in `folder` (left by attempts cut
+/// short by a kill).
+fn partial_files(folder: &Path, export: &str) -> Result<Vec<PathBuf>> {
+    let prefix = format!("{export}.zip.");
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(Error::file(folder)(error)),
+    };
+    let mut partial = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(Error::file(folder))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let attempt = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".partial"));
+        if attempt.is_some_and(|a| a.len() == 16 && a.bytes().all(|b| b.is_ascii_hexdigit())) {
+            partial.push(entry.path());
+        }
+    }
+    Ok(partial)
+}
+
 /// A file removed when dropped unless it was renamed away first: an export
 /// cut short (an error, its DataExport deleted) leaves no partial file.
 struct PartialFile(PathBuf);
@@ -351,9 +404,13 @@ async fn release(context: &Context, export: &DataExport) -> Result<()> {
     }
     let folder = context.exports.folder(&namespace);
     let name = export.name_any();
-    for file in [format!("{name}.zip"), format!("{name}.zip.partial")] {
-        let file = ArtifactLocation::File(folder.join(file));
-        context.exports.delete(&file).await?;
+    let mut files = vec![folder.join(format!("{name}.zip"))];
+    files.extend(partial_files(&folder, &name)?);
+    for file in files {
+        context
+            .exports
+            .delete(&ArtifactLocation::File(file))
+            .await?;
     }
     if let Some(artifact) = export.status.as_ref().and_then(|s| s.artifact.as_ref()) {
         let dir = context.exports.absolute_dir()?;
@@ -367,7 +424,7 @@ async fn release(context: &Context, export: &DataExport) -> Result<()> {
 
 /// Writes the organization, its entitlements and every object of its
 /// namespace that tenure may read and the customer made into
-/// `<name>.zip.partial`, every entry dated the export time (`progress.now`,
+/// a partial file of its own ([`partial_name`]), every entry dated the export time (`progress.now`,
 /// the controller's clock, as in the manifest), reporting progress a kind
 /// at a time.
 async fn write_zip(
@@ -378,7 +435,12 @@ async fn write_zip(
     let namespace = namespace_of(export);
     let dir = context.exports.folder(&namespace);
     std::fs::create_dir_all(&dir).map_err(Error::file(&dir))?;
-    let partial = PartialFile(dir.join(format!("{}.zip.partial", export.name_any())));
+    // What earlier attempts left: killed ones', or a replica's that lost
+    // the Lease (its rename then fails).
+    for left in partial_files(&dir, &export.name_any())? {
+        remove_artifact_file(&left)?;
+    }
+    let partial = PartialFile(dir.join(partial_name(&export.name_any())));
     let path = partial.0.clone();
     let file = std::fs::File::create(&path).map_err(Error::file(&path))?;
     let options = Options::of(&export.spec);
@@ -469,5 +531,49 @@ async fn write_kind(
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
             _ => return Ok(true),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_attempt_writes_a_partial_file_of_its_own_which_becomes_the_zip() {
+        let first = partial_name("acme.export");
+        let second = partial_name("acme.export");
+        assert_ne!(first, second, "two attempts share no file");
+        assert!(first.starts_with("acme.export.zip.") && first.ends_with(".partial"));
+        let folder = Path::new("/exports/org-acme");
+        assert_eq!(
+            sealed_path(&folder.join(&first)),
+            folder.join("acme.export.zip")
+        );
+    }
+
+    #[test]
+    fn an_exports_partial_files_are_found_and_no_other_exports() {
+        let folder = std::env::temp_dir().join(format!("tenure-partials-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let mine = [partial_name("a"), partial_name("a")];
+        let others = [
+            "a.zip".to_string(),
+            partial_name("a.zip.ff"),
+            partial_name("b"),
+            "a.zip.notahexnumber.partial".into(),
+        ];
+        for name in mine.iter().chain(&others) {
+            std::fs::write(folder.join(name), b"").unwrap();
+        }
+        let mut found = partial_files(&folder, "a").unwrap();
+        found.sort();
+        let mut expected: Vec<PathBuf> = mine.iter().map(|n| folder.join(n)).collect();
+        expected.sort();
+        std::fs::remove_dir_all(&folder).unwrap();
+        assert_eq!(found, expected);
+        assert!(
+            partial_files(&folder, "a").unwrap().is_empty(),
+            "no folder, none"
+        );
     }
 }

@@ -14,6 +14,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use crate::controller::error::{Error, Result};
+use crate::leadership::Fence;
 use crate::lifecycle::export::{ArtifactLocation, ArtifactStore};
 
 /// Where ZIPs go and how long they are kept.
@@ -65,8 +66,10 @@ impl Bucket {
             .to_string()
     }
 
-    /// Uploads the file in parts, never all of it in memory.
-    async fn upload(&self, file: &Path, key: &ObjectPath) -> Result<()> {
+    /// Uploads the file in parts, never all of it in memory; completed only
+    /// while this process still leads (`fence`): a replica that lost the
+    /// Lease does not replace the object the new leader uploaded.
+    async fn upload(&self, file: &Path, key: &ObjectPath, fence: &Fence) -> Result<()> {
         let mut upload = WriteMultipart::new(self.store.put_multipart(key).await?);
         let mut reader = std::fs::File::open(file).map_err(Error::file(file))?;
         let mut chunk = vec![0u8; 8 << 20];
@@ -77,6 +80,10 @@ impl Bucket {
             }
             upload.wait_for_capacity(2).await?;
             upload.write(&chunk[..read]);
+        }
+        if !fence.holds() {
+            upload.abort().await?;
+            return Err(Error::NotLeading("completing the export's upload"));
         }
         upload.finish().await?;
         Ok(())
@@ -90,13 +97,20 @@ impl ExportSettings {
     }
 
     /// Makes the finished ZIP at `path` the artifact of export
-    /// `namespace/name`: the file itself, or its upload to the bucket.
-    pub async fn publish(&self, namespace: &str, name: &str, path: &Path) -> Result<Published> {
+    /// `namespace/name`: the file itself, or its upload to the bucket (while
+    /// `fence` holds).
+    pub async fn publish(
+        &self,
+        namespace: &str,
+        name: &str,
+        path: &Path,
+        fence: &Fence,
+    ) -> Result<Published> {
         match &self.bucket {
             Some(bucket) => {
                 let key =
                     ObjectPath::from(format!("{}/{name}.zip", bucket.namespace_prefix(namespace)));
-                bucket.upload(path, &key).await?;
+                bucket.upload(path, &key, fence).await?;
                 Ok(Published {
                     uri: format!("s3://{}/{key}", bucket.name),
                     uploaded: Some(ArtifactLocation::Object {
