@@ -18,7 +18,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use super::context::{Context, decide_again, reconciled, retry_later};
-use super::deletes::{delete_exactly, live_holds};
+use super::deletes::{delete_exactly, live_holds, no_live_hold};
 use super::error::Result;
 use super::events::{Events, Reason, record};
 use super::index::{Feeds, PolicyScopes, batched};
@@ -346,6 +346,13 @@ async fn recreate_namespace(
     namespace: &str,
 ) -> Result<()> {
     let name = organization.name_any();
+    // A hold placed since the decision is honoured before anything is
+    // created: a namespace created again under a hold would be kept (and
+    // its remnants exposed to the tenant) until the hold ends.
+    no_live_hold(context, context.clock.now(), |h| {
+        h.covers_organization(&name, namespace)
+    })
+    .await?;
     let mut again = Namespace {
         metadata: labelled(namespace, &name),
         ..Default::default()

@@ -515,10 +515,13 @@ fn lifecycle(input: &Input) -> Decision {
     }
     match recorded {
         // A hold that came before the namespace delete was sent stops the
-        // purge: back to before it, blocked, as any held purge.
+        // purge: back to before it, blocked, as any held purge. Once the
+        // delete was seen, the purge stays the purge (a namespace created
+        // again for its remnants is not a fresh start).
         Some(recorded)
             if recorded_phase == Some(OrganizationPhase::Purging)
-                && !(holds.held() && *input.namespace == Namespace::Owned) =>
+                && (!(holds.held() && *input.namespace == Namespace::Owned)
+                    || recorded.namespace_deleted_at.is_some()) =>
         {
             purging(input, recorded, holds)
         }
@@ -969,8 +972,19 @@ fn purging(input: &Input, recorded: &OrganizationStatus, holds: HoldState) -> De
         ),
     );
     match input.namespace {
+        // Created again for the remnants of its deletion: deleted again,
+        // the first deletion's date kept, unless a hold came meanwhile.
+        Namespace::Owned if holds.held() => {
+            decision.verdict = Verdict::reconciling(
+                "Held",
+                format!(
+                    "namespace {} was created again to delete what its deletion missed; it is kept while RetentionHold {} is in force, and deleted once the hold ends",
+                    input.namespace_name,
+                    holds.described.join(", ")
+                ),
+            );
+        }
         Namespace::Owned => {
-            decision.namespace_deleted_at = None;
             decision.purge = PurgeStep::DeleteNamespace { freeze_plan: false };
         }
         Namespace::Terminating { by_purge: true } => {

@@ -1098,7 +1098,21 @@ fn objects_outliving_the_deleted_namespace_are_deleted_with_it_again_before_the_
 
     // Created again and deleted again: the tombstone once nothing is left.
     world.namespace = Namespace::Owned;
+    let deleted_at = world.status().namespace_deleted_at;
+    assert!(deleted_at.is_some());
+    // A hold placed once it is created again keeps it: still the purge,
+    // its first deletion's date and plan kept, nothing deleted.
+    let plan = world.status().purge_plan.clone();
+    world.holds = vec![hold("legal", None, None)];
+    let kept = world.reconcile(day(30) + hours(2) + TimeDelta::minutes(30));
+    assert_eq!(kept.phase, Purging);
+    assert_eq!(kept.purge, PurgeStep::None);
+    assert_eq!(kept.verdict.reason, "Held");
+    assert_eq!(world.status().namespace_deleted_at, deleted_at);
+    assert_eq!(world.status().purge_plan, plan);
+    world.holds.clear();
     assert!(deletes(&world.reconcile(day(30) + hours(3))));
+    assert_eq!(world.status().namespace_deleted_at, deleted_at);
     world.namespace = Namespace::Missing;
     world.remnants.clear();
     let purged = world.reconcile(day(30) + hours(4));
@@ -1331,8 +1345,10 @@ fn a_hold_placed_while_purging_before_the_namespace_delete_was_sent_stops_the_pu
     );
     world.reconcile(day(0));
     assert_eq!(world.reconcile(day(37)).phase, Purging);
-    // Killed between recording Purging and sending the delete; a hold arrives.
+    // Killed between recording Purging and sending the delete (so its being
+    // sent was never recorded); a hold arrives.
     world.namespace = Namespace::Owned;
+    world.status.as_mut().unwrap().namespace_deleted_at = None;
     world.holds = vec![hold("legal", Some("LEGAL-4"), None)];
     let stopped = world.reconcile(day(38));
     assert_eq!(stopped.phase, Archived);
