@@ -35,6 +35,10 @@ pub enum Error {
         "not sure to lead any more (the leader Lease was not renewed in time): {0} left undone"
     )]
     NotLeading(&'static str),
+    /// A guarded write was refused: the object changed since the write's
+    /// resourceVersion (another writer, such as a leader that took over).
+    #[error("{0} changed since it was read; nothing was written")]
+    Changed(String),
     /// The reconcile took longer than this and was given up.
     #[error("the reconcile took longer than {0:?} and was given up")]
     TimedOut(std::time::Duration),
@@ -67,6 +71,7 @@ impl Error {
             Error::NotOwned(_) => "NotOwned",
             Error::HoldAppeared(_) => "HoldAppeared",
             Error::NotLeading(_) => "NotLeading",
+            Error::Changed(_) => "Conflict",
             Error::TimedOut(_) => "TimedOut",
         }
     }

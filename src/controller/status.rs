@@ -185,14 +185,15 @@ where
 
 /// Adds the finalizer unless present, with optimistic concurrency on the
 /// object's resourceVersion so that a concurrent change is never overwritten.
-pub async fn ensure_finalizer<K>(api: &Api<K>, object: &K) -> Result<()>
+/// The object's new resourceVersion when it was written.
+pub async fn ensure_finalizer<K>(api: &Api<K>, object: &K) -> Result<Option<String>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let meta = object.meta();
     let mut finalizers = meta.finalizers.clone().unwrap_or_default();
     if finalizers.iter().any(|f| f == crate::api::FINALIZER) {
-        return Ok(());
+        return Ok(None);
     }
     finalizers.push(crate::api::FINALIZER.to_string());
     patch_finalizers(api, object, finalizers).await
@@ -211,10 +212,16 @@ where
         .filter(|f| *f != crate::api::FINALIZER)
         .cloned()
         .collect();
-    patch_finalizers(api, object, finalizers).await
+    patch_finalizers(api, object, finalizers).await.map(|_| ())
 }
 
-async fn patch_finalizers<K>(api: &Api<K>, object: &K, finalizers: Vec<String>) -> Result<()>
+/// Writes `finalizers`, refused if the object changed since it was read; the
+/// object's new resourceVersion.
+async fn patch_finalizers<K>(
+    api: &Api<K>,
+    object: &K,
+    finalizers: Vec<String>,
+) -> Result<Option<String>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
@@ -224,7 +231,8 @@ where
         "metadata": { "finalizers": finalizers, "resourceVersion": meta.resource_version }
     });
     tracing::debug!(kind = %K::kind(&()), name, "writing finalizers");
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+    let written = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    Ok(())
+    Ok(written.resource_version())
 }

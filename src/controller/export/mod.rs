@@ -23,10 +23,11 @@ use super::deletes::held_live;
 use super::error::{Error, Result};
 use super::events::{Reason, record};
 use super::index::Feeds;
-use super::status::{apply_status, ensure_finalizer, remove_finalizer};
+use super::status::{Applied, apply_status_if_unchanged, ensure_finalizer, remove_finalizer};
 use super::{discovery, log_outcomes, matters};
 use crate::api::export::{Artifact, DataExportStatus, ExportPhase};
 use crate::api::{DataExport, Organization};
+use crate::leadership::Fence;
 use crate::lifecycle::conditions::{Extra, Verdict, conditions};
 use crate::lifecycle::export::{
     ArtifactLocation, ExportInput, ExportStep, ExportedOrganization, Written, finished, may_run,
@@ -79,7 +80,7 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
         remove_finalizer(&api, export.as_ref()).await?;
         return Ok(Action::await_change());
     }
-    ensure_finalizer(&api, export.as_ref()).await?;
+    let finalized = ensure_finalizer(&api, export.as_ref()).await?;
     let namespace = namespace_of(&export);
     let dir = context.exports.absolute_dir()?;
     let now = context.clock.now();
@@ -91,7 +92,8 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
         store: &context.exports.store(&dir, &namespace),
         now,
     });
-    let mut progress = Progress::of(&api, &export, now);
+    let version = finalized.or_else(|| export.resource_version());
+    let mut progress = Progress::of(&api, &export, version, &context.fence, now);
     match next {
         ExportStep::Wait => Ok(Action::await_change()),
         ExportStep::KeepUntil(at) => Ok(context.wake_at(Some(at))),
@@ -120,12 +122,19 @@ fn namespace_of(export: &DataExport) -> String {
     export.namespace().unwrap_or_default()
 }
 
-/// The export's status as last written, and how to write the next.
+/// The export's status as last written, and how to write the next: only
+/// while this process leads, and only over the version it wrote last, so
+/// that a replica that lost the Lease mid-export never overwrites what the
+/// new leader reported (a Succeeded export put back to Running, or its
+/// artifact replaced).
 struct Progress<'a> {
     api: &'a Api<DataExport>,
     name: String,
     generation: Option<i64>,
     reported: Option<DataExportStatus>,
+    /// The DataExport's resourceVersion as this reconcile last saw or wrote it.
+    version: Option<String>,
+    fence: &'a Fence,
     now: chrono::DateTime<chrono::Utc>,
 }
 
@@ -133,6 +142,8 @@ impl<'a> Progress<'a> {
     fn of(
         api: &'a Api<DataExport>,
         export: &DataExport,
+        version: Option<String>,
+        fence: &'a Fence,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Self {
         Self {
@@ -140,16 +151,34 @@ impl<'a> Progress<'a> {
             name: export.name_any(),
             generation: export.metadata.generation,
             reported: export.status.clone(),
+            version,
+            fence,
             now,
         }
     }
 
-    /// Writes what `change` makes of the status last written.
+    /// Writes what `change` makes of the status last written. Refused when
+    /// the DataExport changed meanwhile (someone else wrote it: the next
+    /// reconcile starts from what it holds now).
     async fn write(&mut self, change: impl FnOnce(&mut DataExportStatus)) -> Result<()> {
         let mut status = self.reported.clone().unwrap_or_default();
         status.observed_generation = self.generation;
         change(&mut status);
-        apply_status(self.api, &self.name, self.reported.as_ref(), &status).await?;
+        if !self.fence.holds() {
+            return Err(Error::NotLeading("writing the export's status"));
+        }
+        let applied = apply_status_if_unchanged(
+            self.api,
+            &self.name,
+            self.version.as_deref(),
+            self.reported.as_ref(),
+            &status,
+        )
+        .await?;
+        match applied {
+            Applied::Done(written) => self.version = written.or(self.version.take()),
+            Applied::Stale => return Err(Error::Changed(format!("DataExport {}", self.name))),
+        }
         self.reported = Some(status);
         Ok(())
     }
@@ -347,7 +376,8 @@ fn sealed_path(partial: &Path) -> PathBuf {
 }
 
 /// The partial files of export `export` in `folder` (left by attempts cut
-/// short by a kill).
+/// short by a kill), and the `<name>.zip.partial` of a tenure before each
+/// attempt had its own.
 fn partial_files(folder: &Path, export: &str) -> Result<Vec<PathBuf>> {
     let prefix = format!("{export}.zip.");
     let entries = match std::fs::read_dir(folder) {
@@ -362,7 +392,8 @@ fn partial_files(folder: &Path, export: &str) -> Result<Vec<PathBuf>> {
         let attempt = name
             .strip_prefix(&prefix)
             .and_then(|rest| rest.strip_suffix(".partial"));
-        if attempt.is_some_and(|a| a.len() == 16 && a.bytes().all(|b| b.is_ascii_hexdigit())) {
+        let ours = |a: &str| a.len() == 16 && a.bytes().all(|b| b.is_ascii_hexdigit());
+        if attempt.is_some_and(ours) || name == format!("{export}.zip.partial") {
             partial.push(entry.path());
         }
     }
@@ -402,15 +433,12 @@ async fn release(context: &Context, export: &DataExport) -> Result<()> {
             return Ok(());
         }
     }
-    let folder = context.exports.folder(&namespace);
     let name = export.name_any();
-    let mut files = vec![folder.join(format!("{name}.zip"))];
-    files.extend(partial_files(&folder, &name)?);
-    for file in files {
-        context
-            .exports
-            .delete(&ArtifactLocation::File(file))
-            .await?;
+    let mut artifacts = context.exports.artifact_of(&namespace, &name);
+    let partial = partial_files(&context.exports.folder(&namespace), &name)?;
+    artifacts.extend(partial.into_iter().map(ArtifactLocation::File));
+    for artifact in artifacts {
+        context.exports.delete(&artifact).await?;
     }
     if let Some(artifact) = export.status.as_ref().and_then(|s| s.artifact.as_ref()) {
         let dir = context.exports.absolute_dir()?;
@@ -436,7 +464,11 @@ async fn write_zip(
     let dir = context.exports.folder(&namespace);
     std::fs::create_dir_all(&dir).map_err(Error::file(&dir))?;
     // What earlier attempts left: killed ones', or a replica's that lost
-    // the Lease (its rename then fails).
+    // the Lease (its rename then fails). Only while leading: a replica that
+    // lost it must not remove the file the new leader is writing.
+    if !context.fence.holds() {
+        return Err(Error::NotLeading("removing the export's partial files"));
+    }
     for left in partial_files(&dir, &export.name_any())? {
         remove_artifact_file(&left)?;
     }
@@ -555,7 +587,7 @@ mod tests {
     fn an_exports_partial_files_are_found_and_no_other_exports() {
         let folder = std::env::temp_dir().join(format!("tenure-partials-{}", std::process::id()));
         std::fs::create_dir_all(&folder).unwrap();
-        let mine = [partial_name("a"), partial_name("a")];
+        let mine = [partial_name("a"), partial_name("a"), "a.zip.partial".into()];
         let others = [
             "a.zip".to_string(),
             partial_name("a.zip.ff"),

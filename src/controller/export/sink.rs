@@ -11,7 +11,7 @@ use chrono::TimeDelta;
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt};
 
 use crate::controller::error::{Error, Result};
 use crate::leadership::Fence;
@@ -67,26 +67,55 @@ impl Bucket {
     }
 
     /// Uploads the file in parts, never all of it in memory; completed only
-    /// while this process still leads (`fence`): a replica that lost the
-    /// Lease does not replace the object the new leader uploaded.
+    /// while this process still leads (`fence`), checked once every part is
+    /// up: a replica that lost the Lease does not replace the object the new
+    /// leader uploaded.
     async fn upload(&self, file: &Path, key: &ObjectPath, fence: &Fence) -> Result<()> {
-        let mut upload = WriteMultipart::new(self.store.put_multipart(key).await?);
-        let mut reader = std::fs::File::open(file).map_err(Error::file(file))?;
-        let mut chunk = vec![0u8; 8 << 20];
-        loop {
-            let read = reader.read(&mut chunk).map_err(Error::file(file))?;
-            if read == 0 {
-                break;
+        let mut upload = self.store.put_multipart(key).await?;
+        let sent = match send_parts(upload.as_mut(), file, PART_BYTES).await {
+            Ok(()) if !fence.holds() => Err(Error::NotLeading("completing the export's upload")),
+            sent => sent,
+        };
+        match sent {
+            Ok(()) => upload.complete().await.map(|_| ()).map_err(Error::from),
+            Err(error) => {
+                // What went wrong is the first error; parts left by a failed
+                // abort are the bucket's lifecycle rules' to remove.
+                let _ = upload.abort().await;
+                Err(error)
             }
-            upload.wait_for_capacity(2).await?;
-            upload.write(&chunk[..read]);
         }
-        if !fence.holds() {
-            upload.abort().await?;
-            return Err(Error::NotLeading("completing the export's upload"));
+    }
+
+    /// The object key of export `namespace/name`'s artifact.
+    fn key(&self, namespace: &str, name: &str) -> ObjectPath {
+        ObjectPath::from(format!("{}/{name}.zip", self.namespace_prefix(namespace)))
+    }
+}
+
+/// The size of every uploaded part but the last (S3 wants at least 5 MiB).
+const PART_BYTES: u64 = 8 << 20;
+
+/// Sends `file` as parts of `part_bytes` (at least one part, so that an
+/// empty file is an empty object), each up before the next is read.
+async fn send_parts(upload: &mut dyn MultipartUpload, file: &Path, part_bytes: u64) -> Result<()> {
+    let mut reader = std::fs::File::open(file).map_err(Error::file(file))?;
+    let mut sent_any = false;
+    loop {
+        let mut part = Vec::new();
+        (&mut reader)
+            .take(part_bytes)
+            .read_to_end(&mut part)
+            .map_err(Error::file(file))?;
+        if part.is_empty() && sent_any {
+            return Ok(());
         }
-        upload.finish().await?;
-        Ok(())
+        let last = (part.len() as u64) < part_bytes;
+        upload.put_part(part.into()).await?;
+        sent_any = true;
+        if last {
+            return Ok(());
+        }
     }
 }
 
@@ -108,8 +137,7 @@ impl ExportSettings {
     ) -> Result<Published> {
         match &self.bucket {
             Some(bucket) => {
-                let key =
-                    ObjectPath::from(format!("{}/{name}.zip", bucket.namespace_prefix(namespace)));
+                let key = bucket.key(namespace, name);
                 bucket.upload(path, &key, fence).await?;
                 Ok(Published {
                     uri: format!("s3://{}/{key}", bucket.name),
@@ -128,6 +156,21 @@ impl ExportSettings {
                 uploaded: None,
             }),
         }
+    }
+
+    /// Where export `namespace/name`'s finished ZIP is: its file, and its
+    /// uploaded object when there is a bucket (one whose upload completed
+    /// but whose status write failed is found here too).
+    pub fn artifact_of(&self, namespace: &str, name: &str) -> Vec<ArtifactLocation> {
+        let mut artifacts = vec![ArtifactLocation::File(
+            self.folder(namespace).join(format!("{name}.zip")),
+        )];
+        if let Some(bucket) = &self.bucket {
+            artifacts.push(ArtifactLocation::Object {
+                key: bucket.key(namespace, name).to_string(),
+            });
+        }
+        artifacts
     }
 
     /// Whether the ZIP file is the artifact itself (it is kept), rather than
@@ -200,5 +243,42 @@ impl ExportSettings {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    /// What `send_parts` puts into a store, completed.
+    async fn uploaded(content: &[u8], part_bytes: u64) -> Vec<u8> {
+        let dir = std::env::temp_dir().join(format!("tenure-parts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("{}-{part_bytes}.zip", content.len()));
+        std::fs::write(&file, content).unwrap();
+        let store = InMemory::new();
+        let key = ObjectPath::from("org-acme/export.zip");
+        let mut upload = store.put_multipart(&key).await.unwrap();
+        send_parts(upload.as_mut(), &file, part_bytes)
+            .await
+            .unwrap();
+        upload.complete().await.unwrap();
+        std::fs::remove_file(&file).unwrap();
+        let got = store.get(&key).await.unwrap().bytes().await.unwrap();
+        got.to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_file_goes_up_whole_in_parts_of_the_part_size_and_an_empty_one_too() {
+        let content: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        for part_bytes in [7, 100, 250, 1000, 4096] {
+            assert_eq!(
+                uploaded(&content, part_bytes).await,
+                content,
+                "{part_bytes}"
+            );
+        }
+        assert_eq!(uploaded(&[], 7).await, Vec::<u8>::new());
     }
 }
