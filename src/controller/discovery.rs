@@ -78,17 +78,19 @@ impl Kinds {
     }
 }
 
-/// Every namespaced kind the API server lets tenure list, Events left out:
-/// they are the cluster's record, not the customer's data
+/// Every namespaced kind the API server stores objects of (it serves list
+/// and delete: not a virtual resource such as a metrics reading), Events
+/// left out: they are the cluster's record, not the customer's data
 /// ([`is_system_kind`]).
 pub async fn namespaced_kinds(context: &Context) -> Result<Vec<ApiResource>> {
     let discovery = Discovery::new(context.client.clone()).run().await?;
     let mut kinds = Vec::new();
     for group in discovery.groups() {
         for (resource, capabilities) in group.recommended_resources() {
-            let listable = capabilities.supports_operation(verbs::LIST);
+            let stored = capabilities.supports_operation(verbs::LIST)
+                && capabilities.supports_operation(verbs::DELETE);
             let system = is_system_kind(&resource.group, &resource.kind);
-            if capabilities.scope == Scope::Namespaced && listable && !system {
+            if capabilities.scope == Scope::Namespaced && stored && !system {
                 kinds.push(resource);
             }
         }
