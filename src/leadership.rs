@@ -244,7 +244,15 @@ async fn campaign(
             "leading: reconciling"
         );
         leader.metrics.set_leader(true);
-        lead(&manager, &settings, &mut lease, &mut resigned, &leader).await;
+        lead(
+            &client,
+            &manager,
+            &settings,
+            &mut lease,
+            &mut resigned,
+            &leader,
+        )
+        .await;
         leader.fence.lift();
         leader.metrics.set_leader(false);
         let _ = leader.leading.send(false);
@@ -296,6 +304,7 @@ async fn hand_over_from_predecessor(
 /// Renews the Lease until this process resigns (the Lease released) or
 /// cannot be sure it still holds it.
 async fn lead(
+    client: &Client,
     manager: &LeaseManager,
     settings: &LeaseSettings,
     lease: &mut (impl Stream<Item = Lease> + Unpin),
@@ -305,8 +314,31 @@ async fn lead(
     // A renewal that has not landed by half the grace before the Lease runs
     // out ends the leadership: a standby may take it at the end.
     let margin = chrono::TimeDelta::milliseconds((settings.grace() * 500) as i64);
-    let mut step_down_at =
-        Utc::now() + chrono::TimeDelta::seconds(settings.duration as i64) - margin;
+    // From the acquired Lease's own renewal, read back, not from the time
+    // this task got to run: a process frozen right after acquiring does not
+    // act past the Lease's end.
+    let leases = Api::<Lease>::namespaced(client.clone(), &settings.namespace);
+    let acquired = match leases.get(&settings.name).await {
+        Ok(acquired) if holder(&acquired) == Some(settings.identity.as_str()) => {
+            held_until(&acquired)
+        }
+        Ok(acquired) => {
+            warn!(
+                holder = holder(&acquired),
+                "the leader Lease was taken over at once"
+            );
+            return;
+        }
+        Err(error) => {
+            warn!(%error, "cannot read back the leader Lease just acquired");
+            return;
+        }
+    };
+    let Some(until) = acquired else {
+        warn!("the leader Lease just acquired has no renewal time or duration");
+        return;
+    };
+    let mut step_down_at = until - margin;
     leader.fence.until(step_down_at);
     let _ = leader.leading.send(true);
     // Kept across the loop: a renewal is never cut short by the Lease event
