@@ -272,11 +272,15 @@ pub fn decide(input: &Input) -> Decision {
     });
     let mut decision = lifecycle(in_force.as_ref().unwrap_or(input));
     announce(input, scheduled.as_ref(), &mut decision);
-    let purging = matches!(
-        decision.phase,
-        OrganizationPhase::Purging | OrganizationPhase::Purged
-    );
-    decision.govern_access = *input.namespace == Namespace::Owned && !purging;
+    // Access is governed in a namespace of the organization's own, except
+    // one the purge is deleting (or deleted): a namespace kept while
+    // Purging (created again for remnants, then held) stays closed.
+    let governed = match decision.phase {
+        OrganizationPhase::Purged => false,
+        OrganizationPhase::Purging => decision.purge == PurgeStep::None,
+        _ => true,
+    };
+    decision.govern_access = *input.namespace == Namespace::Owned && governed;
     let ours = matches!(
         input.namespace,
         Namespace::Owned | Namespace::Terminating { .. }
@@ -983,6 +987,10 @@ fn purging(input: &Input, recorded: &OrganizationStatus, holds: HoldState) -> De
                     holds.described.join(", ")
                 ),
             );
+            let purge_after = recorded.purge_after.unwrap_or(now);
+            let blocker = Blocker::Held(holds.described.clone());
+            decision.extra.push(blocked(blocker, purge_after));
+            decision.wake_at = holds.next_lapse;
         }
         Namespace::Owned => {
             decision.purge = PurgeStep::DeleteNamespace { freeze_plan: false };
@@ -1006,7 +1014,6 @@ fn purging(input: &Input, recorded: &OrganizationStatus, holds: HoldState) -> De
             );
         }
         Namespace::NotOwned(_) => {
-            decision.namespace_deleted_at = None;
             decision.verdict = namespace_verdict(input, true).expect("a namespace not owned");
         }
         Namespace::Missing => namespace_gone(input, recorded, &holds, &mut decision),

@@ -1102,12 +1102,16 @@ fn objects_outliving_the_deleted_namespace_are_deleted_with_it_again_before_the_
     assert!(deleted_at.is_some());
     // A hold placed once it is created again keeps it: still the purge,
     // its first deletion's date and plan kept, nothing deleted.
+    // Closed to traffic meanwhile, and woken when a hold with an end lapses.
     let plan = world.status().purge_plan.clone();
-    world.holds = vec![hold("legal", None, None)];
+    world.holds = vec![hold("legal", None, Some(day(40)))];
     let kept = world.reconcile(day(30) + hours(2) + TimeDelta::minutes(30));
     assert_eq!(kept.phase, Purging);
     assert_eq!(kept.purge, PurgeStep::None);
     assert_eq!(kept.verdict.reason, "Held");
+    assert_eq!(blocked_by(&kept), Some("Held"));
+    assert!(kept.govern_access && kept.access_revoked);
+    assert_eq!(kept.wake_at, Some(day(40)));
     assert_eq!(world.status().namespace_deleted_at, deleted_at);
     assert_eq!(world.status().purge_plan, plan);
     world.holds.clear();
@@ -1384,7 +1388,10 @@ fn a_namespace_that_lost_tenures_label_is_never_deleted_nor_recorded_as_purged()
     // Lost once the purge started: Stalled, never Purged.
     world.namespace = Namespace::Owned;
     assert_eq!(world.reconcile(day(38)).phase, Purging);
+    // Lost right before the delete, which the live re-read then refused:
+    // its being sent was never recorded.
     world.namespace = Namespace::NotOwned(None);
+    world.status.as_mut().unwrap().namespace_deleted_at = None;
     let refused = world.reconcile(day(39));
     assert_eq!(refused.phase, Purging);
     assert_eq!(refused.verdict.reason, "NamespaceNotOwned");
