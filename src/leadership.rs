@@ -22,6 +22,7 @@ use kube_lease_manager::{LeaseCreateMode, LeaseManager, LeaseParams};
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
+use crate::controller::error::Error;
 use crate::metrics::Metrics;
 
 /// Which Lease, held by whom, for how long.
@@ -56,6 +57,16 @@ impl Fence {
     /// Whether this process may still act as the leader now.
     pub fn holds(&self) -> bool {
         Utc::now().timestamp_millis() < self.0.load(Ordering::SeqCst)
+    }
+
+    /// Fails with [`Error::NotLeading`], naming what is left `undone`, unless
+    /// this process may still act as the leader now: right before what no
+    /// API server precondition guards.
+    pub fn check(&self, undone: &'static str) -> Result<(), Error> {
+        match self.holds() {
+            true => Ok(()),
+            false => Err(Error::NotLeading(undone)),
+        }
     }
 
     fn until(&self, until: DateTime<Utc>) {
@@ -113,9 +124,10 @@ impl Leadership {
         }
     }
 
-    /// Waits until this process leads.
-    pub async fn acquired(&mut self) {
-        let _ = self.leading.wait_for(|leading| *leading).await;
+    /// Waits until this process leads: false when its campaign ended
+    /// without it ever leading (it could not take up the Lease it acquired).
+    pub async fn acquired(&mut self) -> bool {
+        self.leading.wait_for(|leading| *leading).await.is_ok()
     }
 
     /// Waits until this process no longer leads (never, for one alone).
@@ -301,6 +313,15 @@ async fn hand_over_from_predecessor(
     let _ = tokio::time::timeout(Duration::from_secs(settings.duration), taken).await;
 }
 
+/// A Lease acquired but not taken up (the campaign ends, and the process
+/// with it): handed over, so that a standby takes it at once.
+async fn give_up(manager: &LeaseManager, settings: &LeaseSettings, why: &str) {
+    warn!(identity = settings.identity, "{why}: not leading");
+    if let Err(error) = manager.release().await {
+        warn!(%error, "could not release the leader Lease; it runs out instead");
+    }
+}
+
 /// Renews the Lease until this process resigns (the Lease released) or
 /// cannot be sure it still holds it.
 async fn lead(
@@ -323,22 +344,28 @@ async fn lead(
             held_until(&acquired)
         }
         Ok(acquired) => {
-            warn!(
-                holder = holder(&acquired),
-                "the leader Lease was taken over at once"
-            );
+            let holder = holder(&acquired).unwrap_or_default();
+            warn!(holder, "the leader Lease was taken over at once");
             return;
         }
         Err(error) => {
-            warn!(%error, "cannot read back the leader Lease just acquired");
-            return;
+            let why = format!("cannot read back the leader Lease just acquired: {error}");
+            return give_up(manager, settings, &why).await;
         }
     };
-    let Some(until) = acquired else {
-        warn!("the leader Lease just acquired has no renewal time or duration");
-        return;
+    let mut step_down_at = match acquired {
+        Some(until) if Utc::now() < until - margin => until - margin,
+        Some(until) => {
+            let why = format!(
+                "the leader Lease acquired ran out ({until}) before this process took it up"
+            );
+            return give_up(manager, settings, &why).await;
+        }
+        None => {
+            let why = "the leader Lease acquired has no renewal time or duration";
+            return give_up(manager, settings, why).await;
+        }
     };
-    let mut step_down_at = until - margin;
     leader.fence.until(step_down_at);
     let _ = leader.leading.send(true);
     // Kept across the loop: a renewal is never cut short by the Lease event

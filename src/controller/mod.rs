@@ -128,7 +128,9 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
         None => Leadership::alone(&metrics, &context.fence),
     };
     tokio::select! {
-        _ = leadership.acquired() => {}
+        leading = leadership.acquired() => if !leading {
+            anyhow::bail!("could not take up the leader Lease acquired: stopping, so that a standby takes it")
+        },
         _ = terminated() => {
             leadership.resign().await;
             info!("tenure controller stopped on standby");
