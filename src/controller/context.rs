@@ -49,7 +49,8 @@ pub struct Context {
     /// What LifecycleWebhook deliveries share (an HTTP client, backoffs).
     pub deliveries: webhook::Deliveries,
     /// Until when this process may act as the leader: checked right before
-    /// an export ZIP is put in place, which no API server precondition guards.
+    /// what no API server precondition guards (an export ZIP put in place or
+    /// deleted, an upload completed) and every export status write.
     pub fence: Fence,
 }
 

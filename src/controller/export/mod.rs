@@ -103,6 +103,7 @@ async fn reconcile(export: Arc<DataExport>, context: Arc<Context>) -> Result<Act
             keep,
         } => {
             if let Some(artifact) = delete {
+                context.fence.check("deleting the expired ZIP")?;
                 context.exports.delete(&artifact).await?;
             }
             progress
@@ -164,9 +165,7 @@ impl<'a> Progress<'a> {
         let mut status = self.reported.clone().unwrap_or_default();
         status.observed_generation = self.generation;
         change(&mut status);
-        if !self.fence.holds() {
-            return Err(Error::NotLeading("writing the export's status"));
-        }
+        self.fence.check("writing the export's status")?;
         let applied = apply_status_if_unchanged(
             self.api,
             &self.name,
@@ -271,9 +270,11 @@ async fn export_data(
     )
     .await
     {
-        // Deleted while it ran (404): the artifact goes with it. Any other
-        // failure keeps it (the write may have been applied): a retry
-        // replaces it, and the DataExport's deletion removes it.
+        // Gone while it ran (404: its finalizer removed by hand): the
+        // artifact goes with it. Any other failure keeps it (the write may
+        // have been applied, or the DataExport changed: a deletion marks it,
+        // or another leader wrote it): a retry replaces it, and the
+        // DataExport's deletion removes it (`release`).
         if error.label() == "NotFound" {
             match &published.uploaded {
                 Some(uploaded) => context.exports.delete(uploaded).await?,
@@ -311,9 +312,7 @@ fn seal(
     written: &mut Written,
 ) -> Result<(PartialFile, String)> {
     let path = sealed_path(&partial.0);
-    if !context.fence.holds() {
-        return Err(Error::NotLeading("putting the export ZIP in place"));
-    }
+    context.fence.check("putting the export ZIP in place")?;
     std::fs::rename(&partial.0, &path).map_err(Error::file(&path))?;
     let zip = PartialFile(path);
     let file = std::fs::File::open(&zip.0).map_err(Error::file(&zip.0))?;
@@ -422,6 +421,8 @@ fn exported(organization: &Organization) -> ExportedOrganization {
 /// unless a hold covers the organization whose namespace it is in, read live;
 /// then the organization's purge removes it later.
 async fn release(context: &Context, export: &DataExport) -> Result<()> {
+    // Its ZIP's name is a successor DataExport's of the same name too.
+    context.fence.check("deleting the export's ZIP")?;
     let namespace = namespace_of(export);
     if let Some(owner) = context.index.organization_owning(&namespace) {
         let covers =
@@ -451,8 +452,9 @@ async fn release(context: &Context, export: &DataExport) -> Result<()> {
 }
 
 /// Writes the organization, its entitlements and every object of its
-/// namespace that tenure may read and the customer made into
-/// a partial file of its own ([`partial_name`]), every entry dated the export time (`progress.now`,
+/// namespace that tenure may read and the customer made (of the kinds
+/// [`discovery::namespaced_kinds`] finds) into a partial file of its own
+/// ([`partial_name`]), every entry dated the export time (`progress.now`,
 /// the controller's clock, as in the manifest), reporting progress a kind
 /// at a time.
 async fn write_zip(
@@ -466,9 +468,7 @@ async fn write_zip(
     // What earlier attempts left: killed ones', or a replica's that lost
     // the Lease (its rename then fails). Only while leading: a replica that
     // lost it must not remove the file the new leader is writing.
-    if !context.fence.holds() {
-        return Err(Error::NotLeading("removing the export's partial files"));
-    }
+    context.fence.check("removing the export's partial files")?;
     for left in partial_files(&dir, &export.name_any())? {
         remove_artifact_file(&left)?;
     }
@@ -489,8 +489,8 @@ async fn write_zip(
         zip.finish_kind(&resource.kind)
             .map_err(Error::file(&path))?;
         // Progress for people watching a long export, a kind at a time. A
-        // DataExport deleted meanwhile ends the export here (404), and the
-        // partial file goes with it.
+        // DataExport deleted (or changed) meanwhile ends the export here:
+        // the write is refused, and the partial file goes.
         let objects = zip.objects();
         progress
             .write(|status| status.objects_exported = Some(objects))

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use chrono::TimeDelta;
 use futures::TryStreamExt;
+use futures::stream::FuturesUnordered;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt};
@@ -73,8 +74,8 @@ impl Bucket {
     async fn upload(&self, file: &Path, key: &ObjectPath, fence: &Fence) -> Result<()> {
         let mut upload = self.store.put_multipart(key).await?;
         let sent = match send_parts(upload.as_mut(), file, PART_BYTES).await {
-            Ok(()) if !fence.holds() => Err(Error::NotLeading("completing the export's upload")),
-            sent => sent,
+            Ok(()) => fence.check("completing the export's upload"),
+            failed => failed,
         };
         match sent {
             Ok(()) => upload.complete().await.map(|_| ()).map_err(Error::from),
@@ -96,10 +97,15 @@ impl Bucket {
 /// The size of every uploaded part but the last (S3 wants at least 5 MiB).
 const PART_BYTES: u64 = 8 << 20;
 
+/// How many parts go up at once (each is held in memory until it is up).
+const PARTS_IN_FLIGHT: usize = 2;
+
 /// Sends `file` as parts of `part_bytes` (at least one part, so that an
-/// empty file is an empty object), each up before the next is read.
+/// empty file is an empty object), [`PARTS_IN_FLIGHT`] at a time; returns
+/// once every part is up.
 async fn send_parts(upload: &mut dyn MultipartUpload, file: &Path, part_bytes: u64) -> Result<()> {
     let mut reader = std::fs::File::open(file).map_err(Error::file(file))?;
+    let mut in_flight = FuturesUnordered::new();
     let mut sent_any = false;
     loop {
         let mut part = Vec::new();
@@ -108,15 +114,20 @@ async fn send_parts(upload: &mut dyn MultipartUpload, file: &Path, part_bytes: u
             .read_to_end(&mut part)
             .map_err(Error::file(file))?;
         if part.is_empty() && sent_any {
-            return Ok(());
+            break;
         }
         let last = (part.len() as u64) < part_bytes;
-        upload.put_part(part.into()).await?;
+        in_flight.push(upload.put_part(part.into()));
         sent_any = true;
+        if in_flight.len() >= PARTS_IN_FLIGHT {
+            in_flight.try_next().await?;
+        }
         if last {
-            return Ok(());
+            break;
         }
     }
+    while in_flight.try_next().await?.is_some() {}
+    Ok(())
 }
 
 impl ExportSettings {
