@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::discovery::{Discovery, Scope, pinned_kind, verbs};
+use kube::discovery::{ApiCapabilities, Discovery, Scope, pinned_kind, verbs};
 
 use super::context::Context;
 use super::error::Result;
@@ -78,22 +78,81 @@ impl Kinds {
     }
 }
 
-/// Every namespaced kind the API server stores objects of (it serves list
-/// and delete: not a virtual resource such as a metrics reading), Events
-/// left out: they are the cluster's record, not the customer's data
-/// ([`is_system_kind`]).
+/// Every namespaced kind the API server stores objects of
+/// ([`stored_in_namespaces`]).
 pub async fn namespaced_kinds(context: &Context) -> Result<Vec<ApiResource>> {
     let discovery = Discovery::new(context.client.clone()).run().await?;
     let mut kinds = Vec::new();
     for group in discovery.groups() {
         for (resource, capabilities) in group.recommended_resources() {
-            let stored = capabilities.supports_operation(verbs::LIST)
-                && capabilities.supports_operation(verbs::DELETE);
-            let system = is_system_kind(&resource.group, &resource.kind);
-            if capabilities.scope == Scope::Namespaced && stored && !system {
+            if stored_in_namespaces(&resource, &capabilities) {
                 kinds.push(resource);
             }
         }
     }
     Ok(kinds)
+}
+
+/// Whether objects of a kind are stored in namespaces, as a purge deletes
+/// and an export reads them: namespaced, served for list and delete (not a
+/// virtual resource such as a metrics reading), and not Events, which are
+/// the cluster's record, not the customer's data ([`is_system_kind`]).
+fn stored_in_namespaces(resource: &ApiResource, capabilities: &ApiCapabilities) -> bool {
+    capabilities.scope == Scope::Namespaced
+        && capabilities.supports_operation(verbs::LIST)
+        && capabilities.supports_operation(verbs::DELETE)
+        && !is_system_kind(&resource.group, &resource.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(group: &str, kind: &str) -> ApiResource {
+        ApiResource::from_gvk(&GroupVersionKind::gvk(group, "v1", kind))
+    }
+
+    fn serving(scope: Scope, verbs: &[&str]) -> ApiCapabilities {
+        ApiCapabilities {
+            scope,
+            subresources: Vec::new(),
+            operations: verbs.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn only_namespaced_kinds_served_for_list_and_delete_hold_data_and_events_do_not_count() {
+        let stored = [
+            "create",
+            "get",
+            "list",
+            "watch",
+            "delete",
+            "deletecollection",
+        ];
+        let config_map = kind("", "ConfigMap");
+        assert!(stored_in_namespaces(
+            &config_map,
+            &serving(Scope::Namespaced, &stored)
+        ));
+        assert!(!stored_in_namespaces(
+            &config_map,
+            &serving(Scope::Cluster, &stored)
+        ));
+        let metrics = kind("metrics.k8s.io", "PodMetrics");
+        assert!(!stored_in_namespaces(
+            &metrics,
+            &serving(Scope::Namespaced, &["get", "list"])
+        ));
+        let binding = kind("", "Binding");
+        assert!(!stored_in_namespaces(
+            &binding,
+            &serving(Scope::Namespaced, &["create"])
+        ));
+        let events = kind("events.k8s.io", "Event");
+        assert!(!stored_in_namespaces(
+            &events,
+            &serving(Scope::Namespaced, &stored)
+        ));
+    }
 }
